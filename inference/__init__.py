@@ -1,0 +1,1 @@
+"""ONNX Runtime inference workers: VAD-cut utterances of many calls, batched, transcribed."""

@@ -1,0 +1,200 @@
+"""The wire format between media processes and inference workers.
+
+Owns the byte layout of every message that crosses ZeroMQ, both ways, and nothing else: no sockets.
+Each message is a multipart ZeroMQ message: frame 0 is a fixed binary header, frame 1 the payload
+(raw little-endian int16 PCM for audio, UTF-8 JSON for control and results). PCM travels as its own
+frame so that neither side copies it in Python.
+
+Header (network byte order, 32 bytes): magic ``b"SB"``, version (u8), type (u8), call id (16 bytes,
+a UUID), offset (u64: samples since the call started), sample rate (u32).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from media.errors import RemoteProtocolError
+
+MAGIC: Final = b"SB"
+VERSION: Final = 1
+_HEADER = struct.Struct("!2sBB16sQI")
+HEADER_SIZE: Final = _HEADER.size
+
+# Message types: media process -> worker
+T_CALL_START: Final = 1
+T_AUDIO: Final = 2
+T_CALL_END: Final = 3
+# worker -> media process
+T_TRANSCRIPT: Final = 16
+T_CALL_DONE: Final = 17
+
+
+class WireError(RemoteProtocolError):
+    """A message from a peer that is not valid wire format."""
+
+
+Buffer = bytes | memoryview
+
+
+def new_call_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class CallStart:
+    """A call begins on this worker; results go to ``reply_to`` (a ZeroMQ endpoint)."""
+
+    call_id: str
+    sample_rate: int
+    reply_to: str
+    sip_call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """A run of PCM (int16 LE, mono). ``offset`` counts samples since the call started, so gaps
+    left by silence suppression are visible to the receiver."""
+
+    call_id: str
+    offset: int
+    sample_rate: int
+    pcm: Buffer
+
+    @property
+    def samples(self) -> int:
+        return len(self.pcm) // 2
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnd:
+    """No more audio for this call; ``offset`` is the call's total length in samples."""
+
+    call_id: str
+    offset: int
+    sample_rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """A transcript of one utterance. ``start``/``end`` are seconds from the call's start."""
+
+    call_id: str
+    utterance: int
+    final: bool
+    text: str
+    start: float
+    end: float
+    confidence: float
+    speech_end_offset: int = 0  # samples: where the utterance's speech ended, for latency figures
+
+
+@dataclass(frozen=True, slots=True)
+class CallDone:
+    """The worker has flushed every utterance of this call and forgotten it."""
+
+    call_id: str
+
+
+Message = CallStart | Audio | CallEnd | Transcript | CallDone
+
+
+def _header(kind: int, call_id: str, offset: int = 0, sample_rate: int = 0) -> bytes:
+    return _HEADER.pack(MAGIC, VERSION, kind, uuid.UUID(hex=call_id).bytes, offset, sample_rate)
+
+
+def _json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode(msg: Message) -> list[Buffer]:
+    """Frames for ``socket.send_multipart(frames, copy=False)``."""
+    if isinstance(msg, Audio):
+        return [_header(T_AUDIO, msg.call_id, msg.offset, msg.sample_rate), msg.pcm]
+    if isinstance(msg, CallStart):
+        body = {"reply_to": msg.reply_to, "sip_call_id": msg.sip_call_id}
+        return [_header(T_CALL_START, msg.call_id, 0, msg.sample_rate), _json(body)]
+    if isinstance(msg, CallEnd):
+        return [_header(T_CALL_END, msg.call_id, msg.offset, msg.sample_rate), b""]
+    if isinstance(msg, Transcript):
+        body = {
+            "utterance": msg.utterance,
+            "final": msg.final,
+            "text": msg.text,
+            "start": msg.start,
+            "end": msg.end,
+            "confidence": msg.confidence,
+        }
+        return [_header(T_TRANSCRIPT, msg.call_id, msg.speech_end_offset, 0), _json(body)]
+    if isinstance(msg, CallDone):
+        return [_header(T_CALL_DONE, msg.call_id), b""]
+    raise TypeError(f"not a wire message: {msg!r}")
+
+
+def _load(payload: Buffer, kind: int) -> dict[str, Any]:
+    try:
+        obj = json.loads(bytes(payload))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WireError(f"type {kind}: payload is not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise WireError(f"type {kind}: payload is not a JSON object")
+    return obj
+
+
+def _field(obj: dict[str, Any], key: str, typ: type | tuple[type, ...], kind: int) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, typ) or (typ is not bool and isinstance(value, bool)):
+        raise WireError(f"type {kind}: field {key!r} missing or of the wrong type")
+    return value
+
+
+def decode(frames: Sequence[Buffer]) -> Message:
+    """Parse one multipart message. Raises :class:`WireError` for anything malformed."""
+    if len(frames) != 2:
+        raise WireError(f"expected 2 frames, got {len(frames)}")
+    head, payload = frames
+    if len(head) != HEADER_SIZE:
+        raise WireError(f"header is {len(head)} bytes, expected {HEADER_SIZE}")
+    magic, version, kind, raw_id, offset, rate = _HEADER.unpack(head)
+    if magic != MAGIC:
+        raise WireError(f"bad magic {magic!r}")
+    if version != VERSION:
+        raise WireError(f"unsupported wire version {version} (this side speaks {VERSION})")
+    call_id = uuid.UUID(bytes=raw_id).hex
+    if kind == T_AUDIO:
+        if len(payload) % 2:
+            raise WireError("audio payload has an odd number of bytes")
+        if rate <= 0:
+            raise WireError("audio without a sample rate")
+        return Audio(call_id, offset, rate, payload)
+    if kind == T_CALL_START:
+        obj = _load(payload, kind)
+        if rate <= 0:
+            raise WireError("call start without a sample rate")
+        return CallStart(
+            call_id,
+            rate,
+            _field(obj, "reply_to", str, kind),
+            _field(obj, "sip_call_id", str, kind),
+        )
+    if kind == T_CALL_END:
+        return CallEnd(call_id, offset, rate)
+    if kind == T_TRANSCRIPT:
+        obj = _load(payload, kind)
+        return Transcript(
+            call_id,
+            _field(obj, "utterance", int, kind),
+            _field(obj, "final", bool, kind),
+            _field(obj, "text", str, kind),
+            float(_field(obj, "start", (int, float), kind)),
+            float(_field(obj, "end", (int, float), kind)),
+            float(_field(obj, "confidence", (int, float), kind)),
+            offset,
+        )
+    if kind == T_CALL_DONE:
+        return CallDone(call_id)
+    raise WireError(f"unknown message type {kind}")

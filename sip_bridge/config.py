@@ -1,0 +1,281 @@
+"""The one configuration object: loaded from YAML and validated once, at the entry point.
+
+Every key has a documented default (see ``config.example.yaml``); a bad key or value raises
+:class:`ConfigError` naming the file and the dotted key, before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        super().__init__(f"{source}: {key}: {problem}")
+        self.source, self.key, self.problem = source, key, problem
+
+
+@dataclass(frozen=True, slots=True)
+class SipConfig:
+    address: str = "0.0.0.0"  # where the front (Kamailio) listens for the trunk
+    port: int = 5060  # UDP port the trunk sends to
+    # Address written into SDP (RTP) and Record-Route, as the PBX must reach it. "" = derived from
+    # `address` (127.0.0.1 when that is a wildcard).
+    public_address: str = ""
+    # Answer OPTIONS pings from the trunk at the front.
+    answer_options: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class JitterBufferConfig:
+    init_ms: int = 120
+    min_prefetch_ms: int = 100
+    max_prefetch_ms: int = 200
+    max_ms: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceGateConfig:
+    threshold_dbfs: float = -50.0  # frames quieter than this are silence
+    hangover_ms: int = 400  # keep sending this long after the last loud frame
+    preroll_ms: int = 200  # send this much audio from before the first loud frame
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    processes: int = 3  # PJSUA2 media processes behind the front
+    calls_per_process: int = 4  # the pjsua2-python wheel caps a process at 4
+    sip_port_base: int = 5071  # process i listens on 127.0.0.1:(base + i)
+    rtp_port_base: int = 40000  # process i takes RTP ports from base + i * rtp_ports_per_process
+    rtp_ports_per_process: int = 200
+    jitter_buffer: JitterBufferConfig = field(default_factory=JitterBufferConfig)
+    silence_gate: SilenceGateConfig = field(default_factory=SilenceGateConfig)
+    result_port_base: int = 5701  # process i pulls results on 127.0.0.1:(base + i)
+    call_end_flush_s: float = 10.0  # wait this long for a worker's last finals after BYE
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceConfig:
+    workers: int = 1
+    port_base: int = 5601  # worker i pulls audio on 127.0.0.1:(base + i)
+    max_batch: int = 8  # utterances transcribed together
+    max_wait_ms: int = 50  # longest a ready utterance waits for others to batch with
+    max_padding: float = 0.25  # longest padding, as a fraction of a clip, when batching
+    threads: int = 1  # ONNX Runtime intra-op threads per worker
+    provider: Literal["auto", "cuda", "cpu"] = "auto"
+    model_cache: str = ""  # "" = $XDG_CACHE_HOME/sip-bridge or ~/.cache/sip-bridge
+
+
+@dataclass(frozen=True, slots=True)
+class VadConfig:
+    threshold: float = 0.5  # Silero speech probability that starts speech
+    min_silence_ms: int = 500  # silence that ends an utterance
+    speech_pad_ms: int = 200  # audio kept before and after speech
+    min_speech_ms: int = 200  # shorter bursts are dropped
+    max_utterance_s: float = 15.0  # longer speech is cut here
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    url: str
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    sip_info: bool = True  # send each transcript.final into the call as SIP INFO
+    webhook_timeout_s: float = 5.0
+    webhook_retries: int = 5  # attempts after the first, with doubling back-off
+    webhook_backoff_s: float = 0.5
+    webhook_queue: int = 10000  # events waiting for delivery, per media process
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    sip: SipConfig = field(default_factory=SipConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    webhooks: tuple[WebhookConfig, ...] = ()
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    runtime_dir: str = ""  # "" = $XDG_RUNTIME_DIR/sip-bridge or /tmp/sip-bridge-<uid>
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def public_address(self) -> str:
+        if self.sip.public_address:
+            return self.sip.public_address
+        if self.sip.address in ("0.0.0.0", "::"):
+            return "127.0.0.1"
+        return self.sip.address
+
+    def runtime_path(self) -> Path:
+        if self.runtime_dir:
+            return Path(self.runtime_dir).expanduser()
+        base = os.environ.get("XDG_RUNTIME_DIR")
+        if base:
+            return Path(base) / "sip-bridge"
+        return Path(f"/tmp/sip-bridge-{os.getuid()}")
+
+    def model_cache_path(self) -> Path:
+        if self.inference.model_cache:
+            return Path(self.inference.model_cache).expanduser()
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "sip-bridge"
+
+    def worker_endpoint(self, index: int) -> str:
+        return f"tcp://127.0.0.1:{self.inference.port_base + index}"
+
+    def result_endpoint(self, index: int) -> str:
+        return f"tcp://127.0.0.1:{self.media.result_port_base + index}"
+
+    def media_sip_port(self, index: int) -> int:
+        return self.media.sip_port_base + index
+
+
+T = TypeVar("T")
+
+
+def _convert(value: Any, typ: Any, key: str, source: str) -> Any:
+    origin = get_origin(typ)
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise ConfigError(source, key, f"expected a mapping, got {type(value).__name__}")
+        return _build(typ, value, key, source)  # type: ignore[arg-type]
+    if origin is tuple:
+        (item,) = get_args(typ)[:1]
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise ConfigError(source, key, f"expected a list, got {type(value).__name__}")
+        return tuple(_convert(v, item, f"{key}[{i}]", source) for i, v in enumerate(value))
+    if origin is Literal:
+        choices = get_args(typ)
+        if value not in choices:
+            raise ConfigError(source, key, f"must be one of {', '.join(map(str, choices))}")
+        return value
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(source, key, "expected true or false")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(source, key, f"expected an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(source, key, f"expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(source, key, f"expected a string, got {value!r}")
+        return value
+    if origin is types.UnionType:
+        raise ConfigError(source, key, "unsupported type")
+    raise ConfigError(source, key, f"unsupported type {typ}")
+
+
+def _build(cls: type[T], data: dict[str, Any], prefix: str, source: str) -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(source, where, "unknown key")
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            where = f"{prefix}.{f.name}" if prefix else f.name
+            kwargs[f.name] = _convert(data[f.name], hints[f.name], where, source)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field (e.g. webhook url) is missing
+        raise ConfigError(source, prefix or "(top)", str(exc)) from exc
+
+
+def _check_port(source: str, key: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigError(source, key, f"port {port} is out of range")
+
+
+def validate(cfg: Config, source: str) -> Config:
+    """Checks that cross keys or bound values; raises ConfigError."""
+    _check_port(source, "sip.port", cfg.sip.port)
+    for key, addr in (("sip.address", cfg.sip.address), ("sip.public_address", cfg.public_address)):
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            raise ConfigError(source, key, f"{addr!r} is not an IP address") from None
+    m, i = cfg.media, cfg.inference
+    for key, value in (
+        ("media.processes", m.processes),
+        ("media.calls_per_process", m.calls_per_process),
+        ("inference.workers", i.workers),
+        ("inference.max_batch", i.max_batch),
+        ("inference.threads", i.threads),
+        ("media.rtp_ports_per_process", m.rtp_ports_per_process),
+    ):
+        if value < 1:
+            raise ConfigError(source, key, "must be at least 1")
+    if m.rtp_ports_per_process < 4 * m.calls_per_process:
+        raise ConfigError(source, "media.rtp_ports_per_process", "need 4 ports per call at least")
+    _check_port(source, "media.sip_port_base", m.sip_port_base + m.processes - 1)
+    _check_port(source, "media.result_port_base", m.result_port_base + m.processes - 1)
+    _check_port(source, "inference.port_base", i.port_base + i.workers - 1)
+    _check_port(
+        source, "media.rtp_port_base", m.rtp_port_base + m.processes * m.rtp_ports_per_process
+    )
+    used: dict[int, str] = {cfg.sip.port: "sip.port"}
+    ranges = (
+        ("media.sip_port_base", m.sip_port_base, m.processes),
+        ("media.result_port_base", m.result_port_base, m.processes),
+        ("inference.port_base", i.port_base, i.workers),
+    )
+    for key, base, count in ranges:
+        for port in range(base, base + count):
+            if port in used:
+                raise ConfigError(source, key, f"port {port} is also used by {used[port]}")
+            used[port] = key
+    if i.max_wait_ms < 0:
+        raise ConfigError(source, "inference.max_wait_ms", "must not be negative")
+    if not 0 <= i.max_padding <= 1:
+        raise ConfigError(source, "inference.max_padding", "must be between 0 and 1")
+    if not 0 < cfg.vad.threshold < 1:
+        raise ConfigError(source, "vad.threshold", "must be between 0 and 1")
+    if cfg.vad.max_utterance_s < 1 or cfg.vad.max_utterance_s > 30:
+        raise ConfigError(source, "vad.max_utterance_s", "must be between 1 and 30 seconds")
+    for n, hook in enumerate(cfg.webhooks):
+        if not hook.url.startswith(("http://", "https://")):
+            raise ConfigError(source, f"webhooks[{n}].url", "must be an http:// or https:// URL")
+        if not hook.secret:
+            raise ConfigError(source, f"webhooks[{n}].secret", "must not be empty")
+    return cfg
+
+
+def load(path: str | Path | None) -> Config:
+    """Load and validate a config file; ``None`` gives the defaults."""
+    if path is None:
+        return validate(Config(), "(defaults)")
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(source, "(file)", exc.strerror or str(exc)) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "(file)", f"not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, "(top)", "expected a mapping of keys")
+    return validate(_build(Config, data, "", source), source)
