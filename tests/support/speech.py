@@ -62,7 +62,7 @@ def load_prompts() -> list[Prompt]:
         if line.startswith(";") or ":" not in line:
             continue
         name, text = (part.strip() for part in line.split(":", 1))
-        if not text or text.startswith("["):
+        if not text or text.startswith(("[", "(")):  # [tones], (4 seconds of silence)
             continue
         path = SOUNDS / f"{name}.wav"
         if path.is_file():

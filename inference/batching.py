@@ -1,0 +1,113 @@
+"""The batching policy: which ready utterances run together, and when.
+
+Sans-IO: requests and ``now`` (seconds, any monotonic clock) go in, batches come out. Owns no
+threads, sockets or model. Rules, after Triton's dynamic batcher:
+
+- a batch runs when ``max_batch`` compatible requests are waiting, or when the oldest request has
+  waited ``max_wait_ms`` (a real deadline: :meth:`Batcher.deadline` says when to wake up);
+- clips batched together are of similar length: the longest is at most ``1 + max_padding`` times the
+  shortest (the model has no padding mask; padding far past a clip's length can empty its output);
+- finals outrank partials; a partial is superseded by a newer request of the same utterance;
+- every request leaves in exactly one batch, or is dropped by :meth:`Batcher.discard` (partials only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    max_batch: int = 8
+    max_wait_ms: float = 50.0
+    max_padding: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        if self.max_wait_ms < 0:
+            raise ValueError("max_wait_ms must not be negative")
+        if self.max_padding < 0:
+            raise ValueError("max_padding must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One clip to transcribe. ``key`` names the utterance (e.g. ``(call_id, index)``)."""
+
+    key: Hashable
+    samples: int
+    ready_at: float
+    final: bool = True
+    payload: object = field(default=None, compare=False)
+
+
+class Batcher:
+    def __init__(self, policy: BatchPolicy) -> None:
+        self.policy = policy
+        self._pending: list[Request] = []
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    @property
+    def finals_waiting(self) -> int:
+        return sum(1 for r in self._pending if r.final)
+
+    def add(self, request: Request) -> None:
+        """Queue a request. A partial replaces an older partial of the same utterance; a final
+        replaces any partial of its utterance."""
+        self._pending = [
+            r for r in self._pending if r.final or r.key != request.key
+        ]
+        self._pending.append(request)
+
+    def discard_partials(self) -> int:
+        """Drop every waiting partial (under overload); returns how many were dropped."""
+        before = len(self._pending)
+        self._pending = [r for r in self._pending if r.final]
+        return before - len(self._pending)
+
+    def deadline(self) -> float | None:
+        """When the oldest request's wait runs out (``None`` if nothing waits)."""
+        if not self._pending:
+            return None
+        oldest = min(r.ready_at for r in self._pending)
+        return oldest + self.policy.max_wait_ms / 1000.0
+
+    def _anchor(self) -> Request:
+        # Finals first, then the oldest.
+        return min(self._pending, key=lambda r: (not r.final, r.ready_at))
+
+    def _compatible(self, anchor: Request) -> list[Request]:
+        """The anchor plus the requests closest to it in length, within the padding bound."""
+        chosen = [anchor]
+        lo = hi = max(anchor.samples, 1)
+        limit = 1.0 + self.policy.max_padding
+        others = sorted(
+            (r for r in self._pending if r is not anchor),
+            key=lambda r: (not r.final, abs(r.samples - anchor.samples), r.ready_at),
+        )
+        for r in others:
+            if len(chosen) >= self.policy.max_batch:
+                break
+            n = max(r.samples, 1)
+            if max(hi, n) <= limit * min(lo, n):
+                chosen.append(r)
+                lo, hi = min(lo, n), max(hi, n)
+        return chosen
+
+    def next_batch(self, now: float) -> list[Request]:
+        """The batch to run now, or ``[]`` if waiting longer could still fill one."""
+        if not self._pending:
+            return []
+        anchor = self._anchor()
+        batch = self._compatible(anchor)
+        deadline = self.deadline()
+        due = len(batch) >= self.policy.max_batch or (deadline is not None and now >= deadline)
+        if not due:
+            return []
+        taken = {id(r) for r in batch}
+        self._pending = [r for r in self._pending if id(r) not in taken]
+        return batch

@@ -1,0 +1,254 @@
+"""Moonshine on ONNX Runtime with the real model, on recorded human speech (Asterisk prompts).
+
+Conversion runs once per test run, into a temporary cache directory shared by every test here.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soxr
+
+from inference import model_files
+from inference.model_files import ModelFiles, ModelNotInstalledError, ensure_converted
+from inference.moonshine import MoonshineModel
+from inference.providers import (
+    CPU,
+    ProviderUnavailableError,
+    choose_providers,
+    cuda_options,
+    cuda_runs,
+    session_options,
+)
+from inference.speech_model import SpeechModel, Transcription
+from tests.support import speech
+
+PROMPTS = 20
+BATCH = 8
+
+
+def _wheel_missing() -> bool:
+    try:
+        model_files.locate_shipped()
+    except ModelNotInstalledError:
+        return True
+    return False
+
+
+needs_model = pytest.mark.skipif(_wheel_missing(), reason="moonshine-cpp wheel (the model) missing")
+needs_speech = pytest.mark.skipif(
+    not speech.available(),
+    reason="Asterisk prompts missing: apt-get install asterisk-core-sounds-en-wav",
+)
+
+
+def to_model_input(prompt: speech.Prompt) -> np.ndarray:
+    pcm = prompt.pcm().astype(np.float32) / 32768.0
+    return np.asarray(soxr.resample(pcm, 8000, 16000), dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def files(cache_dir: Path) -> ModelFiles:
+    if _wheel_missing():
+        pytest.skip("moonshine-cpp wheel (the model) missing")
+    return ensure_converted(cache_dir)
+
+
+@pytest.fixture(scope="session")
+def model(files: ModelFiles) -> MoonshineModel:
+    return MoonshineModel(files, choose_providers("auto"), threads=1)
+
+
+@pytest.fixture(scope="session")
+def prompts() -> list[speech.Prompt]:
+    if not speech.available():
+        pytest.skip("Asterisk prompts missing: apt-get install asterisk-core-sounds-en-wav")
+    # select() lets through "silence/4", transcribed "(4 seconds of silence)": not words to hear.
+    spoken = [p for p in speech.select(PROMPTS + 5) if not p.text.startswith(("(", "["))]
+    return spoken[:PROMPTS]
+
+
+@pytest.fixture(scope="session")
+def clips(prompts: list[speech.Prompt]) -> list[np.ndarray]:
+    return [to_model_input(p) for p in prompts]
+
+
+@pytest.fixture(scope="session")
+def one_by_one(model: MoonshineModel, clips: list[np.ndarray]) -> list[Transcription]:
+    return [model.transcribe([clip])[0] for clip in clips]
+
+
+def test_missing_wheel_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def not_installed(name: str) -> importlib.metadata.Distribution:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+    with pytest.raises(ModelNotInstalledError, match="moonshine-cpp"):
+        model_files.locate_shipped()
+
+
+def test_provider_settings() -> None:
+    assert choose_providers("cpu").session_providers() == [CPU]
+    with pytest.raises(ValueError, match="auto, cuda or cpu"):
+        choose_providers("gpu")
+    works, why_not = cuda_runs()
+    if works:
+        assert choose_providers("cuda").is_cuda
+    else:
+        assert choose_providers("auto").name == CPU
+        with pytest.raises(ProviderUnavailableError, match="CUDA"):
+            choose_providers("cuda")
+        assert why_not
+    options = cuda_options(gpu_mem_limit_bytes=2 << 30)
+    assert options["arena_extend_strategy"] == "kSameAsRequested"
+    assert options["gpu_mem_limit"] == str(2 << 30)
+    assert session_options(2).intra_op_num_threads == 2
+    assert session_options(2).inter_op_num_threads == 1
+
+
+@pytest.mark.integration
+@needs_model
+def test_conversion_cache_is_reused(cache_dir: Path, files: ModelFiles) -> None:
+    before = {p: p.stat().st_mtime_ns for p in (files.encoder, files.decoder, files.tokenizer)}
+    again = ensure_converted(cache_dir)
+    assert not again.converted
+    assert (again.encoder, again.decoder, again.tokenizer) == (
+        files.encoder,
+        files.decoder,
+        files.tokenizer,
+    )
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    # one finished entry, no staging directories left behind
+    assert [p.name for p in cache_dir.iterdir() if p.is_dir()] == [files.encoder.parent.name]
+
+
+@pytest.mark.integration
+@needs_model
+def test_concurrent_workers_convert_once(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from inference.model_files import ensure_converted
+        print(ensure_converted(Path(sys.argv[1])).converted)
+        """
+    )
+    env = dict(os.environ, PYTHONPATH="")
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    outputs = sorted(w.communicate(timeout=120)[0].strip() for w in workers)
+    assert [w.returncode for w in workers] == [0, 0]
+    assert outputs == ["False", "True"]
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
+    # an entry damaged by hand is rebuilt, not half-used
+    files = ensure_converted(tmp_path)
+    files.tokenizer.unlink()
+    rebuilt = ensure_converted(tmp_path)
+    assert rebuilt.converted and rebuilt.tokenizer.is_file()
+
+
+@pytest.mark.integration
+@needs_model
+def test_model_satisfies_the_protocol(model: MoonshineModel) -> None:
+    as_protocol: SpeechModel = model
+    assert as_protocol.sample_rate == 16000
+
+
+@pytest.mark.integration
+@needs_model
+def test_no_clips_and_too_short_clips(model: MoonshineModel) -> None:
+    assert model.transcribe([]) == []
+    short = np.zeros(1000, dtype=np.float32)  # 62 ms
+    assert model.transcribe([short]) == [Transcription("", 0.0, 0)]
+
+
+@pytest.mark.integration
+@needs_model
+def test_rejects_non_mono_clips(model: MoonshineModel) -> None:
+    with pytest.raises(ValueError, match="clip 0"):
+        model.transcribe([np.zeros((2, 16000), dtype=np.float32)])
+
+
+@pytest.mark.integration
+@needs_model
+@needs_speech
+def test_word_error_rate_on_prompts(
+    prompts: list[speech.Prompt], one_by_one: list[Transcription]
+) -> None:
+    error_rate = speech.wer([p.text for p in prompts], [t.text for t in one_by_one])
+    print(f"WER batch 1 over {len(prompts)} prompts: {error_rate:.1%}")
+    assert error_rate <= 0.10
+    for answer in one_by_one:
+        assert 0.0 < answer.confidence <= 1.0
+        assert answer.tokens > 0
+
+
+def _length_buckets(clips: Sequence[np.ndarray], size: int) -> list[list[int]]:
+    order = sorted(range(len(clips)), key=lambda i: clips[i].size)
+    return [order[start : start + size] for start in range(0, len(order), size)]
+
+
+@pytest.mark.integration
+@needs_model
+@needs_speech
+def test_batches_match_one_by_one(
+    model: MoonshineModel,
+    prompts: list[speech.Prompt],
+    clips: list[np.ndarray],
+    one_by_one: list[Transcription],
+) -> None:
+    batched: list[Transcription | None] = [None] * len(clips)
+    for bucket in _length_buckets(clips, BATCH):
+        for index, answer in zip(bucket, model.transcribe([clips[i] for i in bucket]), strict=True):
+            batched[index] = answer
+    texts = [t.text for t in batched if t is not None]
+    assert len(texts) == len(clips)
+    refs = [p.text for p in prompts]
+    single_wer = speech.wer(refs, [t.text for t in one_by_one])
+    batch_wer = speech.wer(refs, texts)
+    # zero padding mostly moves punctuation, so compare words
+    same = sum(
+        speech.normalize(a.text) == speech.normalize(b)
+        for a, b in zip(one_by_one, texts, strict=True)
+    )
+    print(
+        f"WER batch {BATCH}: {batch_wer:.1%} (batch 1: {single_wer:.1%}); {same}/{len(texts)} same"
+    )
+    assert batch_wer <= single_wer + 0.01
+    assert same >= len(texts) * 3 // 4
+
+
+@pytest.mark.integration
+@needs_model
+@needs_speech
+def test_mixed_batch_keeps_order_and_drops_finished_rows(
+    model: MoonshineModel, clips: list[np.ndarray], one_by_one: list[Transcription]
+) -> None:
+    # a too-short clip, then clips of very different lengths: answers come back in input order,
+    # equal to their one-by-one answers (the model splits what padding would distort)
+    order = sorted(range(len(clips)), key=lambda i: clips[i].size)
+    chosen = [order[-1], order[0], order[len(order) // 2]]
+    answers = model.transcribe([np.zeros(800, dtype=np.float32)] + [clips[i] for i in chosen])
+    assert answers[0] == Transcription("", 0.0, 0)
+    assert [a.text for a in answers[1:]] == [one_by_one[i].text for i in chosen]
