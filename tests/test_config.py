@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from sip_bridge.config import Config, ConfigError, load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_documents_exactly_the_defaults() -> None:
+    assert load(ROOT / "config.example.yaml") == Config()
+    assert load(None) == Config()
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("sip:\n  port: 70000\n", "sip.port"),
+        ("sip:\n  prot: 5060\n", "sip.prot"),
+        ("media:\n  processes: 0\n", "media.processes"),
+        ("media:\n  jitter_buffer:\n    init_ms: fast\n", "media.jitter_buffer.init_ms"),
+        ("inference:\n  provider: tpu\n", "inference.provider"),
+        ("webhooks:\n  - url: ftp://x\n    secret: s\n", "webhooks[0].url"),
+        ("webhooks:\n  - url: http://x\n    secret: ''\n", "webhooks[0].secret"),
+        ("inference:\n  port_base: 5060\n", "inference.port_base"),
+        ("sip:\n  address: example.com\n", "sip.address"),
+        ("- just\n- a list\n", "(top)"),
+        ("sip: [\n", "(file)"),
+    ],
+)
+def test_errors_name_the_file_and_the_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.key == key
+    assert str(path) in str(info.value)
+
+
+def test_values_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(
+        "sip: {address: 127.0.0.1, port: 5090}\n"
+        "media: {processes: 2, calls_per_process: 4}\n"
+        "inference: {workers: 2, max_wait_ms: 20}\n"
+        "webhooks:\n  - {url: 'http://127.0.0.1:9/hook', secret: s3cret}\n"
+    )
+    cfg = load(path)
+    assert cfg.sip.port == 5090 and cfg.public_address == "127.0.0.1"
+    assert cfg.media.processes == 2 and cfg.inference.workers == 2
+    assert cfg.worker_endpoint(1) == "tcp://127.0.0.1:5602"
+    assert cfg.webhooks[0].secret == "s3cret"
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        load(tmp_path / "missing.yaml")
