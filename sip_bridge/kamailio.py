@@ -1,0 +1,502 @@
+"""The SIP front: Kamailio's config and dispatcher list, generated from our :class:`Config`.
+
+This module owns the text of ``kamailio.cfg`` and ``dispatcher.list`` (the routing policy in front
+of the media processes: call-load dispatch, failover, 503 when full, OPTIONS probing), checking it
+with ``kamailio -c`` and the argv that runs Kamailio in the foreground. It never starts, watches or
+stops Kamailio itself (the supervisor Popens :func:`command`), and it never handles SIP itself:
+Kamailio is the proxy, we do not write one.
+
+Routing facts this script relies on (measured, see DESIGN.md "Kamailio as the front"):
+
+* Dispatcher alg 10 counts load per Call-ID; the count is released only where the script calls
+  ``ds_load_update()`` as a BYE or CANCEL passes, or ``ds_load_unset()`` in the failure route. So
+  every initial INVITE is record-routed, or BYEs would bypass the front and load would leak.
+* ``ds_next_dst()`` with no destination left drops the current one, after which ``ds_load_unset()``
+  silently does nothing: the failure route checks that a next destination exists first.
+* ``tm``'s ``fr_timer`` also bounds the OPTIONS probes, so it is short (1.5 s): a dead media
+  process is marked inactive about two seconds after it stops answering.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sip_bridge.config import Config
+
+log = logging.getLogger(__name__)
+
+DISPATCH_SET = 1  # dispatcher set holding the media processes
+SHARED_MEMORY_MB = 8  # -m 2 is too little for tm
+PRIVATE_MEMORY_MB = 2
+CHILDREN = 2  # UDP worker processes
+RETRY_AFTER_S = 5  # advertised with our 503s
+FR_TIMER_MS = 1500  # no reply at all (also bounds each OPTIONS probe)
+FR_INV_TIMER_MS = 15000  # provisional received, no final: a hung media process
+CHECK_TIMEOUT_S = 10.0
+
+_MODULE_DIRS = (
+    "/usr/lib/x86_64-linux-gnu/kamailio/modules",
+    "/usr/lib/aarch64-linux-gnu/kamailio/modules",
+    "/usr/lib64/kamailio/modules",
+    "/usr/lib/kamailio/modules",
+    "/usr/local/lib64/kamailio/modules",
+    "/usr/local/lib/kamailio/modules",
+)
+_MODULES = (
+    "ctl",
+    "tm",
+    "tmx",
+    "sl",
+    "rr",
+    "maxfwd",
+    "textops",
+    "siputils",
+    "xlog",
+    "sanity",
+    "pv",
+    "dispatcher",
+)
+
+
+class KamailioError(Exception):
+    """Kamailio is missing, or rejected the config we generated (our bug, not the caller's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KamailioFiles:
+    """Where :func:`render` wrote things; everything lives under ``rundir``."""
+
+    rundir: Path
+    config: Path  # kamailio.cfg
+    dispatcher_list: Path  # dispatcher.list
+    pidfile: Path  # written by kamailio -P
+    ctl_socket: Path  # `kamcmd -s unix:<ctl_socket> dispatcher.list`
+    module_dir: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """One media process as Kamailio's dispatcher sees it (from ``dispatcher.list``)."""
+
+    uri: str
+    flags: str  # "AP": active and probed; "IP": inactive (failed its probe); "D": disabled
+    load: int  # calls the dispatcher counts on it (alg 10)
+
+    @property
+    def active(self) -> bool:
+        return self.flags.startswith("A")
+
+
+def find_kamailio() -> Path:
+    """The ``kamailio`` binary (Debian puts it in /usr/sbin, often not on a user's PATH)."""
+    found = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        raise KamailioError("kamailio not found: install the Debian package kamailio")
+    return Path(found)
+
+
+def find_kamcmd() -> Path:
+    found = shutil.which("kamcmd") or shutil.which("kamcmd", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        raise KamailioError("kamcmd not found: install the Debian package kamailio")
+    return Path(found)
+
+
+def find_module_dir() -> Path:
+    """The directory holding Kamailio's modules (``tm.so`` and friends), found at run time."""
+    candidates = [Path(d) for d in _MODULE_DIRS]
+    candidates += sorted(Path("/usr/lib").glob("*/kamailio/modules"))
+    for directory in candidates:
+        if (directory / "tm.so").is_file() and (directory / "dispatcher.so").is_file():
+            return directory
+    raise KamailioError(
+        "Kamailio modules (tm.so, dispatcher.so) not found: install the Debian package kamailio"
+    )
+
+
+def internal_address(cfg: Config) -> tuple[str, int] | None:
+    """The loopback socket that faces the media processes, or None if the trunk socket serves.
+
+    The trunk socket serves when it is 127.0.0.1 itself and advertises nothing else. Otherwise the
+    front also listens on 127.0.0.1, on the port just below the media processes' range, and
+    Kamailio record-routes twice: the PBX sees the public address, the media processes see
+    127.0.0.1 (so their BYEs and INFOs never have to hairpin through a NAT's public address).
+    """
+    address = ipaddress.ip_address(cfg.sip.address)
+    if str(address) == "127.0.0.1" and cfg.public_address == cfg.sip.address:
+        return None
+    port = cfg.media.sip_port_base - 1
+    if port == cfg.sip.port and address.is_unspecified:
+        raise KamailioError(
+            f"media.sip_port_base - 1 ({port}) is the front's loopback port and clashes with"
+            " sip.port on the wildcard address: move one of them"
+        )
+    return ("127.0.0.1", port)
+
+
+def render_dispatcher_list(cfg: Config) -> str:
+    lines = ["# setid destination flags priority attrs (generated by sip_bridge.kamailio)"]
+    for i in range(cfg.media.processes):
+        uri = f"sip:127.0.0.1:{cfg.media_sip_port(i)}"
+        attrs = f"duid=mp{i};maxload={cfg.media.calls_per_process}"
+        lines.append(f"{DISPATCH_SET} {uri} 0 0 {attrs}")
+    return "\n".join(lines) + "\n"
+
+
+def _listen_lines(cfg: Config) -> list[str]:
+    address = ipaddress.ip_address(cfg.sip.address)
+    host = f"[{address}]" if address.version == 6 else str(address)
+    trunk = f"listen=udp:{host}:{cfg.sip.port}"
+    if address.is_unspecified or cfg.public_address != cfg.sip.address:
+        public = ipaddress.ip_address(cfg.public_address)
+        public_host = f"[{public}]" if public.version == 6 else str(public)
+        trunk += f" advertise {public_host}:{cfg.sip.port}"
+    lines = [trunk]
+    internal = internal_address(cfg)
+    if internal is not None:
+        lines.append(f"listen=udp:{internal[0]}:{internal[1]}")
+    return lines
+
+
+def render_config(cfg: Config, files: KamailioFiles) -> str:
+    internal = internal_address(cfg)
+    ping_from = "sip:front@127.0.0.1"
+    default_socket = ""
+    if internal is not None:
+        sock = f"udp:{internal[0]}:{internal[1]}"
+        ping_from = f"sip:front@{internal[0]}:{internal[1]}"
+        default_socket = f'modparam("dispatcher", "ds_default_socket", "{sock}")\n'
+    modules = "\n".join(f'loadmodule "{name}.so"' for name in _MODULES)
+    listens = "\n".join(_listen_lines(cfg))
+    if cfg.sip.answer_options:
+        options_body = '    sl_send_reply("200", "OK");'
+    else:
+        # Not answered at the front: a media process answers (round robin, no call load), so
+        # the trunk's health check sees the pool.
+        options_body = (
+            f'    if (!ds_select_dst("{DISPATCH_SET}", "4")) {{\n'
+            f'        append_to_reply("Retry-After: {RETRY_AFTER_S}\\r\\n");\n'
+            '        sl_send_reply("503", "Service Unavailable");\n'
+            "        exit;\n"
+            "    }\n"
+            "    route(RELAY);"
+        )
+    return f"""#!KAMAILIO
+# Generated by sip_bridge.kamailio from the sip-bridge config: edit that, not this file.
+
+debug=2
+log_stderror=yes
+children={CHILDREN}
+disable_tcp=yes
+auto_aliases=no
+server_header="Server: sip-bridge front"
+user_agent_header="User-Agent: sip-bridge front"
+{listens}
+
+mpath="{files.module_dir}/"
+{modules}
+
+modparam("ctl", "binrpc", "unix:{files.ctl_socket}")
+
+modparam("tm", "fr_timer", {FR_TIMER_MS})
+modparam("tm", "fr_inv_timer", {FR_INV_TIMER_MS})
+# After a failover, the answer comes from the latest branch only, not an earlier 486.
+modparam("tm", "failure_reply_mode", 3)
+
+modparam("rr", "enable_full_lr", 1)
+modparam("rr", "append_fromtag", 1)
+
+modparam("dispatcher", "list_file", "{files.dispatcher_list}")
+# Flag 2: keep the other destinations in the xavp, so ds_next_dst() can fail over.
+modparam("dispatcher", "flags", 2)
+modparam("dispatcher", "xavp_dst", "_dsdst_")
+modparam("dispatcher", "xavp_ctx", "_dsctx_")
+modparam("dispatcher", "ds_hash_size", 9)
+# A call whose 2xx never came is forgotten after a minute; a confirmed call whose BYE never
+# passed us, after 12 hours.
+modparam("dispatcher", "ds_hash_initexpire", 60)
+modparam("dispatcher", "ds_hash_expire", 43200)
+modparam("dispatcher", "ds_hash_check_interval", 10)
+modparam("dispatcher", "ds_ping_method", "OPTIONS")
+modparam("dispatcher", "ds_ping_from", "{ping_from}")
+modparam("dispatcher", "ds_ping_interval", 1)
+modparam("dispatcher", "ds_probing_mode", 1)
+modparam("dispatcher", "ds_probing_threshold", 1)
+modparam("dispatcher", "ds_inactive_threshold", 1)
+# A media process at its call limit still answers OPTIONS (200, or 486 from some stacks): alive.
+modparam("dispatcher", "ds_ping_reply_codes", "class=2;code=486")
+{default_socket}
+request_route {{
+    route(REQINIT);
+
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) {{
+            xlog("L_INFO", "CANCEL $ci: releasing its media process\\n");
+            ds_load_update();
+            t_relay();
+        }}
+        exit;
+    }}
+
+    if (!is_method("ACK")) {{
+        if (t_precheck_trans()) {{
+            t_check_trans();
+            exit;
+        }}
+        t_check_trans();
+    }}
+
+    if (has_totag()) {{
+        route(WITHINDLG);
+        exit;
+    }}
+
+    if (is_method("OPTIONS")) {{
+        route(OPTIONS);
+        exit;
+    }}
+
+    if (is_method("ACK")) {{
+        # An ACK for a negative reply we relayed statefully; anything else is stray.
+        if (t_check_trans()) {{
+            t_relay();
+        }}
+        exit;
+    }}
+
+    if (!is_method("INVITE")) {{
+        xlog("L_NOTICE", "$rm $ci from $si:$sp: only calls are taken here, 405\\n");
+        append_to_reply("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO\\r\\n");
+        sl_send_reply("405", "Method Not Allowed");
+        exit;
+    }}
+
+    # We are the last proxy before the media processes: a preloaded route set means nothing here.
+    if (is_present_hf("Route")) {{
+        remove_hf("Route");
+    }}
+    record_route();
+    route(DISPATCH);
+}}
+
+route[REQINIT] {{
+    if (!mf_process_maxfwd_header("10")) {{
+        xlog("L_NOTICE", "$rm $ci from $si:$sp: too many hops\\n");
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    if (!sanity_check()) {{
+        xlog("L_NOTICE", "$rm $ci from $si:$sp: malformed, dropped\\n");
+        exit;
+    }}
+}}
+
+route[WITHINDLG] {{
+    if (loose_route()) {{
+        if (is_method("BYE")) {{
+            xlog("L_INFO", "BYE $ci: releasing its media process\\n");
+            ds_load_update();
+        }}
+        route(RELAY);
+        exit;
+    }}
+    if (is_method("ACK")) {{
+        if (t_check_trans()) {{
+            t_relay();
+        }}
+        exit;
+    }}
+    xlog("L_NOTICE", "$rm $ci from $si:$sp: in-dialog without our route, 404\\n");
+    sl_send_reply("404", "Not Here");
+}}
+
+route[OPTIONS] {{
+{options_body}
+}}
+
+route[DISPATCH] {{
+    if (!ds_select_dst("{DISPATCH_SET}", "10")) {{
+        xlog("L_WARN", "INVITE $ci: every media process is full or down, 503\\n");
+        append_to_reply("Retry-After: {RETRY_AFTER_S}\\r\\n");
+        sl_send_reply("503", "Service Unavailable");
+        exit;
+    }}
+    xlog("L_INFO", "INVITE $ci: to $du\\n");
+    t_on_failure("DISPATCH_FAILED");
+    t_on_reply("DISPATCH_REPLY");
+    route(RELAY);
+}}
+
+route[RELAY] {{
+    if (!t_relay()) {{
+        xlog("L_ERR", "$rm $ci: relay to $du failed\\n");
+        sl_reply_error();
+    }}
+    exit;
+}}
+
+onreply_route[DISPATCH_REPLY] {{
+    if (is_method("INVITE") && status =~ "^2[0-9][0-9]$") {{
+        # Confirms the call in dispatcher's table (else it expires after ds_hash_initexpire).
+        ds_load_update();
+    }}
+}}
+
+failure_route[DISPATCH_FAILED] {{
+    if (t_is_canceled()) {{
+        exit;
+    }}
+    if (t_check_status("486|408|5[0-9][0-9]") || (t_branch_timeout() && !t_branch_replied())) {{
+        # ds_next_dst() with nothing left drops the current entry and ds_load_unset() then does
+        # nothing, leaking a call's worth of load: look before moving.
+        if ($xavp(_dsdst_[1]=>uri) != $null) {{
+            if (ds_next_dst()) {{
+                xlog("L_WARN", "INVITE $ci: $T_reply_code from a media process, trying $du\\n");
+                t_on_failure("DISPATCH_FAILED");
+                t_on_reply("DISPATCH_REPLY");
+                route(RELAY);
+            }}
+        }}
+        xlog("L_WARN", "INVITE $ci: $T_reply_code and no media process left, 503\\n");
+        ds_load_unset();
+        append_to_reply("Retry-After: {RETRY_AFTER_S}\\r\\n");
+        t_reply("503", "Service Unavailable");
+        exit;
+    }}
+    xlog("L_INFO", "INVITE $ci: $T_reply_code from the media process, passed on\\n");
+    ds_load_unset();
+}}
+"""
+
+
+def render(cfg: Config, rundir: Path) -> KamailioFiles:
+    """Write ``kamailio.cfg`` and ``dispatcher.list`` for ``cfg`` into ``rundir``."""
+    rundir.mkdir(parents=True, exist_ok=True)
+    files = KamailioFiles(
+        rundir=rundir,
+        config=rundir / "kamailio.cfg",
+        dispatcher_list=rundir / "dispatcher.list",
+        pidfile=rundir / "kamailio.pid",
+        ctl_socket=rundir / "kamailio_ctl",
+        module_dir=find_module_dir(),
+    )
+    files.dispatcher_list.write_text(render_dispatcher_list(cfg))
+    files.config.write_text(render_config(cfg, files))
+    log.info(
+        "kamailio config in %s: udp %s:%d, %d media processes x %d calls",
+        rundir,
+        cfg.sip.address,
+        cfg.sip.port,
+        cfg.media.processes,
+        cfg.media.calls_per_process,
+    )
+    return files
+
+
+def command(files: KamailioFiles) -> list[str]:
+    """The argv that runs Kamailio in the foreground, logging to stderr."""
+    return [
+        str(find_kamailio()),
+        "-DD",
+        "-E",
+        "-f",
+        str(files.config),
+        "-Y",
+        str(files.rundir),
+        "-P",
+        str(files.pidfile),
+        "-m",
+        str(SHARED_MEMORY_MB),
+        "-M",
+        str(PRIVATE_MEMORY_MB),
+    ]
+
+
+def check(files: KamailioFiles) -> None:
+    """Run ``kamailio -c`` on the generated config; raise :class:`KamailioError` if it fails."""
+    argv = [str(find_kamailio()), "-c", "-f", str(files.config), "-Y", str(files.rundir)]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=CHECK_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise KamailioError(f"kamailio -c {files.config} took over {CHECK_TIMEOUT_S} s") from exc
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr).strip()
+        raise KamailioError(f"kamailio rejected {files.config}:\n{output}")
+    log.debug("kamailio accepted %s", files.config)
+
+
+_DEST = re.compile(r"URI:\s*(\S+).*?FLAGS:\s*(\S+).*?DLGLOAD:\s*(\d+)", re.S)
+
+
+def parse_dispatcher_list(text: str) -> list[Destination]:
+    """Parse ``kamcmd dispatcher.list`` output into destinations, sorted by URI."""
+    found = [Destination(m[1], m[2], int(m[3])) for m in _DEST.finditer(text)]
+    return sorted(found, key=lambda d: d.uri)
+
+
+def destinations(files: KamailioFiles, timeout_s: float = 2.0) -> list[Destination]:
+    """Ask the running Kamailio (over its ctl socket) for the media processes' state and load."""
+    argv = [str(find_kamcmd()), "-s", f"unix:{files.ctl_socket}", "dispatcher.list"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise KamailioError(f"kamcmd on {files.ctl_socket} took over {timeout_s} s") from exc
+    if done.returncode != 0:
+        raise KamailioError(f"kamcmd dispatcher.list failed: {(done.stdout + done.stderr).strip()}")
+    return parse_dispatcher_list(done.stdout)
+
+
+def probe_address(cfg: Config) -> tuple[str, int]:
+    """Where a local health check reaches the front: its listen address, loopback for a wildcard."""
+    address = ipaddress.ip_address(cfg.sip.address)
+    if address.is_unspecified:
+        return ("::1" if address.version == 6 else "127.0.0.1", cfg.sip.port)
+    return (str(address), cfg.sip.port)
+
+
+def probe(cfg: Config, timeout: float = 0.5) -> bool:
+    """Send one OPTIONS to the running front; True if any SIP response came back in ``timeout``.
+
+    Any response counts (200 from the front, or 503 when it forwards OPTIONS to an empty pool):
+    this asks whether Kamailio is up, not whether the media processes are.
+    """
+    host, port = probe_address(cfg)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    tag = secrets.token_hex(6)
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((host if family == socket.AF_INET6 else "127.0.0.1", 0))
+        local_port = sock.getsockname()[1]
+        via_host = f"[{host}]" if family == socket.AF_INET6 else "127.0.0.1"
+        target = f"sip:[{host}]:{port}" if family == socket.AF_INET6 else f"sip:{host}:{port}"
+        request = (
+            f"OPTIONS {target} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {via_host}:{local_port};branch=z9hG4bK{tag};rport\r\n"
+            f"From: <sip:probe@{via_host}>;tag={tag}\r\n"
+            f"To: <{target}>\r\n"
+            f"Call-ID: probe-{tag}\r\n"
+            "CSeq: 1 OPTIONS\r\n"
+            "Max-Forwards: 2\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            sock.sendto(request.encode(), (host, port))
+            while (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                reply = sock.recv(65535)
+                if reply.startswith(b"SIP/2.0 ") and f"probe-{tag}".encode() in reply:
+                    return True
+        except OSError:  # timeout, or ICMP port unreachable while Kamailio is not up yet
+            return False
+    return False

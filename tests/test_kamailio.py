@@ -1,0 +1,599 @@
+"""The Kamailio front: generated config accepted by ``kamailio -c``; routing checked with sipp.
+
+The integration tests run a real Kamailio on a free loopback port in front of two sipp UAS
+instances playing media processes (``calls_per_process=2``), and place calls with a sipp UAC that
+honours the route set, as a PBX must.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from sip_bridge import config, kamailio
+from sip_bridge.config import Config
+
+needs_kamailio = pytest.mark.skipif(
+    shutil.which("kamailio", path="/usr/sbin:/usr/local/sbin:/usr/bin") is None,
+    reason="Debian package kamailio not installed",
+)
+needs_sipp = pytest.mark.skipif(shutil.which("sipp") is None, reason="sip-tester not installed")
+
+SIPP_TIMEOUT_S = 20
+
+
+# --- config --------------------------------------------------------------------------------------
+
+
+def _with(cfg: Config, **sip: object) -> Config:
+    return dataclasses.replace(cfg, sip=dataclasses.replace(cfg.sip, **sip))  # type: ignore[arg-type]
+
+
+def test_dispatcher_list_has_one_line_per_media_process() -> None:
+    cfg = dataclasses.replace(
+        Config(), media=dataclasses.replace(Config().media, processes=3, calls_per_process=7)
+    )
+    lines = kamailio.render_dispatcher_list(cfg).splitlines()[1:]
+    assert lines == [
+        "1 sip:127.0.0.1:5071 0 0 duid=mp0;maxload=7",
+        "1 sip:127.0.0.1:5072 0 0 duid=mp1;maxload=7",
+        "1 sip:127.0.0.1:5073 0 0 duid=mp2;maxload=7",
+    ]
+
+
+def test_wildcard_listen_advertises_and_adds_a_loopback_socket(tmp_path: Path) -> None:
+    cfg = _with(Config(), address="0.0.0.0", public_address="192.0.2.10")
+    text = kamailio.render(cfg, tmp_path).config.read_text()
+    assert "listen=udp:0.0.0.0:5060 advertise 192.0.2.10:5060" in text
+    assert "listen=udp:127.0.0.1:5070" in text
+    assert 'ds_default_socket", "udp:127.0.0.1:5070"' in text
+
+
+def test_parse_dispatcher_list() -> None:
+    text = """{ RECORDS: { SET: { ID: 1 TARGETS: {
+        DEST: { URI: sip:127.0.0.1:5072
+            FLAGS: IP
+            ATTRS: { BODY: duid=mp1;maxload=2 }
+            RUNTIME: { DLGLOAD: 0 } }
+        DEST: { URI: sip:127.0.0.1:5071
+            FLAGS: AP
+            RUNTIME: { DLGLOAD: 2 } } } } } }"""
+    assert kamailio.parse_dispatcher_list(text) == [
+        kamailio.Destination("sip:127.0.0.1:5071", "AP", 2),
+        kamailio.Destination("sip:127.0.0.1:5072", "IP", 0),
+    ]
+
+
+@needs_kamailio
+@pytest.mark.parametrize(
+    "variant",
+    ["defaults", "loopback", "no-options", "public-address", "many-processes", "from-yaml"],
+)
+def test_kamailio_accepts_generated_config(variant: str, tmp_path: Path) -> None:
+    base = config.load(None)
+    if variant == "defaults":
+        cfg = base
+    elif variant == "loopback":
+        cfg = _with(base, address="127.0.0.1", port=5999)
+    elif variant == "no-options":
+        cfg = _with(base, address="127.0.0.1", answer_options=False)
+    elif variant == "public-address":
+        cfg = _with(base, address="127.0.0.2", public_address="198.51.100.7", port=5080)
+    elif variant == "many-processes":
+        cfg = dataclasses.replace(
+            base, media=dataclasses.replace(base.media, processes=12, calls_per_process=150)
+        )
+    else:
+        path = tmp_path / "bridge.yaml"
+        path.write_text(
+            "sip: {address: 127.0.0.1, port: 15060, answer_options: false}\n"
+            "media: {processes: 5, calls_per_process: 3, sip_port_base: 16000}\n"
+        )
+        cfg = config.load(path)
+    files = kamailio.render(cfg, tmp_path / "run")
+    kamailio.check(files)
+    argv = kamailio.command(files)
+    assert argv[1:3] == ["-DD", "-E"] and str(files.config) in argv
+
+
+@needs_kamailio
+def test_check_reports_kamailios_complaint(tmp_path: Path) -> None:
+    files = kamailio.render(config.load(None), tmp_path)
+    files.config.write_text(files.config.read_text().replace("t_relay()", "t_relay_nope()"))
+    with pytest.raises(kamailio.KamailioError, match="t_relay_nope"):
+        kamailio.check(files)
+
+
+def test_probe_is_false_when_nothing_listens() -> None:
+    cfg = _with(Config(), address="127.0.0.1", port=free_udp_port())
+    assert not kamailio.probe(cfg, timeout=0.3)
+
+
+def test_find_kamailio_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
+    with pytest.raises(kamailio.KamailioError, match="install the Debian package kamailio"):
+        kamailio.find_kamailio()
+
+
+# --- sipp scenarios ------------------------------------------------------------------------------
+
+_UAS_HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="media process stand-in">
+  <recv request="OPTIONS" optional="true" next="options"/>
+  <recv request="INVITE"/>
+"""
+_UAS_TAIL = """
+  <label id="options"/>
+  <send>
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpOpt[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]>
+  </send>
+  <label id="done"/>
+  <nop/>
+</scenario>
+"""
+_UAS_ANSWER = """  <send>
+    <![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+[last_Record-Route:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+
+]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+[last_Record-Route:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=- 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+
+]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="BYE"/>
+  <send next="done">
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]>
+  </send>
+"""
+# Takes the INVITE and never answers: a hung media process (the front times out after fr_timer).
+_UAS_SILENT = """  <recv request="INVITE" next="done"/>
+"""
+_UAS_BUSY = """  <send>
+    <![CDATA[
+SIP/2.0 486 Busy Here
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]>
+  </send>
+  <recv request="ACK" next="done"/>
+"""
+
+_INVITE = """  <send retrans="500">
+    <![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: pbx <sip:pbx@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:pbx@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=- 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+
+]]>
+  </send>
+  <recv response="100" optional="true"/>
+"""
+# Answered: ACK and BYE go to the Contact through the recorded route set, as a PBX must send them.
+UAC_CALL = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="pbx call">
+{_INVITE}
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send>
+    <![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: pbx <sip:pbx@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+[routes]
+Contact: <sip:pbx@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]>
+  </send>
+  <pause/>
+  <send retrans="500">
+    <![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: pbx <sip:pbx@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 BYE
+[routes]
+Contact: <sip:pbx@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""
+# Refused by the front: 503 with Retry-After, and the ACK for it.
+UAC_REFUSED = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="pbx call refused">
+{_INVITE}
+  <recv response="503">
+    <action>
+      <ereg regexp="5" search_in="hdr" header="Retry-After:" check_it="true" assign_to="ra"/>
+    </action>
+  </recv>
+  <Reference variables="ra"/>
+  <send>
+    <![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+From: pbx <sip:pbx@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]>
+  </send>
+</scenario>
+"""
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def free_udp_port(count: int = 1, host: str = "127.0.0.1") -> int:
+    """A port p such that p .. p+count-1 are free on ``host`` (bound to port 0 first)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+            base = int(probe.getsockname()[1])
+        if base + count > 65535:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(s)
+                s.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError("no run of free UDP ports on 127.0.0.1")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=3)
+
+
+class Front:
+    """A running Kamailio plus its sipp media-process stand-ins."""
+
+    def __init__(self, tmp: Path, address: str = "127.0.0.1") -> None:
+        self.tmp = tmp
+        self.address = address
+        self.kamailio_port = free_udp_port(host=address)
+        # Port base - 1 stays free too: the front's loopback socket when the trunk is elsewhere.
+        self.media_base = free_udp_port(3) + 1
+        base = config.load(None)
+        self.cfg = dataclasses.replace(
+            base,
+            sip=dataclasses.replace(base.sip, address=address, port=self.kamailio_port),
+            media=dataclasses.replace(
+                base.media, processes=2, calls_per_process=2, sip_port_base=self.media_base
+            ),
+        )
+        self.files = kamailio.render(self.cfg, tmp / "kamailio")
+        self.kamailio: subprocess.Popen[bytes] | None = None
+        self.backends: dict[int, subprocess.Popen[bytes]] = {}
+        self._uac_count = 0
+
+    def uri(self, index: int) -> str:
+        return f"sip:127.0.0.1:{self.cfg.media_sip_port(index)}"
+
+    def start_kamailio(self) -> None:
+        log = (self.tmp / "kamailio.log").open("wb")
+        self.kamailio = subprocess.Popen(
+            kamailio.command(self.files), stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def start_backend(self, index: int, mode: str = "answer") -> None:
+        """A media process stand-in that answers calls, or is "busy" (486), or "silent"."""
+        body = {"answer": _UAS_ANSWER, "busy": _UAS_BUSY, "silent": _UAS_SILENT}[mode]
+        scenario = self.tmp / f"uas{index}-{mode}.xml"
+        scenario.write_text(_UAS_HEAD + body + _UAS_TAIL)
+        port = self.cfg.media_sip_port(index)
+        self.backends[index] = subprocess.Popen(
+            ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port)]
+            + ["-mp", str(free_udp_port(2)), "-nostdin", "-trace_err"]
+            + ["-error_file", str(self.tmp / f"uas{index}.err")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.tmp,
+        )
+
+    def kill_backend(self, index: int) -> None:
+        proc = self.backends.pop(index)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=3)
+
+    def uac(
+        self, scenario: str, calls: int, hold_ms: int = 0, rate: int = 10, limit: int = 0
+    ) -> subprocess.Popen[bytes]:
+        """Start a sipp UAC placing ``calls`` calls through the front, ``limit`` at once at most."""
+        self._uac_count += 1
+        path = self.tmp / f"uac{self._uac_count}.xml"
+        path.write_text(scenario)
+        argv = ["sipp", f"{self.address}:{self.kamailio_port}", "-sf", str(path), "-s", "bridge"]
+        argv += ["-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port(2))]
+        argv += ["-m", str(calls), "-l", str(limit or calls), "-r", str(rate), "-d", str(hold_ms)]
+        argv += ["-timeout", f"{SIPP_TIMEOUT_S}s", "-timeout_error", "-recv_timeout", "5000"]
+        argv += ["-nostdin", "-trace_err", "-error_file", str(self.tmp / "uac.err")]
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.tmp,
+        )
+
+    def run_uac(
+        self, scenario: str, calls: int, hold_ms: int = 0, rate: int = 10, limit: int = 0
+    ) -> int:
+        proc = self.uac(scenario, calls, hold_ms, rate, limit)
+        try:
+            return proc.wait(timeout=SIPP_TIMEOUT_S + 5)
+        finally:
+            _stop(proc)
+
+    def destinations(self) -> dict[str, kamailio.Destination]:
+        return {d.uri: d for d in kamailio.destinations(self.files)}
+
+    def wait_for(
+        self, what: str, ok: Callable[[dict[str, kamailio.Destination]], bool], within_s: float
+    ) -> float:
+        """Poll dispatcher.list until ``ok``; return how long it took (fail after ``within_s``)."""
+        start = time.monotonic()
+        last: dict[str, kamailio.Destination] = {}
+        while time.monotonic() - start < within_s:
+            try:
+                last = self.destinations()
+            except kamailio.KamailioError:
+                last = {}  # ctl socket not up yet
+            if last and ok(last):
+                return time.monotonic() - start
+            time.sleep(0.05)
+        pytest.fail(f"{what} not seen within {within_s} s; last: {last}\n{self.log_tail()}")
+
+    def wait_all_active(self) -> None:
+        self.wait_for(
+            "both media processes active",
+            lambda d: len(d) == 2 and all(x.active for x in d.values()),
+            within_s=5,
+        )
+
+    def loads(self) -> dict[str, int]:
+        return {uri: d.load for uri, d in self.destinations().items()}
+
+    def log(self) -> str:
+        path = self.tmp / "kamailio.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log().splitlines()[-40:])
+
+    def close(self) -> None:
+        for proc in self.backends.values():
+            _stop(proc)
+        if self.kamailio is not None:
+            _stop(self.kamailio)
+
+
+@pytest.fixture(params=["127.0.0.1"])
+def front(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Front]:
+    if shutil.which("sipp") is None:
+        pytest.skip("sip-tester (sipp) not installed")
+    try:
+        kamailio.find_kamailio()
+    except kamailio.KamailioError as exc:
+        pytest.skip(str(exc))
+    f = Front(tmp_path, address=request.param)
+    try:
+        f.start_kamailio()
+        yield f
+    finally:
+        f.close()
+
+
+# --- integration ---------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("front", ["127.0.0.1", "127.0.0.2"], indirect=True)
+def test_calls_spread_503_when_full_and_load_released_after_bye(front: Front) -> None:
+    front.start_backend(0)
+    front.start_backend(1)
+    front.wait_all_active()
+    held = front.uac(UAC_CALL, calls=4, hold_ms=3000, rate=50)
+    try:
+        # Alg 10 puts each call on the least loaded process: 2 + 2.
+        front.wait_for(
+            "4 calls spread 2 + 2",
+            lambda d: [x.load for x in d.values()] == [2, 2],
+            within_s=3,
+        )
+        # Both at maxload: the 5th call is refused at the front, with Retry-After.
+        assert front.run_uac(UAC_REFUSED, calls=1) == 0, front.log_tail()
+        assert held.wait(timeout=SIPP_TIMEOUT_S) == 0, front.log_tail()
+    finally:
+        _stop(held)
+    # The BYEs passed the front (record-routed; twice, on 127.0.0.2) and released the load.
+    assert front.loads() == {front.uri(0): 0, front.uri(1): 0}
+    assert front.run_uac(UAC_CALL, calls=4, hold_ms=200, rate=50) == 0, front.log_tail()
+    assert front.loads() == {front.uri(0): 0, front.uri(1): 0}
+
+
+@pytest.mark.integration
+def test_busy_media_process_fails_over_to_the_other(front: Front) -> None:
+    front.start_backend(0, mode="busy")
+    front.start_backend(1)
+    front.wait_all_active()
+    # Whichever process alg 10 picks first, every call ends up answered by the one that is free.
+    assert front.run_uac(UAC_CALL, calls=2, hold_ms=1000, rate=50) == 0, front.log_tail()
+    assert front.loads() == {front.uri(0): 0, front.uri(1): 0}
+    # Two calls at once: whichever went first, the second met the busy one and moved on.
+    assert f"486 from a media process, trying {front.uri(1)}" in front.log()
+
+
+@pytest.mark.integration
+def test_silent_media_process_times_out_and_fails_over(front: Front) -> None:
+    front.start_backend(0, mode="silent")
+    front.start_backend(1)
+    front.wait_all_active()
+    assert front.run_uac(UAC_CALL, calls=2, hold_ms=500, rate=50) == 0, front.log_tail()
+    assert f"408 from a media process, trying {front.uri(1)}" in front.log()
+    assert front.loads() == {front.uri(0): 0, front.uri(1): 0}
+
+
+@pytest.mark.integration
+def test_every_media_process_busy_gives_503_without_leaking_load(front: Front) -> None:
+    front.start_backend(0, mode="busy")
+    front.start_backend(1, mode="busy")
+    front.wait_all_active()
+    assert front.run_uac(UAC_REFUSED, calls=3, rate=50) == 0, front.log_tail()
+    # The DESIGN pitfall: no ds_next_dst() without a next destination, so ds_load_unset() works.
+    assert front.loads() == {front.uri(0): 0, front.uri(1): 0}
+
+
+@pytest.mark.integration
+def test_killed_media_process_is_marked_inactive_and_skipped(front: Front) -> None:
+    front.start_backend(0)
+    front.start_backend(1)
+    front.wait_all_active()
+    front.kill_backend(0)
+    # A probe each second, each bounded by fr_timer (1.5 s): at worst ~2.5 s; measured ~2 s.
+    front.wait_for(
+        "killed media process marked inactive",
+        lambda d: not d[front.uri(0)].active and d[front.uri(1)].active,
+        within_s=3,
+    )
+    # Calls now all go to the survivor (up to its maxload of 2 at once).
+    assert front.run_uac(UAC_CALL, calls=4, hold_ms=200, rate=50, limit=2) == 0, front.log_tail()
+    # Restarted, it is probed back in.
+    front.start_backend(0)
+    front.wait_all_active()
+
+
+def _request(front: Front, method: str, max_forwards: int = 70) -> str:
+    """Send one out-of-dialog request from a plain UDP socket; return the status line's code."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(2)
+        port = sock.getsockname()[1]
+        target = f"sip:{front.address}:{front.kamailio_port}"
+        message = (
+            f"{method} {target} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{method}-{max_forwards};rport\r\n"
+            f"From: <sip:probe@127.0.0.1:{port}>;tag=probe\r\n"
+            f"To: <{target}>\r\n"
+            f"Call-ID: probe-{method}-{max_forwards}@127.0.0.1\r\n"
+            f"CSeq: 1 {method}\r\n"
+            f"Max-Forwards: {max_forwards}\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        sock.sendto(message.encode(), ("127.0.0.1", front.kamailio_port))
+        while True:  # skip provisional replies; bounded by the socket timeout
+            reply = sock.recv(65535).decode(errors="replace")
+            code = reply.split(" ", 2)[1]
+            if not code.startswith("1"):
+                return code
+
+
+@pytest.mark.integration
+def test_front_answers_options_refuses_other_methods_and_loops(front: Front) -> None:
+    front.wait_for("ctl socket", lambda d: len(d) == 2, within_s=5)
+    assert kamailio.probe(front.cfg, timeout=2)
+    assert _request(front, "OPTIONS") == "200"
+    assert _request(front, "MESSAGE") == "405"
+    assert _request(front, "INVITE", max_forwards=0) == "483"
