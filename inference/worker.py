@@ -1,0 +1,369 @@
+"""An inference worker: PCM of many calls in, VAD-cut utterances out, transcribed in batches.
+
+One thread, one loop (:meth:`Worker.run`): read every waiting wire message from the PULL socket,
+run Silero VAD over all calls' new audio in one batched pass, feed each call's
+:class:`~media.endpointing.Endpointer`, queue finished utterances (finals) and growing ones
+(partials) in the :class:`~inference.batching.Batcher`, and run whatever batch the policy says is
+due. While the model runs, audio waits in ZeroMQ's queue and is VAD'ed in one batch afterwards.
+Results go back to the media process named in each call's ``CallStart``. Every call gets exactly one
+``CallDone``, after its last final.
+
+Bad messages from a peer are counted and logged, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import soxr
+import zmq
+
+from inference.batching import Batcher, BatchPolicy, Request
+from inference.speech_model import SpeechModel
+from media import wire
+from media.endpointing import Endpointer, EndpointerSettings, UtteranceEnded
+from media.silero import SileroVad, VadStream, window_size
+
+log = logging.getLogger(__name__)
+
+MODEL_RATE = 16000
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    endpoint: str  # where this worker's PULL socket binds
+    policy: BatchPolicy = field(default_factory=BatchPolicy)
+    endpointing: EndpointerSettings = field(default_factory=EndpointerSettings)
+    partial_interval_s: float = 1.0  # 0 disables partials
+    poll_interval_s: float = 0.02
+
+
+@dataclass(slots=True)
+class _Call:
+    call_id: str
+    sample_rate: int
+    reply_to: str
+    vad: VadStream
+    endpointer: Endpointer
+    window: int
+    pending: list[np.ndarray] = field(default_factory=list)  # received, not yet VAD'ed
+    pending_offset: int = 0  # the offset of the first pending sample
+    next_offset: int = 0  # the offset just past the last sample received
+    outstanding: int = 0  # finals queued or running
+    ending: bool = False
+    last_partial_at: float = 0.0
+    # Finals leave in utterance order, whatever order their batches ran in.
+    next_final: int = 0
+    held: dict[int, wire.Transcript] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    messages: int = 0
+    bad_messages: int = 0
+    unknown_call: int = 0
+    utterances: int = 0
+    partials: int = 0
+    batches: int = 0
+    batch_items: int = 0
+    model_seconds: float = 0.0
+    audio_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    call_id: str
+    utterance: int
+    start: int  # samples at the call's rate
+    end: int
+    speech_end: int
+    final: bool
+    audio: np.ndarray  # float32, 16 kHz
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        model: SpeechModel,
+        vad: SileroVad,
+        ctx: zmq.Context[Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.vad = vad
+        self.clock = clock
+        self.ctx = ctx or zmq.Context.instance()
+        self.batcher = Batcher(settings.policy)
+        self.calls: dict[str, _Call] = {}
+        self.stats = WorkerStats()
+        self._replies: dict[str, zmq.Socket[Any]] = {}
+        self._stop = False
+        self.pull: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.RCVHWM, 100_000)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.pull.bind(settings.endpoint)
+
+    # -- messages in --------------------------------------------------------------------------
+
+    def handle(self, frames: list[Any]) -> None:
+        self.stats.messages += 1
+        try:
+            msg = wire.decode(frames)
+        except wire.WireError as exc:
+            self.stats.bad_messages += 1
+            if self.stats.bad_messages <= 10 or self.stats.bad_messages % 1000 == 0:
+                log.warning("bad message dropped (%d so far): %s", self.stats.bad_messages, exc)
+            return
+        if isinstance(msg, wire.Audio):
+            self._audio(msg)
+        elif isinstance(msg, wire.CallStart):
+            self._start(msg)
+        elif isinstance(msg, wire.CallEnd):
+            self._end(msg)
+        else:
+            self.stats.bad_messages += 1
+            log.warning("call %s: unexpected %s from a media process", msg.call_id, type(msg).__name__)
+
+    def _start(self, msg: wire.CallStart) -> None:
+        if msg.sample_rate not in (8000, 16000):
+            log.warning("call %s: unsupported sample rate %d", msg.call_id, msg.sample_rate)
+            self.stats.bad_messages += 1
+            return
+        if msg.call_id in self.calls:
+            log.warning("call %s: started twice; keeping the first", msg.call_id)
+            return
+        self.calls[msg.call_id] = _Call(
+            msg.call_id,
+            msg.sample_rate,
+            msg.reply_to,
+            self.vad.new_stream(msg.sample_rate),
+            Endpointer(msg.sample_rate, self.settings.endpointing),
+            window_size(msg.sample_rate),
+        )
+        log.info("call %s: started (sip %s, %d Hz)", msg.call_id, msg.sip_call_id, msg.sample_rate)
+
+    def _audio(self, msg: wire.Audio) -> None:
+        call = self.calls.get(msg.call_id)
+        if call is None or call.ending:
+            self.stats.unknown_call += 1
+            return
+        if msg.sample_rate != call.sample_rate:
+            self.stats.bad_messages += 1
+            return
+        if msg.offset < call.next_offset:  # overlapping or repeated audio: keep what is new
+            skip = call.next_offset - msg.offset
+            if skip >= msg.samples:
+                return
+            pcm = np.frombuffer(msg.pcm, dtype="<i2")[skip:]
+            offset = call.next_offset
+        else:
+            pcm = np.frombuffer(msg.pcm, dtype="<i2")
+            offset = msg.offset
+        if offset > call.next_offset:  # suppressed silence: VAD what came before, then the gap
+            self._vad_one(call)
+            call.vad.reset()
+            self._on_events(call, call.endpointer.gap(offset))
+        if not call.pending:
+            call.pending_offset = offset
+        call.pending.append(pcm)
+        call.next_offset = offset + len(pcm)
+
+    def _end(self, msg: wire.CallEnd) -> None:
+        call = self.calls.get(msg.call_id)
+        if call is None:
+            self.stats.unknown_call += 1
+            return
+        self._vad_one(call)
+        call.ending = True
+        self._on_events(call, call.endpointer.flush())
+        self._maybe_done(call)
+
+    # -- VAD and endpointing ------------------------------------------------------------------
+
+    @staticmethod
+    def _take(call: _Call) -> np.ndarray | None:
+        if not call.pending:
+            return None
+        pcm = call.pending[0] if len(call.pending) == 1 else np.concatenate(call.pending)
+        call.pending = []
+        return pcm
+
+    def _feed(self, call: _Call, pcm: np.ndarray, probs: np.ndarray) -> None:
+        events = call.endpointer.push(pcm, call.pending_offset, probs.tolist(), call.window)
+        call.pending_offset += len(pcm)
+        self._on_events(call, events)
+
+    def _vad_one(self, call: _Call) -> None:
+        """VAD this one call's pending audio now (before a gap or the end)."""
+        pcm = self._take(call)
+        if pcm is not None:
+            (probs,) = self.vad.probabilities([(call.vad, pcm)])
+            self._feed(call, pcm, probs)
+
+    def run_vad(self) -> None:
+        """One batched VAD pass over every call's pending audio."""
+        items: list[tuple[_Call, np.ndarray]] = []
+        for call in self.calls.values():
+            if not call.ending and call.vad.pending_windows(sum(map(len, call.pending))):
+                pcm = self._take(call)
+                if pcm is not None:
+                    items.append((call, pcm))
+        if not items:
+            return
+        probs = self.vad.probabilities([(c.vad, pcm) for c, pcm in items])
+        for (call, pcm), p in zip(items, probs, strict=True):
+            self._feed(call, pcm, p)
+
+    def _on_events(self, call: _Call, events: list[Any]) -> None:
+        for event in events:
+            if isinstance(event, UtteranceEnded):
+                self.stats.utterances += 1
+                audio = self._model_audio(event.audio, call.sample_rate)
+                job = _Job(
+                    call.call_id, event.index, event.start_sample, event.end_sample,
+                    event.speech_end_sample, True, audio,
+                )  # fmt: skip
+                call.outstanding += 1
+                key = (call.call_id, event.index)
+                self.batcher.add(Request(key, len(audio), self.clock(), True, job))
+                call.last_partial_at = self.clock()
+
+    @staticmethod
+    def _model_audio(pcm: np.ndarray, rate: int) -> np.ndarray:
+        audio = pcm.astype(np.float32) / 32768.0
+        if rate != MODEL_RATE:
+            audio = soxr.resample(audio, rate, MODEL_RATE).astype(np.float32, copy=False)
+        return audio
+
+    def queue_partials(self, now: float) -> None:
+        """A partial of each growing utterance every ``partial_interval_s``, when no final waits."""
+        interval = self.settings.partial_interval_s
+        if interval <= 0 or self.batcher.finals_waiting:
+            return
+        for call in self.calls.values():
+            if call.ending or now - call.last_partial_at < interval:
+                continue
+            current = call.endpointer.current_utterance()
+            if current is None:
+                continue
+            start, pcm = current
+            index = call.endpointer.next_index - 1
+            if len(pcm) < call.sample_rate // 2:
+                continue
+            call.last_partial_at = now
+            audio = self._model_audio(pcm, call.sample_rate)
+            end = start + len(pcm)
+            job = _Job(call.call_id, index, start, end, end, False, audio)
+            self.batcher.add(Request((call.call_id, index), len(audio), now, False, job))
+
+    # -- inference and results ----------------------------------------------------------------
+
+    def _reply(self, endpoint: str) -> zmq.Socket[Any]:
+        sock = self._replies.get(endpoint)
+        if sock is None:
+            sock = self.ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 2000)
+            sock.setsockopt(zmq.SNDHWM, 100_000)
+            sock.connect(endpoint)
+            self._replies[endpoint] = sock
+        return sock
+
+    def _send(self, call: _Call, msg: wire.Message) -> None:
+        try:
+            self._reply(call.reply_to).send_multipart(wire.encode(msg), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            log.error("call %s: media process not reading results; %s dropped", call.call_id,
+                      type(msg).__name__)  # fmt: skip
+
+    def run_batch(self, batch: list[Request]) -> None:
+        jobs = [r.payload for r in batch if isinstance(r.payload, _Job)]
+        t0 = time.perf_counter()
+        results = self.model.transcribe([j.audio for j in jobs])
+        spent = time.perf_counter() - t0
+        self.stats.batches += 1
+        self.stats.batch_items += len(jobs)
+        self.stats.model_seconds += spent
+        self.stats.audio_seconds += sum(len(j.audio) for j in jobs) / MODEL_RATE
+        log.debug("batch of %d (%d finals) in %.0f ms", len(jobs), sum(j.final for j in jobs),
+                  spent * 1000)  # fmt: skip
+        for job, result in zip(jobs, results, strict=True):
+            call = self.calls.get(job.call_id)
+            if call is None:
+                continue
+            rate = call.sample_rate
+            msg = wire.Transcript(
+                job.call_id, job.utterance, job.final, result.text.strip(),
+                job.start / rate, job.end / rate, result.confidence, job.speech_end,
+            )  # fmt: skip
+            if job.final:
+                call.outstanding -= 1
+                call.held[job.utterance] = msg
+                self._release_finals(call)
+                self._maybe_done(call)
+            else:
+                self.stats.partials += 1
+                if msg.text and not call.ending and job.utterance >= call.next_final:
+                    self._send(call, msg)
+
+    def _release_finals(self, call: _Call) -> None:
+        while call.next_final in call.held:
+            msg = call.held.pop(call.next_final)
+            call.next_final += 1
+            self._send(call, msg)
+            log.info("call %s: utterance %d final %.2f-%.2f s: %r", call.call_id,
+                     msg.utterance, msg.start, msg.end, msg.text)  # fmt: skip
+
+    def _maybe_done(self, call: _Call) -> None:
+        if call.ending and call.outstanding == 0:
+            for index in sorted(call.held):  # only if an index was skipped: never hold forever
+                call.next_final = index
+                self._release_finals(call)
+            self._send(call, wire.CallDone(call.call_id))
+            del self.calls[call.call_id]
+            log.info("call %s: done", call.call_id)
+
+    # -- loop ---------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop = True
+
+    def step(self, timeout_s: float) -> None:
+        """One turn of the loop: receive, VAD, queue, maybe run one batch."""
+        if self.pull.poll(int(timeout_s * 1000)):
+            for _ in range(10_000):
+                try:
+                    frames = self.pull.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self.handle([f.buffer for f in frames])
+        self.run_vad()
+        now = self.clock()
+        self.queue_partials(now)
+        batch = self.batcher.next_batch(now)
+        if batch:
+            self.run_batch(batch)
+
+    def timeout(self) -> float:
+        deadline = self.batcher.deadline()
+        if deadline is None:
+            return self.settings.poll_interval_s
+        return min(self.settings.poll_interval_s, max(0.0, deadline - self.clock()))
+
+    def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        if on_ready is not None:
+            on_ready()
+        while not self._stop:
+            self.step(self.timeout())
+        self.close()
+
+    def close(self) -> None:
+        self.pull.close(0)
+        for sock in self._replies.values():
+            sock.close()

@@ -1,0 +1,173 @@
+"""The inference worker with real parts: real ZeroMQ sockets, Silero VAD and Moonshine on recorded
+prompts. Audio is sent faster than real time; the worker must not care."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from inference.batching import BatchPolicy
+from inference.model_files import ensure_converted
+from inference.moonshine import MoonshineModel
+from inference.providers import choose_providers
+from inference.worker import Worker, WorkerSettings
+from media import wire
+from media.silence_gate import SilenceGate
+from media.silero import SileroVad
+from tests.support import speech
+from tests.support.rtp_pcap import join_with_silence
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not speech.available(), reason="needs asterisk-core-sounds-en-wav"),
+]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> MoonshineModel:
+    files = ensure_converted(Path.home() / ".cache" / "sip-bridge")
+    return MoonshineModel(files, choose_providers("cpu"), threads=1)
+
+
+class Harness:
+    """A worker on its own thread, and the media side's sockets."""
+
+    def __init__(self, model: MoonshineModel, partial_interval_s: float = 0.0) -> None:
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.results = self.ctx.socket(zmq.PULL)
+        port = self.results.bind_to_random_port("tcp://127.0.0.1")
+        self.reply_to = f"tcp://127.0.0.1:{port}"
+        settings = WorkerSettings(
+            "tcp://127.0.0.1:0",
+            BatchPolicy(max_batch=8, max_wait_ms=20),
+            partial_interval_s=partial_interval_s,
+        )
+        settings = WorkerSettings(
+            self._free_endpoint(), settings.policy, partial_interval_s=partial_interval_s
+        )
+        self.worker = Worker(settings, model, SileroVad(), self.ctx)
+        self.push = self.ctx.socket(zmq.PUSH)
+        self.push.connect(settings.endpoint)
+        self.thread = threading.Thread(target=self.worker.run, daemon=True)
+        self.thread.start()
+
+    def _free_endpoint(self) -> str:
+        probe = self.ctx.socket(zmq.PULL)
+        port = probe.bind_to_random_port("tcp://127.0.0.1")
+        probe.close(0)
+        return f"tcp://127.0.0.1:{port}"
+
+    def send(self, msg: wire.Message) -> None:
+        self.push.send_multipart(wire.encode(msg))
+
+    def send_call(self, call_id: str, pcm: np.ndarray, rate: int, gate: bool) -> None:
+        self.send(wire.CallStart(call_id, rate, self.reply_to, f"sip-{call_id[:6]}"))
+        frame = rate // 50
+        g = SilenceGate(rate)
+        for off in range(0, len(pcm) - frame + 1, frame):
+            chunk = pcm[off : off + frame].tobytes()
+            runs = g.push(chunk, off) if gate else [(off, chunk)]
+            for o, run in runs:
+                self.send(wire.Audio(call_id, o, rate, run))
+        self.send(wire.CallEnd(call_id, len(pcm) // frame * frame, rate))
+
+    def collect(self, calls: set[str], timeout_s: float = 120) -> dict[str, list[wire.Message]]:
+        out: dict[str, list[wire.Message]] = {c: [] for c in calls}
+        done: set[str] = set()
+        while done != calls:
+            assert self.results.poll(int(timeout_s * 1000)), f"timeout; done: {done}"
+            msg = wire.decode(self.results.recv_multipart())
+            assert isinstance(msg, wire.Transcript | wire.CallDone)
+            assert msg.call_id not in done, "a message after CallDone"
+            out[msg.call_id].append(msg)
+            if isinstance(msg, wire.CallDone):
+                done.add(msg.call_id)
+        return out
+
+    def close(self) -> None:
+        self.worker.request_stop()
+        self.thread.join(10)
+        self.push.close(0)
+        self.results.close(0)
+        self.ctx.term()
+
+
+@pytest.fixture()
+def harness(model: MoonshineModel) -> Iterator[Harness]:
+    h = Harness(model)
+    yield h
+    h.close()
+
+
+def finals(msgs: list[wire.Message]) -> list[wire.Transcript]:
+    return [m for m in msgs if isinstance(m, wire.Transcript) and m.final]
+
+
+def test_calls_are_cut_into_utterances_and_transcribed(harness: Harness) -> None:
+    prompts = speech.select(8, min_s=1.5, max_s=5.0, stride=3)
+    calls = {}
+    for i in range(4):
+        pair = prompts[2 * i : 2 * i + 2]
+        pcm = join_with_silence([p.pcm() for p in pair], gap_s=1.5, noise_rms=20, seed=i)
+        call_id = wire.new_call_id()
+        calls[call_id] = pair
+        harness.send_call(call_id, pcm, 8000, gate=(i % 2 == 0))
+    got = harness.collect(set(calls))
+    refs, hyps = [], []
+    for call_id, pair in calls.items():
+        msgs = got[call_id]
+        assert isinstance(msgs[-1], wire.CallDone)
+        fin = finals(msgs)
+        assert len(fin) == 2, [m.text for m in fin]  # one final per spoken prompt
+        assert [m.utterance for m in fin] == [0, 1]
+        assert fin[0].end <= fin[1].start
+        refs += [p.text for p in pair]
+        hyps += [m.text for m in fin]
+    error = speech.wer(refs, hyps)
+    assert error <= 0.15, list(zip(refs, hyps, strict=True))
+    assert harness.worker.stats.batches < harness.worker.stats.utterances  # batched across calls
+
+
+def test_sixteen_khz_audio_and_partials(model: MoonshineModel) -> None:
+    import soxr
+
+    h = Harness(model, partial_interval_s=0.5)
+    try:
+        (prompt,) = speech.select(1, min_s=4.0, max_s=8.0)
+        pcm16 = soxr.resample(prompt.pcm().astype(np.float32), 8000, 16000).astype(np.int16)
+        pcm = np.concatenate([np.zeros(8000, np.int16), pcm16, np.zeros(16000, np.int16)])
+        call_id = wire.new_call_id()
+        # Paced in bursts so the worker sees the utterance grow.
+        h.send(wire.CallStart(call_id, 16000, h.reply_to, "sip-16k"))
+        step = 16000 // 2
+        for off in range(0, len(pcm) - step + 1, step):
+            h.send(wire.Audio(call_id, off, 16000, pcm[off : off + step].tobytes()))
+            threading.Event().wait(0.5)
+        h.send(wire.CallEnd(call_id, len(pcm) // step * step, 16000))
+        msgs = h.collect({call_id})[call_id]
+        (final,) = finals(msgs)
+        assert speech.wer([prompt.text], [final.text]) <= 0.2, final.text
+        partials = [m for m in msgs if isinstance(m, wire.Transcript) and not m.final]
+        assert partials, "no partial while the utterance grew"
+        assert all(p.utterance == final.utterance for p in partials)
+    finally:
+        h.close()
+
+
+def test_bad_messages_are_counted_not_fatal(harness: Harness) -> None:
+    harness.push.send_multipart([b"garbage"])
+    harness.push.send_multipart([b"SB\x09" + bytes(29), b""])
+    call_id = wire.new_call_id()
+    harness.send(wire.Audio(call_id, 0, 8000, bytes(320)))  # audio for a call never started
+    (prompt,) = speech.select(1, min_s=2.0, max_s=4.0, stride=5)
+    harness.send_call(call_id, join_with_silence([prompt.pcm()]), 8000, gate=False)
+    msgs = harness.collect({call_id})[call_id]
+    assert len(finals(msgs)) == 1
+    assert harness.worker.stats.bad_messages == 2
+    assert harness.worker.stats.unknown_call == 1
