@@ -170,6 +170,9 @@ class Worker:
             self._vad_one(call)
             call.vad.reset()
             self._on_events(call, call.endpointer.gap(offset))
+        if len(pcm) == 0:  # a time mark: the call got this far in silence
+            call.next_offset = offset
+            return
         if not call.pending:
             call.pending_offset = offset
         call.pending.append(pcm)

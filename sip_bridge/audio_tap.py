@@ -1,0 +1,184 @@
+"""The one thread boundary for audio: PJSIP's clock thread → the sender thread → ZeroMQ.
+
+:class:`CallAudioPort` receives each 20 ms frame of a call in ``onFrameReceived``, on PJSIP's
+``clock`` thread with the GIL held. It only copies the PCM (fast path, ~3 µs) and puts it on a
+``SimpleQueue``; anything slower there would lose frames for every call of the process.
+
+:class:`AudioSender` owns a thread and one PUSH socket per worker. It drains that queue in order
+(so a call's start, audio and end reach its worker in order), drops silence with a per-call
+:class:`~media.silence_gate.SilenceGate`, and sends the rest as wire ``Audio`` messages, PCM as its
+own frame. It never touches PJSUA2.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pjsua2 as pj
+import zmq
+
+from media import wire
+from media.silence_gate import SilenceGate
+from sip_bridge.config import SilenceGateConfig
+from sip_bridge.frame_copy import Copier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StartCall:
+    call_id: str
+    sip_call_id: str
+    sample_rate: int
+    worker: int
+
+
+@dataclass(frozen=True, slots=True)
+class EndCall:
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    pass
+
+
+Item = tuple[str, bytes] | StartCall | EndCall | _Stop
+
+
+class CallAudioPort(pj.AudioMediaPort):  # type: ignore[misc]
+    """Taps one call's received audio. Destroy it explicitly (``destroy()``) while still held."""
+
+    def __init__(self, call_id: str, out: queue.SimpleQueue[Item], copy: Copier) -> None:
+        super().__init__()
+        self.call_id = call_id
+        self._out = out
+        self._copy = copy
+
+    def onFrameReceived(self, frame: Any) -> None:  # noqa: N802 (PJSUA2 name)
+        # PJSIP clock thread: a copy and a non-blocking put, nothing else.
+        if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO:
+            self._out.put((self.call_id, self._copy(frame)))
+
+    def destroy(self) -> None:
+        # Removing the port from the conference bridge; PJSUA2 has no explicit destroy binding
+        # other than deleting the C++ object, which SWIG does when the proxy owns it.
+        self.__swig_destroy__(self)  # type: ignore[attr-defined]
+
+
+# While the gate holds back silence, an empty Audio message marks how far the call has got this
+# often, so the worker's endpointer sees the silence and ends the utterance without waiting for
+# the next speech.
+TIME_MARK_MS = 100
+
+
+@dataclass(slots=True)
+class _CallStream:
+    worker: int
+    sample_rate: int
+    gate: SilenceGate
+    offset: int = 0
+    sent_until: int = 0  # the offset up to which the worker knows the call's timeline
+
+
+@dataclass(slots=True)
+class SenderStats:
+    frames_in: int = 0
+    frames_sent: int = 0
+    bytes_in: int = 0
+    bytes_sent: int = 0
+    send_dropped: int = 0
+    time_marks: int = 0
+
+
+class AudioSender:
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        worker_endpoints: list[str],
+        reply_to: str,
+        gate: SilenceGateConfig,
+    ) -> None:
+        self.queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.stats = SenderStats()
+        self._ctx = ctx
+        self._endpoints = worker_endpoints
+        self._reply_to = reply_to
+        self._gate = gate
+        self._calls: dict[str, _CallStream] = {}
+        self._thread = threading.Thread(target=self._run, name="audio-sender", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.queue.put(_Stop())
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        sockets = []
+        for endpoint in self._endpoints:
+            sock = self._ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.SNDHWM, 50_000)
+            sock.setsockopt(zmq.LINGER, 1000)
+            sock.connect(endpoint)
+            sockets.append(sock)
+        try:
+            while True:
+                item = self.queue.get()
+                if isinstance(item, tuple):
+                    self._audio(sockets, *item)
+                elif isinstance(item, StartCall):
+                    self._start(sockets, item)
+                elif isinstance(item, EndCall):
+                    self._end(sockets, item)
+                else:
+                    return
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    def _send(self, sock: zmq.Socket[Any], msg: wire.Message, call_id: str) -> bool:
+        try:
+            sock.send_multipart(wire.encode(msg), flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            self.stats.send_dropped += 1
+            log.warning("call %s: worker queue full, message dropped", call_id)
+            return False
+
+    def _start(self, sockets: list[zmq.Socket[Any]], s: StartCall) -> None:
+        g = self._gate
+        gate = SilenceGate(s.sample_rate, g.threshold_dbfs, g.hangover_ms, g.preroll_ms)
+        self._calls[s.call_id] = _CallStream(s.worker, s.sample_rate, gate)
+        start = wire.CallStart(s.call_id, s.sample_rate, self._reply_to, s.sip_call_id)
+        self._send(sockets[s.worker], start, s.call_id)
+
+    def _audio(self, sockets: list[zmq.Socket[Any]], call_id: str, pcm: bytes) -> None:
+        stream = self._calls.get(call_id)
+        if stream is None:  # a frame after the call ended: nothing to do with it
+            return
+        self.stats.frames_in += 1
+        self.stats.bytes_in += len(pcm)
+        sock = sockets[stream.worker]
+        for offset, run in stream.gate.push(pcm, stream.offset):
+            if self._send(sock, wire.Audio(call_id, offset, stream.sample_rate, run), call_id):
+                self.stats.frames_sent += max(1, len(run) // max(len(pcm), 1))
+                self.stats.bytes_sent += len(run)
+            stream.sent_until = offset + len(run) // 2
+        stream.offset += len(pcm) // 2
+        if stream.offset - stream.sent_until >= stream.sample_rate * TIME_MARK_MS // 1000:
+            self._send(sock, wire.Audio(call_id, stream.offset, stream.sample_rate, b""), call_id)
+            self.stats.time_marks += 1
+            stream.sent_until = stream.offset
+
+    def _end(self, sockets: list[zmq.Socket[Any]], e: EndCall) -> None:
+        stream = self._calls.pop(e.call_id, None)
+        if stream is None:
+            return
+        msg = wire.CallEnd(e.call_id, stream.offset, stream.sample_rate)
+        self._send(sockets[stream.worker], msg, e.call_id)

@@ -1,0 +1,107 @@
+"""The ``sip-bridge`` command.
+
+``serve`` runs everything on one host. ``worker`` and ``media`` run one part each (``serve`` starts
+them; they are also the entry points for splitting parts over containers or hosts).
+``check-config`` validates a config file and prints the effective values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+import yaml
+
+from sip_bridge.config import Config, ConfigError, load
+
+log = logging.getLogger("sip_bridge")
+
+
+def _setup_logging(cfg: Config, role: str) -> None:
+    logging.basicConfig(
+        level=cfg.log_level,
+        format=f"%(asctime)s %(levelname)-7s {role} %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run_worker(cfg: Config, index: int) -> int:
+    from inference.batching import BatchPolicy
+    from inference.model_files import ensure_converted
+    from inference.moonshine import MoonshineModel
+    from inference.providers import choose_providers
+    from inference.worker import Worker, WorkerSettings
+    from media.endpointing import EndpointerSettings
+    from media.silero import SileroVad
+    from sip_bridge.supervisor import notify_ready
+
+    i, v = cfg.inference, cfg.vad
+    files = ensure_converted(cfg.model_cache_path())
+    model = MoonshineModel(files, choose_providers(i.provider), threads=i.threads)
+    settings = WorkerSettings(
+        endpoint=f"tcp://127.0.0.1:{i.port_base + index}",
+        policy=BatchPolicy(i.max_batch, float(i.max_wait_ms), i.max_padding),
+        endpointing=EndpointerSettings(
+            threshold=v.threshold,
+            min_silence_ms=v.min_silence_ms,
+            speech_pad_ms=v.speech_pad_ms,
+            min_speech_ms=v.min_speech_ms,
+            max_utterance_s=v.max_utterance_s,
+        ),
+        partial_interval_s=i.partial_interval_ms / 1000.0,
+    )
+    worker = Worker(settings, model, SileroVad())
+
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.request_stop())
+    log.info("worker %d: listening on %s", index, settings.endpoint)
+    worker.run(on_ready=lambda: notify_ready("worker", index))
+    return 0
+
+
+def _run_media(cfg: Config, index: int) -> int:
+    from sip_bridge import media_process
+    from sip_bridge.supervisor import notify_ready
+
+    return media_process.main(cfg, index, on_ready=lambda: notify_ready("media", index))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sip-bridge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_ in (
+        ("serve", "run the SIP front, the media processes and the workers on this host"),
+        ("check-config", "validate a config file and print the effective configuration"),
+        ("worker", "run one inference worker (started by serve)"),
+        ("media", "run one PJSUA2 media process (started by serve)"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--config", metavar="FILE", help="YAML config (default: built-in defaults)")
+        if name in ("worker", "media"):
+            p.add_argument("--index", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        cfg = load(args.config)
+    except ConfigError as exc:
+        print(f"sip-bridge: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
+        return 0
+    role = args.command if args.command == "serve" else f"{args.command}[{args.index}]"
+    _setup_logging(cfg, role)
+    if args.command == "serve":
+        from sip_bridge.supervisor import serve
+
+        return serve(cfg, args.config)
+    if args.command == "worker":
+        return _run_worker(cfg, args.index)
+    return _run_media(cfg, args.index)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""One PJSUA2 media process: answers calls the front sends it, taps their audio, delivers results.
+
+Threads: PJSUA2 runs with ``threadCnt = 0`` and ``mainThreadOnly``, so every SIP callback and every
+PJSUA2 call happens on this module's main loop thread (:meth:`MediaProcess.run`). PJSIP's own
+``clock`` thread calls :class:`~sip_bridge.audio_tap.CallAudioPort` for audio, which only copies
+and queues (see ``audio_tap``). The :class:`~sip_bridge.audio_tap.AudioSender` thread ships audio to
+the workers; results come back on a PULL socket read by the main loop, which turns them into events,
+sends finals into the call as SIP INFO and hands every event to the webhook threads.
+
+Never do slow work in a PJSUA2 callback, and never let Python's GC free a media port or a call:
+they are released explicitly here (DESIGN.md: it segfaults otherwise).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import pjsua2 as pj
+import zmq
+
+from media import wire
+from sip_bridge.audio_tap import AudioSender, CallAudioPort, EndCall, StartCall
+from sip_bridge.config import Config
+from sip_bridge.events import CallEvents, CallInfo, Event
+from sip_bridge.frame_copy import make_copier
+from sip_bridge.webhooks import Endpoint, WebhookDispatcher
+from sip_bridge.worker_router import WorkerRouter
+
+log = logging.getLogger(__name__)
+
+# Codecs we offer, best first: wideband stays wideband all the way to the model.
+CODEC_PRIORITIES = {"PCMU/8000": 250, "PCMA/8000": 240, "G722/16000": 230}
+# A peer answering one of these to an INFO does not want them: stop sending INFO on that call.
+INFO_REFUSED = {405, 415, 469, 488, 501}
+
+
+@dataclass(slots=True)
+class _Call:
+    """Everything this process holds for one call. Only the main loop touches it."""
+
+    call_id: str
+    sip: BridgeCall
+    answered_at: float = field(default_factory=time.monotonic)
+    port: CallAudioPort | None = None
+    events: CallEvents | None = None
+    info_ok: bool = True
+    disconnected_at: float | None = None
+    end_reason: str = ""
+
+
+class BridgeCall(pj.Call):  # type: ignore[misc]
+    def __init__(self, owner: MediaProcess, acc: pj.Account, pj_call_id: int) -> None:
+        super().__init__(acc, pj_call_id)
+        self.owner = owner
+        self.bridge_call_id = wire.new_call_id()
+
+    def onCallState(self, prm: Any) -> None:  # noqa: N802
+        self.owner.on_call_state(self)
+
+    def onCallMediaState(self, prm: Any) -> None:  # noqa: N802
+        self.owner.on_media_state(self)
+
+    def onCallTsxState(self, prm: Any) -> None:  # noqa: N802
+        self.owner.on_tsx_state(self, prm)
+
+
+class BridgeAccount(pj.Account):  # type: ignore[misc]
+    def __init__(self, owner: MediaProcess) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def onIncomingCall(self, prm: Any) -> None:  # noqa: N802
+        self.owner.on_incoming_call(self, prm)
+
+
+class MediaProcess:
+    def __init__(self, cfg: Config, index: int) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.calls: dict[str, _Call] = {}
+        self._by_pj: dict[int, str] = {}
+        self._doomed: list[_Call] = []  # released on the next loop turn, outside callbacks
+        self._stop = False
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        workers = [cfg.worker_endpoint(i) for i in range(cfg.inference.workers)]
+        self.router = WorkerRouter(len(workers))
+        self.sender = AudioSender(
+            self.ctx, workers, cfg.result_endpoint(index), cfg.media.silence_gate
+        )
+        d = cfg.delivery
+        self.webhooks = WebhookDispatcher(
+            [Endpoint(h.url, h.secret) for h in cfg.webhooks],
+            d.webhook_timeout_s, d.webhook_retries, d.webhook_backoff_s, d.webhook_queue,
+        )  # fmt: skip
+        self.copy = make_copier()
+        self.ep = pj.Endpoint()
+        self.account: BridgeAccount | None = None
+        self.results: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg, m = self.cfg, self.cfg.media
+        self.results.bind(cfg.result_endpoint(self.index))
+        self.ep.libCreate()
+        ep_cfg = pj.EpConfig()
+        ep_cfg.uaConfig.threadCnt = 0
+        ep_cfg.uaConfig.mainThreadOnly = True
+        ep_cfg.uaConfig.maxCalls = m.calls_per_process
+        ep_cfg.uaConfig.userAgent = "sip-bridge"
+        ep_cfg.logConfig.level = 2
+        ep_cfg.logConfig.consoleLevel = 2
+        med = ep_cfg.medConfig
+        med.clockRate = 16000
+        med.sndClockRate = 16000
+        med.ecTailLen = 0
+        med.noVad = True
+        med.maxMediaPorts = max(254, 4 * m.calls_per_process + 8)
+        jb = m.jitter_buffer
+        med.jbInit, med.jbMinPre, med.jbMaxPre, med.jbMax = (
+            jb.init_ms, jb.min_prefetch_ms, jb.max_prefetch_ms, jb.max_ms,
+        )  # fmt: skip
+        self.ep.libInit(ep_cfg)
+        self.ep.audDevManager().setNullDev()
+
+        tcfg = pj.TransportConfig()
+        tcfg.port = cfg.media_sip_port(self.index)
+        tcfg.boundAddress = "127.0.0.1"
+        self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        for codec in self.ep.codecEnum2():  # ids look like "PCMU/8000/1"
+            name = "/".join(codec.codecId.split("/")[:2])
+            self.ep.codecSetPriority(codec.codecId, CODEC_PRIORITIES.get(name, 0))
+        self.ep.libStart()
+
+        acfg = pj.AccountConfig()
+        acfg.idUri = f"sip:transcribe@127.0.0.1:{tcfg.port}"
+        rtp = acfg.mediaConfig.transportConfig
+        rtp.port = m.rtp_port_base + self.index * m.rtp_ports_per_process
+        rtp.portRange = m.rtp_ports_per_process
+        rtp.publicAddress = cfg.public_address
+        if cfg.sip.address not in ("0.0.0.0", "::"):
+            rtp.boundAddress = cfg.sip.address
+        self.account = BridgeAccount(self)
+        self.account.create(acfg, True)
+        self.sender.start()
+        log.info(
+            "media process %d: SIP on 127.0.0.1:%d, RTP %d-%d on %s, %d calls max",
+            self.index, tcfg.port, rtp.port, rtp.port + rtp.portRange - 1, cfg.public_address,
+            m.calls_per_process,
+        )  # fmt: skip
+
+    # -- PJSUA2 callbacks (main loop thread) -------------------------------------------------
+
+    def on_incoming_call(self, acc: BridgeAccount, prm: Any) -> None:
+        sip_call = BridgeCall(self, acc, prm.callId)
+        call = _Call(sip_call.bridge_call_id, sip_call)
+        self.calls[call.call_id] = call
+        self._by_pj[prm.callId] = call.call_id
+        op = pj.CallOpParam()
+        op.statusCode = 200
+        try:
+            sip_call.answer(op)
+        except pj.Error as exc:
+            log.error("call %s: answering failed: %s", call.call_id, exc.info())
+            self._forget(call)
+
+    def _call_for(self, sip_call: BridgeCall) -> _Call | None:
+        return self.calls.get(sip_call.bridge_call_id)
+
+    def on_media_state(self, sip_call: BridgeCall) -> None:
+        call = self._call_for(sip_call)
+        if call is None or call.port is not None:
+            return  # a re-INVITE on a call whose audio is already tapped
+        info = sip_call.getInfo()
+        for mi, media in enumerate(info.media):
+            if media.type != pj.PJMEDIA_TYPE_AUDIO or media.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
+                continue
+            stream = sip_call.getStreamInfo(mi)
+            rate = 16000 if stream.codecClockRate >= 16000 else 8000
+            self._tap(call, sip_call.getAudioMedia(mi), info, f"{stream.codecName}/{rate}", rate)
+            return
+
+    def _tap(self, call: _Call, audio: Any, info: Any, codec: str, rate: int) -> None:
+        worker = self.router.assign(call.call_id)
+        call.events = CallEvents(
+            CallInfo(
+                call.call_id, info.callIdString, info.remoteUri, info.localUri, codec, rate,
+                f"{socket.gethostname()}/media{self.index}",
+            )
+        )
+        self._emit(call, call.events.started())
+        self.sender.queue.put(StartCall(call.call_id, info.callIdString, rate, worker))
+        port = CallAudioPort(call.call_id, self.sender.queue, self.copy)
+        fmt = pj.MediaFormatAudio()
+        fmt.init(pj.PJMEDIA_FORMAT_PCM, rate, 1, 20000, 16)
+        port.createPort(f"tap-{call.call_id[:8]}", fmt)
+        audio.startTransmit(port)
+        call.port = port
+        log.info(
+            "call %s: answered (sip %s, from %s, %s) -> worker %d",
+            call.call_id, info.callIdString, info.remoteUri, codec, worker,
+        )  # fmt: skip
+
+    def on_call_state(self, sip_call: BridgeCall) -> None:
+        call = self._call_for(sip_call)
+        if call is None:
+            return
+        info = sip_call.getInfo()
+        if info.state != pj.PJSIP_INV_STATE_DISCONNECTED:
+            return
+        call.end_reason = f"{info.lastStatusCode} {info.lastReason}".strip()
+        call.disconnected_at = time.monotonic()
+        self._untap(call)
+        if call.events is None:
+            log.info("call %s: ended before media (%s)", call.call_id, call.end_reason)
+            self._forget(call)
+        else:
+            log.info("call %s: ended (%s), waiting for last results", call.call_id, call.end_reason)
+
+    def on_tsx_state(self, sip_call: BridgeCall, prm: Any) -> None:
+        call = self._call_for(sip_call)
+        tsx = prm.e.body.tsxState.tsx
+        if call is None or tsx.method != "INFO" or tsx.role != pj.PJSIP_ROLE_UAC:
+            return
+        if tsx.state in (pj.PJSIP_TSX_STATE_COMPLETED, pj.PJSIP_TSX_STATE_TERMINATED):
+            code = tsx.statusCode
+            if code in INFO_REFUSED and call.info_ok:
+                call.info_ok = False
+                log.warning(
+                    "call %s: peer refused INFO (%d %s); captions continue by webhook only",
+                    call.call_id, code, tsx.statusText,
+                )  # fmt: skip
+
+    # -- results ------------------------------------------------------------------------------
+
+    def _emit(self, call: _Call, event: Event) -> None:
+        self.webhooks.submit(event)
+        if event.type == "transcript.final" and self.cfg.delivery.sip_info:
+            self._send_info(call, event)
+
+    def _send_info(self, call: _Call, event: Event) -> None:
+        if not call.info_ok or call.disconnected_at is not None:
+            return
+        prm = pj.CallSendRequestParam()
+        prm.method = "INFO"
+        prm.txOption.contentType = "application/json"
+        prm.txOption.msgBody = event.body.decode()
+        try:
+            call.sip.sendRequest(prm)
+        except pj.Error as exc:
+            log.warning("call %s: INFO not sent: %s", call.call_id, exc.info())
+
+    def _on_result(self, frames: list[zmq.Frame]) -> None:
+        try:
+            msg = wire.decode([f.buffer for f in frames])
+        except wire.WireError as exc:
+            log.warning("media %d: bad message from a worker dropped: %s", self.index, exc)
+            return
+        call = self.calls.get(getattr(msg, "call_id", ""))
+        if call is None or call.events is None:
+            log.debug("result for unknown call %s dropped", getattr(msg, "call_id", "?"))
+            return
+        if isinstance(msg, wire.Transcript):
+            event = call.events.transcript(msg)
+            if event is not None:
+                self._emit(call, event)
+        elif isinstance(msg, wire.CallDone):
+            self._finish(call, call.end_reason or "hangup")
+
+    def _finish(self, call: _Call, reason: str) -> None:
+        if call.events is not None and not call.events.ended:
+            duration = (call.disconnected_at or time.monotonic()) - call.answered_at
+            self._emit(call, call.events.ended_event(reason, duration))
+        self._forget(call)
+
+    # -- releasing ----------------------------------------------------------------------------
+
+    def _untap(self, call: _Call) -> None:
+        if call.port is not None:
+            self.sender.queue.put(EndCall(call.call_id))
+            try:
+                call.port.destroy()
+            except pj.Error as exc:
+                log.warning("call %s: destroying the audio port: %s", call.call_id, exc.info())
+            call.port = None
+
+    def _forget(self, call: _Call) -> None:
+        self.calls.pop(call.call_id, None)
+        self.router.release(call.call_id)
+        self._doomed.append(call)
+
+    def _reap(self) -> None:
+        """Release PJSUA2 call objects outside of their own callbacks."""
+        while self._doomed:
+            call = self._doomed.pop()
+            self._by_pj = {k: v for k, v in self._by_pj.items() if v != call.call_id}
+            del call.sip
+
+    def _check_flush_deadlines(self, now: float) -> None:
+        limit = self.cfg.media.call_end_flush_s
+        for call in list(self.calls.values()):
+            if call.disconnected_at is not None and now - call.disconnected_at > limit:
+                log.warning(
+                    "call %s: no end-of-call answer from worker in %.0f s; ending without it",
+                    call.call_id, limit,
+                )  # fmt: skip
+                self._finish(call, (call.end_reason or "hangup") + "; worker did not answer")
+
+    # -- main loop ----------------------------------------------------------------------------
+
+    def request_stop(self, *_: object) -> None:
+        self._stop = True
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.results, zmq.POLLIN)
+        while not self._stop:
+            self.ep.libHandleEvents(10)
+            for _ in range(100):
+                if not poller.poll(0):
+                    break
+                self._on_result(self.results.recv_multipart(copy=False))
+            self._reap()
+            self._check_flush_deadlines(time.monotonic())
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        log.info("media process %d: stopping (%d calls)", self.index, len(self.calls))
+        try:
+            self.ep.hangupAllCalls()
+            for _ in range(50):  # let BYEs go out and DISCONNECTED callbacks run
+                self.ep.libHandleEvents(10)
+        except pj.Error:
+            pass
+        for call in list(self.calls.values()):
+            self._untap(call)
+            self._finish(call, call.end_reason or "shutdown")
+        self._reap()
+        self.sender.stop()
+        self.webhooks.close()
+        self.account = None
+        gc.collect()
+        self.results.close(0)
+        self.ep.libDestroy()
+        self.ctx.term()
+
+
+def main(cfg: Config, index: int, on_ready: Callable[[], None] | None = None) -> int:
+    proc = MediaProcess(cfg, index)
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        proc.request_stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    proc.start()
+    if on_ready is not None:
+        on_ready()
+    proc.run()
+    return 0

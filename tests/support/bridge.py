@@ -1,0 +1,97 @@
+"""``sip-bridge serve`` started as a user would (the console script, a YAML config), for tests."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+READY_LINE = "sip-bridge ready"
+
+
+def _script() -> str:
+    beside = Path(sys.executable).parent / "sip-bridge"
+    return str(beside) if beside.exists() else (shutil.which("sip-bridge") or "sip-bridge")
+
+
+class RunningBridge:
+    def __init__(self, work: Path, overrides: dict[str, Any], webhook_url: str | None) -> None:
+        base = random.Random(os.getpid() + time.time_ns()).randrange(20000, 30000, 100)
+        cfg: dict[str, Any] = {
+            "sip": {"address": "127.0.0.1", "port": base},
+            "media": {
+                "processes": 4,
+                "sip_port_base": base + 11,
+                "result_port_base": base + 31,
+                "rtp_port_base": base + 1000 if base + 1000 < 31000 else 31000,
+                "rtp_ports_per_process": 100,
+            },
+            "inference": {"workers": 1, "port_base": base + 51},
+            "runtime_dir": str(work / "run"),
+            "log_level": "INFO",
+        }
+        if webhook_url:
+            cfg["webhooks"] = [{"url": webhook_url, "secret": "test-secret"}]
+        for section, values in overrides.items():
+            if isinstance(values, dict):
+                cfg.setdefault(section, {}).update(values)
+            else:
+                cfg[section] = values
+        self.config = cfg
+        self.port = cfg["sip"]["port"]
+        self.config_path = work / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(cfg))
+        self.log_path = work / "serve.log"
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [_script(), "serve", "--config", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        with open(self.log_path, "w") as log:
+            for line in self.proc.stdout:
+                log.write(line)
+                log.flush()
+                self.lines.append(line)
+                if READY_LINE in line:
+                    self._ready.set()
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.5):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"sip-bridge serve not ready (exit {self.proc.poll()}):\n"
+                    + "".join(self.lines[-40:])
+                )
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._reader.join(5)
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return "".join(self.lines)

@@ -1,0 +1,129 @@
+"""End to end, with real parts only: ``sip-bridge serve`` (Kamailio, PJSUA2 media processes, the
+Moonshine worker), sipp placing G.711 calls that play recorded human prompts, a real HTTP webhook
+receiver. Checks captions in the call (SIP INFO) and by webhook: accuracy, signatures, ordering."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sip_bridge.webhooks import verify
+from tests.support import speech
+from tests.support.bridge import RunningBridge
+from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
+from tests.support.sipp import SippCall, SippResult, can_play_pcap, run_calls
+from tests.support.webhook_receiver import WebhookReceiver
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not (speech.available() and shutil.which("kamailio") and shutil.which("sipp")),
+        reason="needs kamailio, sipp and asterisk-core-sounds-en-wav",
+    ),
+    pytest.mark.skipif(not can_play_pcap(), reason="sipp needs CAP_NET_RAW to play pcap audio"),
+]
+
+SECRET = "test-secret"
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    rx = WebhookReceiver()
+    yield rx
+    rx.close()
+
+
+@pytest.fixture(scope="module")
+def bridge(tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver) -> Iterator[RunningBridge]:
+    work = tmp_path_factory.mktemp("bridge")
+    b = RunningBridge(work, {}, receiver.url)
+    try:
+        b.wait_ready(timeout=600)
+        yield b
+    finally:
+        code = b.stop()
+        assert code == 0, f"serve exited {code}:\n{b.log_text()[-4000:]}"
+
+
+def make_call(tmp: Path, bridge: RunningBridge, prompts: list[speech.Prompt], name: str) -> SippCall:
+    pcm = join_with_silence([p.pcm() for p in prompts], gap_s=1.5, lead_s=0.5, tail_s=0.5)
+    pcap = tmp / f"{name}.pcap"
+    seconds = write_rtp_pcap(pcap, pcm)
+    return SippCall("127.0.0.1", bridge.port, pcap, "PCMU", audio_s=seconds, linger_s=4.0,
+                    work_dir=tmp / name)  # fmt: skip
+
+
+def events_of(receiver: WebhookReceiver, sip_call_id: str) -> list[dict[str, object]]:
+    return [p.json() for p in receiver.posts if p.json()["sip_call_id"] == sip_call_id]
+
+
+def check_call(result: SippResult, receiver: WebhookReceiver) -> dict[str, object]:
+    """The checks every call must pass; returns its call.ended event."""
+    assert result.ok, f"sipp failed ({result.exit_code}): {result.stderr}\n{result.errors}"
+    assert result.final_status == 200
+    # Every INFO is a transcript.final in JSON, in seq order.
+    infos = [json.loads(b) for b in result.info_bodies]
+    assert infos, "no INFO received"
+    assert all(ct.startswith("application/json") for ct in result.info_content_types)
+    assert all(i["type"] == "transcript.final" for i in infos)
+    assert all(i["sip_call_id"] == result.call_id for i in infos)
+    # Webhooks: call.started, finals (and partials), call.ended; seq strictly increasing from 1.
+    ok = receiver.wait_for(
+        lambda posts: any(
+            p.json()["type"] == "call.ended" and p.json()["sip_call_id"] == result.call_id
+            for p in posts
+        ),
+        timeout=30,
+    )
+    assert ok, "no call.ended webhook"
+    events = events_of(receiver, result.call_id)
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+    assert events[0]["type"] == "call.started" and events[-1]["type"] == "call.ended"
+    finals = [e for e in events if e["type"] == "transcript.final"]
+    assert [e["text"] for e in finals] == [i["text"] for i in infos]
+    assert [e["seq"] for e in finals] == [i["seq"] for i in infos]
+    for e in finals:
+        assert 0 <= e["start"] < e["end"]  # type: ignore[operator]
+    ended = events[-1]
+    assert ended["text"] == " ".join(str(e["text"]) for e in finals if e["text"])
+    for p in receiver.posts:
+        assert verify(SECRET, p.body, p.headers["X-Signature"])
+    return ended
+
+
+def test_one_call_gets_captions_in_the_call_and_by_webhook(
+    bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    prompts = speech.select(3, min_s=2.0, max_s=6.0, stride=1)
+    (result,) = run_calls([make_call(tmp_path, bridge, prompts, "one")])
+    ended = check_call(result, receiver)
+    refs = " ".join(p.text for p in prompts)
+    assert speech.wer([refs], [str(ended["text"])]) <= 0.15, ended["text"]
+
+
+def test_twelve_concurrent_calls_over_several_media_processes(
+    bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    prompts = speech.select(24, min_s=1.5, max_s=6.0)
+    calls = [
+        make_call(tmp_path, bridge, prompts[2 * i : 2 * i + 2], f"c{i}") for i in range(12)
+    ]
+    results = run_calls(calls)
+    refs, hyps = [], []
+    for i, result in enumerate(results):
+        ended = check_call(result, receiver)
+        refs.append(" ".join(p.text for p in prompts[2 * i : 2 * i + 2]))
+        hyps.append(str(ended["text"]))
+    error = speech.wer(refs, hyps)
+    print(f"WER over {len(prompts)} prompts in 12 concurrent calls: {error:.3f}")
+    assert error <= 0.15, list(zip(refs, hyps, strict=True))
+    nodes = {
+        p.json()["node"] for p in receiver.posts
+        if p.json()["type"] == "call.started" and p.json()["sip_call_id"] in {r.call_id for r in results}
+    }  # fmt: skip
+    assert len(nodes) >= 3, nodes  # 12 calls at 4 a process: at least 3 media processes
