@@ -58,7 +58,9 @@ def write_wav(path: Path, pcm: np.ndarray, rate: int) -> None:
 def load_prompts() -> list[Prompt]:
     """Every prompt with speech (bracketed non-speech entries skipped) whose wav exists, by name."""
     prompts = []
-    for line in gzip.open(TRANSCRIPTS, "rt", encoding="utf-8", errors="replace"):
+    with gzip.open(TRANSCRIPTS, "rt", encoding="utf-8", errors="replace") as f:
+        lines = f.readlines()
+    for line in lines:
         if line.startswith(";") or ":" not in line:
             continue
         name, text = (part.strip() for part in line.split(":", 1))
