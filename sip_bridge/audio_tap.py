@@ -67,7 +67,7 @@ class CallAudioPort(pj.AudioMediaPort):  # type: ignore[misc]
     def destroy(self) -> None:
         # Removing the port from the conference bridge; PJSUA2 has no explicit destroy binding
         # other than deleting the C++ object, which SWIG does when the proxy owns it.
-        self.__swig_destroy__(self)  # type: ignore[attr-defined]
+        self.__swig_destroy__(self)
 
 
 # While the gate holds back silence, an empty Audio message marks how far the call has got this
@@ -82,6 +82,7 @@ class _CallStream:
     sample_rate: int
     gate: SilenceGate
     offset: int = 0
+    holdback: int = 0  # samples the gate may hold back as preroll
     sent_until: int = 0  # the offset up to which the worker knows the call's timeline
 
 
@@ -154,7 +155,10 @@ class AudioSender:
     def _start(self, sockets: list[zmq.Socket[Any]], s: StartCall) -> None:
         g = self._gate
         gate = SilenceGate(s.sample_rate, g.threshold_dbfs, g.hangover_ms, g.preroll_ms)
-        self._calls[s.call_id] = _CallStream(s.worker, s.sample_rate, gate)
+        # Rounded up to whole 20 ms frames, as the gate holds frames.
+        frame = s.sample_rate // 50
+        holdback = -(-g.preroll_ms * s.sample_rate // 1000 // frame) * frame
+        self._calls[s.call_id] = _CallStream(s.worker, s.sample_rate, gate, holdback=holdback)
         start = wire.CallStart(s.call_id, s.sample_rate, self._reply_to, s.sip_call_id)
         self._send(sockets[s.worker], start, s.call_id)
 
@@ -171,10 +175,13 @@ class AudioSender:
                 self.stats.bytes_sent += len(run)
             stream.sent_until = offset + len(run) // 2
         stream.offset += len(pcm) // 2
-        if stream.offset - stream.sent_until >= stream.sample_rate * TIME_MARK_MS // 1000:
-            self._send(sock, wire.Audio(call_id, stream.offset, stream.sample_rate, b""), call_id)
+        # The gate may still release its preroll: mark only up to where that would begin, so
+        # offsets on the wire never go back.
+        mark = stream.offset - stream.holdback
+        if mark - stream.sent_until >= stream.sample_rate * TIME_MARK_MS // 1000:
+            self._send(sock, wire.Audio(call_id, mark, stream.sample_rate, b""), call_id)
             self.stats.time_marks += 1
-            stream.sent_until = stream.offset
+            stream.sent_until = mark
 
     def _end(self, sockets: list[zmq.Socket[Any]], e: EndCall) -> None:
         stream = self._calls.pop(e.call_id, None)

@@ -71,7 +71,9 @@ class InferenceConfig:
     max_wait_ms: int = 50  # longest a ready utterance waits for others to batch with
     max_padding: float = 0.25  # longest padding, as a fraction of a clip, when batching
     threads: int = 1  # ONNX Runtime intra-op threads per worker
-    partial_interval_ms: int = 1000  # a transcript.partial of a growing utterance this often; 0: off
+    partial_interval_ms: int = (
+        1000  # a transcript.partial of a growing utterance this often; 0: off
+    )
     provider: Literal["auto", "cuda", "cpu"] = "auto"
     model_cache: str = ""  # "" = $XDG_CACHE_HOME/sip-bridge or ~/.cache/sip-bridge
 

@@ -58,7 +58,7 @@ def notify_ready(role: str, index: int) -> None:
     endpoint = os.environ.get(CONTROL_ENV)
     if not endpoint:
         return
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[Any] = zmq.Context.instance()
     sock = ctx.socket(zmq.PUSH)
     sock.setsockopt(zmq.LINGER, 2000)
     sock.connect(endpoint)
@@ -122,7 +122,7 @@ class Supervisor:
         files = kamailio.render(self.cfg, rundir)
         kamailio.check(files)
         self._prepare_model()
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[Any] = zmq.Context.instance()
         control = ctx.socket(zmq.PULL)
         control.bind(self.control_endpoint)
         self.control = control

@@ -2,9 +2,10 @@
 
 Each event is POSTed as its JSON body with ``X-Signature: <hex HMAC-SHA256 of the body under the
 endpoint's secret>``, ``X-Event-Type`` and ``X-Event-Id``. A failed POST (connection error, timeout,
-non-2xx) is retried with doubling back-off up to ``retries`` times, then dropped with an error log.
-Order is kept per endpoint, hence per call. The queue is bounded; when full, the event is dropped and
-counted (never blocks the caller: it runs next to the SIP loop). Secrets are never logged.
+non-2xx) is retried with doubling back-off up to ``retries`` times, then dropped with an error
+log. Order is kept per endpoint, hence per call. The queue is bounded; when full, the event is
+dropped and counted (never blocks the caller: it runs next to the SIP loop). Secrets are never
+logged.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ class _EndpointSender:
         self.queue: queue.Queue[Event | None] = queue.Queue(maxsize=size)
         self.stats = DeliveryStats()
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"webhook {endpoint.url}", daemon=True)
+        self.thread = threading.Thread(
+            target=self._run, name=f"webhook {endpoint.url}", daemon=True
+        )
 
     def _post(self, event: Event) -> None:
         req = urllib.request.Request(

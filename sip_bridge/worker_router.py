@@ -1,8 +1,8 @@
 """Which inference worker a call is pinned to (sans-IO).
 
-Each media process holds one PUSH socket per worker; a call's audio always goes to the worker it was
-assigned when it started, so the worker keeps its VAD and utterance state. New calls go to the worker
-with the fewest calls from this process; ties go to the lowest index.
+Each media process holds one PUSH socket per worker; a call's audio always goes to the worker it
+was assigned when it started, so the worker keeps its VAD and utterance state. New calls go to the
+worker with the fewest calls from this process; ties go to the lowest index.
 """
 
 from __future__ import annotations

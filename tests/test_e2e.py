@@ -13,10 +13,11 @@ import pytest
 
 from sip_bridge.webhooks import verify
 from tests.support import speech
+from tests.support.baresip import BaresipCall
 from tests.support.bridge import RunningBridge
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
 from tests.support.sipp import SippCall, SippResult, can_play_pcap, run_calls
-from tests.support.webhook_receiver import WebhookReceiver
+from tests.support.webhook_receiver import Post, WebhookReceiver
 
 pytestmark = [
     pytest.mark.integration,
@@ -38,7 +39,9 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture(scope="module")
-def bridge(tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver) -> Iterator[RunningBridge]:
+def bridge(
+    tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver
+) -> Iterator[RunningBridge]:
     work = tmp_path_factory.mktemp("bridge")
     b = RunningBridge(work, {}, receiver.url)
     try:
@@ -49,7 +52,9 @@ def bridge(tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver) 
         assert code == 0, f"serve exited {code}:\n{b.log_text()[-4000:]}"
 
 
-def make_call(tmp: Path, bridge: RunningBridge, prompts: list[speech.Prompt], name: str) -> SippCall:
+def make_call(
+    tmp: Path, bridge: RunningBridge, prompts: list[speech.Prompt], name: str
+) -> SippCall:
     pcm = join_with_silence([p.pcm() for p in prompts], gap_s=1.5, lead_s=0.5, tail_s=0.5)
     pcap = tmp / f"{name}.pcap"
     seconds = write_rtp_pcap(pcap, pcm)
@@ -103,16 +108,16 @@ def test_one_call_gets_captions_in_the_call_and_by_webhook(
     (result,) = run_calls([make_call(tmp_path, bridge, prompts, "one")])
     ended = check_call(result, receiver)
     refs = " ".join(p.text for p in prompts)
-    assert speech.wer([refs], [str(ended["text"])]) <= 0.15, ended["text"]
+    # A sanity bound on ~15 words; the accuracy bar (15% over 24 prompts) is the next test's.
+    assert speech.wer([refs], [str(ended["text"])]) <= 0.3, ended["text"]
+    assert len(result.info_bodies) == len(prompts)  # one final per prompt, each as an INFO
 
 
 def test_twelve_concurrent_calls_over_several_media_processes(
     bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     prompts = speech.select(24, min_s=1.5, max_s=6.0)
-    calls = [
-        make_call(tmp_path, bridge, prompts[2 * i : 2 * i + 2], f"c{i}") for i in range(12)
-    ]
+    calls = [make_call(tmp_path, bridge, prompts[2 * i : 2 * i + 2], f"c{i}") for i in range(12)]
     results = run_calls(calls)
     refs, hyps = [], []
     for i, result in enumerate(results):
@@ -122,8 +127,61 @@ def test_twelve_concurrent_calls_over_several_media_processes(
     error = speech.wer(refs, hyps)
     print(f"WER over {len(prompts)} prompts in 12 concurrent calls: {error:.3f}")
     assert error <= 0.15, list(zip(refs, hyps, strict=True))
-    nodes = {
-        p.json()["node"] for p in receiver.posts
-        if p.json()["type"] == "call.started" and p.json()["sip_call_id"] in {r.call_id for r in results}
-    }  # fmt: skip
+    ours = {r.call_id for r in results}
+    started = [p.json() for p in receiver.posts if p.json()["type"] == "call.started"]
+    nodes = {e["node"] for e in started if e["sip_call_id"] in ours}
     assert len(nodes) >= 3, nodes  # 12 calls at 4 a process: at least 3 media processes
+
+
+@pytest.mark.skipif(not shutil.which("baresip"), reason="needs baresip")
+def test_g722_call_from_baresip_is_transcribed_wideband(
+    bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    import numpy as np
+    import soxr
+
+    prompts = speech.select(2, min_s=2.0, max_s=5.0, stride=11)
+    parts = [np.zeros(8000, np.int16)]
+    for p in prompts:
+        wide = soxr.resample(p.pcm().astype(np.float32), 8000, 16000)
+        parts += [
+            np.clip(np.round(wide), -32768, 32767).astype(np.int16),
+            np.zeros(24000, np.int16),
+        ]
+    parts.append(np.zeros(16000, np.int16))  # finals arrive while the call is still up
+    source = np.concatenate(parts)
+    wav = tmp_path / "source16k.wav"
+    speech.write_wav(wav, source, 16000)
+    call = BaresipCall(
+        f"sip:transcribe@127.0.0.1:{bridge.port}", wav,
+        duration_s=source.size / 16000 + 5.0, work_dir=tmp_path / "baresip",
+    ).start()  # fmt: skip
+    try:
+        result = call.wait(source.size / 16000 + 30)
+    finally:
+        call.kill()
+    assert not result.timed_out and result.exit_code == 0, result.output[-3000:]
+
+    def started_g722(posts: list[Post]) -> list[dict[str, object]]:
+        return [
+            p.json() for p in posts
+            if p.json()["type"] == "call.started" and p.json()["codec"] == "G722/16000"
+        ]  # fmt: skip
+
+    assert receiver.wait_for(lambda posts: started_g722(posts), timeout=10)
+    (started,) = started_g722(receiver.posts)
+    assert started["sample_rate"] == 16000
+    call_id = started["call_id"]
+    assert receiver.wait_for(
+        lambda posts: any(
+            p.json()["type"] == "call.ended" and p.json()["call_id"] == call_id for p in posts
+        ),
+        timeout=30,
+    )
+    events = [p.json() for p in receiver.posts if p.json()["call_id"] == call_id]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    ended = events[-1]
+    refs = " ".join(p.text for p in prompts)
+    assert speech.wer([refs], [str(ended["text"])]) <= 0.25, ended["text"]
+    # baresip answers INFO with 488: the bridge stops sending INFO and says so once.
+    assert "peer refused INFO (488" in bridge.log_text()

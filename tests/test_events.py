@@ -9,7 +9,9 @@ CALL = "c" * 32
 
 
 def make() -> CallEvents:
-    return CallEvents(CallInfo(CALL, "sip-1@pbx", "sip:alice@pbx", "sip:tx@us", "PCMU/8000", 8000, "h/media0"))
+    return CallEvents(
+        CallInfo(CALL, "sip-1@pbx", "sip:alice@pbx", "sip:tx@us", "PCMU/8000", 8000, "h/media0")
+    )
 
 
 def test_seq_increases_and_call_ended_holds_the_whole_text_in_order() -> None:
