@@ -6,9 +6,11 @@ threads, sockets or model. Rules, after Triton's dynamic batcher:
 - a batch runs when ``max_batch`` compatible requests are waiting, or when the oldest request has
   waited ``max_wait_ms`` (a real deadline: :meth:`Batcher.deadline` says when to wake up);
 - clips batched together are of similar length: the longest is at most ``1 + max_padding`` times the
-  shortest (the model has no padding mask; padding far past a clip's length can empty its output);
+  shortest (the model has no padding mask; padding far past a clip's length can empty its
+  output);
 - finals outrank partials; a partial is superseded by a newer request of the same utterance;
-- every request leaves in exactly one batch, or is dropped by :meth:`Batcher.discard` (partials only).
+- every request leaves in exactly one batch, or is dropped (partials only, by
+  :meth:`Batcher.discard_partials` or by a newer request of the same utterance).
 """
 
 from __future__ import annotations
@@ -58,9 +60,7 @@ class Batcher:
     def add(self, request: Request) -> None:
         """Queue a request. A partial replaces an older partial of the same utterance; a final
         replaces any partial of its utterance."""
-        self._pending = [
-            r for r in self._pending if r.final or r.key != request.key
-        ]
+        self._pending = [r for r in self._pending if r.final or r.key != request.key]
         self._pending.append(request)
 
     def discard_partials(self) -> int:

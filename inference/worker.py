@@ -129,7 +129,9 @@ class Worker:
             self._end(msg)
         else:
             self.stats.bad_messages += 1
-            log.warning("call %s: unexpected %s from a media process", msg.call_id, type(msg).__name__)
+            log.warning(
+                "call %s: unexpected %s from a media process", msg.call_id, type(msg).__name__
+            )
 
     def _start(self, msg: wire.CallStart) -> None:
         if msg.sample_rate not in (8000, 16000):

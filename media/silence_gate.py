@@ -145,3 +145,38 @@ class SilenceGate:
         held.clear()
         self._held_samples = 0
         return runs
+
+
+class SuppressedStream:
+    """One call's outgoing audio: the gate, the call's timeline, and time marks through silence.
+
+    :meth:`push` takes each frame in order and returns what to send as ``(offset, pcm)`` runs. While
+    the gate holds silence back it also returns, every ``time_mark_ms``, an empty run: a *time
+    mark* telling the receiver how far the call has got, so its endpointer can end an utterance
+    without waiting for the next speech. Marks stop short of the preroll the gate may still
+    release, so offsets on the wire never go back.
+    """
+
+    __slots__ = ("gate", "offset", "sent_until", "time_marks", "_holdback", "_mark_every")
+
+    def __init__(self, gate: SilenceGate, time_mark_ms: int = 40) -> None:
+        self.gate = gate
+        self.offset = 0  # samples of the call seen so far
+        self.sent_until = 0  # how far the receiver knows the call's timeline
+        self.time_marks = 0
+        frame = gate.sample_rate // 50  # the gate holds whole 20 ms frames
+        self._holdback = -(-gate.preroll_samples // frame) * frame
+        self._mark_every = max(1, gate.sample_rate * time_mark_ms // 1000)
+
+    def push(self, frame: bytes) -> list[tuple[int, bytes]]:
+        out = self.gate.push(frame, self.offset)
+        if out:
+            last_offset, last_run = out[-1]
+            self.sent_until = last_offset + len(last_run) // 2
+        self.offset += len(frame) // 2
+        mark = self.offset - self._holdback
+        if mark - self.sent_until >= self._mark_every:
+            out.append((mark, b""))
+            self.time_marks += 1
+            self.sent_until = mark
+        return out

@@ -116,12 +116,12 @@ def encode(msg: Message) -> list[Buffer]:
     if isinstance(msg, Audio):
         return [_header(T_AUDIO, msg.call_id, msg.offset, msg.sample_rate), msg.pcm]
     if isinstance(msg, CallStart):
-        body = {"reply_to": msg.reply_to, "sip_call_id": msg.sip_call_id}
-        return [_header(T_CALL_START, msg.call_id, 0, msg.sample_rate), _json(body)]
+        start = {"reply_to": msg.reply_to, "sip_call_id": msg.sip_call_id}
+        return [_header(T_CALL_START, msg.call_id, 0, msg.sample_rate), _json(start)]
     if isinstance(msg, CallEnd):
         return [_header(T_CALL_END, msg.call_id, msg.offset, msg.sample_rate), b""]
     if isinstance(msg, Transcript):
-        body = {
+        body: dict[str, Any] = {
             "utterance": msg.utterance,
             "final": msg.final,
             "text": msg.text,

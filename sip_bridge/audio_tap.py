@@ -7,7 +7,8 @@
 :class:`AudioSender` owns a thread and one PUSH socket per worker. It drains that queue in order
 (so a call's start, audio and end reach its worker in order), drops silence with a per-call
 :class:`~media.silence_gate.SilenceGate`, and sends the rest as wire ``Audio`` messages, PCM as its
-own frame. It never touches PJSUA2.
+own frame, with time marks through silence (see :class:`~media.silence_gate.SuppressedStream`).
+It never touches PJSUA2.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pjsua2 as pj
 import zmq
 
 from media import wire
-from media.silence_gate import SilenceGate
+from media.silence_gate import SilenceGate, SuppressedStream
 from sip_bridge.config import SilenceGateConfig
 from sip_bridge.frame_copy import Copier
 
@@ -70,30 +71,20 @@ class CallAudioPort(pj.AudioMediaPort):  # type: ignore[misc]
         self.__swig_destroy__(self)
 
 
-# While the gate holds back silence, an empty Audio message marks how far the call has got this
-# often, so the worker's endpointer sees the silence and ends the utterance without waiting for
-# the next speech.
-TIME_MARK_MS = 100
-
-
 @dataclass(slots=True)
 class _CallStream:
     worker: int
     sample_rate: int
-    gate: SilenceGate
-    offset: int = 0
-    holdback: int = 0  # samples the gate may hold back as preroll
-    sent_until: int = 0  # the offset up to which the worker knows the call's timeline
+    stream: SuppressedStream
 
 
 @dataclass(slots=True)
 class SenderStats:
     frames_in: int = 0
-    frames_sent: int = 0
     bytes_in: int = 0
     bytes_sent: int = 0
+    messages_sent: int = 0  # audio runs and time marks
     send_dropped: int = 0
-    time_marks: int = 0
 
 
 class AudioSender:
@@ -155,37 +146,25 @@ class AudioSender:
     def _start(self, sockets: list[zmq.Socket[Any]], s: StartCall) -> None:
         g = self._gate
         gate = SilenceGate(s.sample_rate, g.threshold_dbfs, g.hangover_ms, g.preroll_ms)
-        # Rounded up to whole 20 ms frames, as the gate holds frames.
-        frame = s.sample_rate // 50
-        holdback = -(-g.preroll_ms * s.sample_rate // 1000 // frame) * frame
-        self._calls[s.call_id] = _CallStream(s.worker, s.sample_rate, gate, holdback=holdback)
+        self._calls[s.call_id] = _CallStream(s.worker, s.sample_rate, SuppressedStream(gate))
         start = wire.CallStart(s.call_id, s.sample_rate, self._reply_to, s.sip_call_id)
         self._send(sockets[s.worker], start, s.call_id)
 
     def _audio(self, sockets: list[zmq.Socket[Any]], call_id: str, pcm: bytes) -> None:
-        stream = self._calls.get(call_id)
-        if stream is None:  # a frame after the call ended: nothing to do with it
+        call = self._calls.get(call_id)
+        if call is None:  # a frame after the call ended: nothing to do with it
             return
         self.stats.frames_in += 1
         self.stats.bytes_in += len(pcm)
-        sock = sockets[stream.worker]
-        for offset, run in stream.gate.push(pcm, stream.offset):
-            if self._send(sock, wire.Audio(call_id, offset, stream.sample_rate, run), call_id):
-                self.stats.frames_sent += max(1, len(run) // max(len(pcm), 1))
+        sock = sockets[call.worker]
+        for offset, run in call.stream.push(pcm):
+            if self._send(sock, wire.Audio(call_id, offset, call.sample_rate, run), call_id):
                 self.stats.bytes_sent += len(run)
-            stream.sent_until = offset + len(run) // 2
-        stream.offset += len(pcm) // 2
-        # The gate may still release its preroll: mark only up to where that would begin, so
-        # offsets on the wire never go back.
-        mark = stream.offset - stream.holdback
-        if mark - stream.sent_until >= stream.sample_rate * TIME_MARK_MS // 1000:
-            self._send(sock, wire.Audio(call_id, mark, stream.sample_rate, b""), call_id)
-            self.stats.time_marks += 1
-            stream.sent_until = mark
+                self.stats.messages_sent += 1
 
     def _end(self, sockets: list[zmq.Socket[Any]], e: EndCall) -> None:
         stream = self._calls.pop(e.call_id, None)
         if stream is None:
             return
-        msg = wire.CallEnd(e.call_id, stream.offset, stream.sample_rate)
+        msg = wire.CallEnd(e.call_id, stream.stream.offset, stream.sample_rate)
         self._send(sockets[stream.worker], msg, e.call_id)

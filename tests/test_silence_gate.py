@@ -167,3 +167,30 @@ def test_half_silence_recorded_prompts() -> None:
     )
     # Silence is 50%; preroll and hangover send some of it, the prompts' own pauses add some.
     assert 0.25 < gate.fraction_dropped < 0.6
+
+
+def test_suppressed_stream_marks_time_through_silence_and_never_goes_back() -> None:
+    from media.silence_gate import SilenceGate, SuppressedStream
+
+    rate, frame = 8000, 160
+    stream = SuppressedStream(SilenceGate(rate, -50.0, hangover_ms=100, preroll_ms=60), 40)
+    loud = (np.ones(frame) * 8000).astype("<i2").tobytes()
+    quiet = bytes(2 * frame)
+    pattern = [quiet] * 30 + [loud] * 10 + [quiet] * 40 + [loud] * 5 + [quiet] * 10
+    sent: list[tuple[int, bytes]] = []
+    for f in pattern:
+        sent += stream.push(f)
+    offsets = [o for o, _ in sent]
+    assert offsets == sorted(offsets)  # marks never pass the preroll still held back
+    runs = [(o, r) for o, r in sent if r]
+    marks = [o for o, r in sent if not r]
+    assert stream.time_marks == len(marks) > 10
+    # every loud frame was sent, exactly once
+    covered = sorted((o, o + len(r) // 2) for o, r in runs)
+    assert all(a[1] <= b[0] for a, b in zip(covered, covered[1:], strict=False))
+    for k, f in enumerate(pattern):
+        if f == loud:
+            assert any(s <= k * frame and k * frame + frame <= e for s, e in covered)
+    # silence far from speech is only marked, not sent
+    assert sum(len(r) for _, r in runs) < len(pattern) * 2 * frame * 0.5
+    assert marks[-1] > covered[-1][1] - frame  # the timeline goes on past the last speech

@@ -26,6 +26,7 @@ def test_delivers_in_order_signed_and_retries_a_failing_endpoint() -> None:
         for seq in (1, 2, 3):
             hooks.submit(event(seq))
         assert rx.wait_for(lambda posts: len(posts) == 3, timeout=10)
+        hooks.close(timeout=5)  # the receiver's sender finishes its queue; stats are final
         assert [p.json()["seq"] for p in rx.posts] == [1, 2, 3]
         for p in rx.posts:
             assert verify("s3cret", p.body, p.headers["X-Signature"])
