@@ -5,10 +5,11 @@ CFG``, config written to a temp dir) and drives N synthetic calls into it over Z
 media process does: one PUSH to the worker's endpoint, ``CallStart`` with ``reply_to`` = a PULL
 bound here, 20 ms ``Audio`` frames at real-time pace through a per-call
 ``media.silence_gate.SuppressedStream`` (the gate plus time marks through silence, the same object
-the media process's ``AudioSender`` uses), and ``CallEnd``. Each call plays its own random
-sequence of recorded Asterisk prompts (8 kHz), 1-2 s of low noise between them; calls start
-staggered over the first ``--stagger-s`` seconds and last ``--duration-s`` seconds. One loop on one thread sends every call's frames against absolute 20 ms
-deadlines (no drift) and receives the results between deadlines. Traffic stays on 127.0.0.1.
+the media process's ``AudioSender`` uses), and ``CallEnd``. Each call plays its own random sequence
+of recorded Asterisk prompts (8 kHz), 1-2 s of low noise between them; calls start staggered over
+the first ``--stagger-s`` seconds and last ``--duration-s`` seconds. One loop on one thread sends
+every call's frames against absolute 20 ms deadlines (no drift) and receives the results between
+deadlines. Traffic stays on 127.0.0.1.
 
 Each load level runs to the end (every ``CallDone`` received, or ``--drain-s`` after the last
 ``CallEnd``) before the next starts; the worker process is kept across levels (one per value of
