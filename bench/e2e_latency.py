@@ -35,6 +35,7 @@ from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap  # noqa: E4
 from tests.support.sipp import SippCall, run_calls  # noqa: E402
 
 RATE = 8000
+VERBOSE = False
 LEAD_S, GAP_S, TAIL_S = 0.5, 1.5, 0.5
 _ENTRY = re.compile(
     r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\n(.*?)(?=^-{20,} |\Z)", re.M | re.S
@@ -114,6 +115,8 @@ def run_level(bridge: RunningBridge, work: Path, calls: int, per_call: int, stri
         ack, infos = trace_times(sipp.trace_path)
         refs.append(" ".join(p.text for p in mine))
         hyps.append(" ".join(str(b["text"]) for _, b in infos))
+        if VERBOSE:
+            print(f"  ref: {refs[-1]}\n  hyp: {hyps[-1]}\n  ({len(infos)} INFOs)")
         if ack is None or len(infos) != len(mine) or not result.ok:
             mismatched += 1
             continue
@@ -133,7 +136,10 @@ def main() -> None:
     ap.add_argument("--calls", default="1,12", help="comma-separated concurrent call counts")
     ap.add_argument("--prompts", type=int, default=3, help="prompts per call")
     ap.add_argument("--processes", type=int, default=4, help="media processes")
+    ap.add_argument("--verbose", action="store_true", help="print each call's texts")
     args = ap.parse_args()
+    global VERBOSE
+    VERBOSE = args.verbose
     levels = [int(x) for x in args.calls.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         work = Path(tmp)

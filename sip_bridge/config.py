@@ -46,7 +46,9 @@ class JitterBufferConfig:
 @dataclass(frozen=True, slots=True)
 class SilenceGateConfig:
     threshold_dbfs: float = -50.0  # frames quieter than this are silence
-    hangover_ms: int = 400  # keep sending this long after the last loud frame
+    # Keep sending this long after the last loud frame. Above vad.min_silence_ms, the worker
+    # decides an utterance's end on real audio; below it, on time marks that lag the preroll.
+    hangover_ms: int = 700
     preroll_ms: int = 200  # send this much audio from before the first loud frame
 
 
