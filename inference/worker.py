@@ -40,6 +40,9 @@ class WorkerSettings:
     policy: BatchPolicy = field(default_factory=BatchPolicy)
     endpointing: EndpointerSettings = field(default_factory=EndpointerSettings)
     partial_interval_s: float = 1.0  # 0 disables partials
+    # A live call sends audio or a time mark every 40 ms; one silent this long lost its media
+    # process, and is ended here so its state does not leak.
+    call_idle_timeout_s: float = 30.0
     poll_interval_s: float = 0.02
 
 
@@ -57,6 +60,7 @@ class _Call:
     outstanding: int = 0  # finals queued or running
     ending: bool = False
     last_partial_at: float = 0.0
+    last_seen: float = 0.0
     # Finals leave in utterance order, whatever order their batches ran in.
     next_final: int = 0
     held: dict[int, wire.Transcript] = field(default_factory=dict)
@@ -73,6 +77,7 @@ class WorkerStats:
     batch_items: int = 0
     model_seconds: float = 0.0
     audio_seconds: float = 0.0
+    expired_calls: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +110,7 @@ class Worker:
         self.stats = WorkerStats()
         self._replies: dict[str, zmq.Socket[Any]] = {}
         self._stop = False
+        self._next_idle_check = 0.0
         self.pull: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, 100_000)
         self.pull.setsockopt(zmq.LINGER, 0)
@@ -148,6 +154,7 @@ class Worker:
             self.vad.new_stream(msg.sample_rate),
             Endpointer(msg.sample_rate, self.settings.endpointing),
             window_size(msg.sample_rate),
+            last_seen=self.clock(),
         )
         log.info("call %s: started (sip %s, %d Hz)", msg.call_id, msg.sip_call_id, msg.sample_rate)
 
@@ -159,6 +166,7 @@ class Worker:
         if msg.sample_rate != call.sample_rate:
             self.stats.bad_messages += 1
             return
+        call.last_seen = self.clock()
         if msg.offset < call.next_offset:  # overlapping or repeated audio: keep what is new
             skip = call.next_offset - msg.offset
             if skip >= msg.samples:
@@ -185,6 +193,9 @@ class Worker:
         if call is None:
             self.stats.unknown_call += 1
             return
+        self._finish_call(call)
+
+    def _finish_call(self, call: _Call) -> None:
         self._vad_one(call)
         call.ending = True
         self._on_events(call, call.endpointer.flush())
@@ -336,6 +347,14 @@ class Worker:
 
     # -- loop ---------------------------------------------------------------------------------
 
+    def expire_idle_calls(self, now: float) -> None:
+        limit = self.settings.call_idle_timeout_s
+        for call in list(self.calls.values()):
+            if not call.ending and now - call.last_seen > limit:
+                self.stats.expired_calls += 1
+                log.warning("call %s: nothing received for %.0f s; ending it", call.call_id, limit)
+                self._finish_call(call)
+
     def request_stop(self) -> None:
         self._stop = True
 
@@ -350,6 +369,9 @@ class Worker:
                 self.handle([f.buffer for f in frames])
         self.run_vad()
         now = self.clock()
+        if now >= self._next_idle_check:
+            self._next_idle_check = now + 1.0
+            self.expire_idle_calls(now)
         self.queue_partials(now)
         batch = self.batcher.next_batch(now)
         if batch:

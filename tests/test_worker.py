@@ -171,3 +171,50 @@ def test_bad_messages_are_counted_not_fatal(harness: Harness) -> None:
     assert len(finals(msgs)) == 1
     assert harness.worker.stats.bad_messages == 2
     assert harness.worker.stats.unknown_call == 1
+
+
+def test_a_call_whose_media_process_vanished_is_ended_after_the_idle_timeout(
+    model: MoonshineModel,
+) -> None:
+    ctx: zmq.Context[Any] = zmq.Context()
+    now = [1000.0]
+    results = ctx.socket(zmq.PULL)
+    reply_to = f"tcp://127.0.0.1:{results.bind_to_random_port('tcp://127.0.0.1')}"
+    probe = ctx.socket(zmq.PULL)
+    endpoint = f"tcp://127.0.0.1:{probe.bind_to_random_port('tcp://127.0.0.1')}"
+    probe.close(0)
+    settings = WorkerSettings(endpoint, partial_interval_s=0, call_idle_timeout_s=30)
+    worker = Worker(settings, model, SileroVad(), ctx, clock=lambda: now[0])
+    push = ctx.socket(zmq.PUSH)
+    push.connect(endpoint)
+    try:
+        (prompt,) = speech.select(1, min_s=2.0, max_s=4.0, stride=7)
+        pcm = np.concatenate([np.zeros(4000, np.int16), prompt.pcm()])  # speech to the very end
+        call_id = wire.new_call_id()
+        push.send_multipart(wire.encode(wire.CallStart(call_id, 8000, reply_to, "gone")))
+        push.send_multipart(wire.encode(wire.Audio(call_id, 0, 8000, pcm.tobytes())))
+        for _ in range(50):  # bounded: until the worker has taken the audio in
+            worker.step(0.1)
+            if worker.calls and worker.calls[call_id].next_offset == len(pcm):
+                break
+        assert not results.poll(0)  # no silence after the speech: nothing final yet
+        now[0] += 29.0
+        worker.step(0.0)
+        assert call_id in worker.calls
+        now[0] += 2.0
+        worker.step(0.0)  # past the timeout: flushed, transcribed after max_wait
+        now[0] += 1.0
+        worker.step(0.0)
+        msgs = []
+        for _ in range(2):
+            assert results.poll(10_000), "no result from the worker"
+            msgs.append(wire.decode(results.recv_multipart()))
+        assert isinstance(msgs[0], wire.Transcript) and msgs[0].final
+        assert speech.wer([prompt.text], [msgs[0].text]) <= 0.3
+        assert isinstance(msgs[1], wire.CallDone)
+        assert worker.stats.expired_calls == 1 and not worker.calls
+    finally:
+        worker.close()
+        push.close(0)
+        results.close(0)
+        ctx.term()
