@@ -20,6 +20,7 @@ import pytest
 
 from sip_bridge import config, kamailio
 from sip_bridge.config import Config
+from tests.support.ports import free_udp_ports
 
 needs_kamailio = pytest.mark.skipif(
     shutil.which("kamailio", path="/usr/sbin:/usr/local/sbin:/usr/bin") is None,
@@ -314,26 +315,8 @@ Content-Length: 0
 
 
 def free_udp_port(count: int = 1, host: str = "127.0.0.1") -> int:
-    """A port p such that p .. p+count-1 are free on ``host`` (bound to port 0 first)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((host, 0))
-            base = int(probe.getsockname()[1])
-        if base + count > 65535:
-            continue
-        held: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(s)
-                s.bind((host, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError("no run of free UDP ports on 127.0.0.1")
+    """A port p such that p .. p+count-1 are free on ``host``."""
+    return free_udp_ports(count, host)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

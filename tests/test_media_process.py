@@ -20,8 +20,9 @@ import zmq
 from media import wire
 from sip_bridge.webhooks import verify
 from tests.support import speech
+from tests.support.ports import free_udp_port
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
-from tests.support.sipp import SippCall, can_play_pcap, free_udp_port
+from tests.support.sipp import SippCall, can_play_pcap
 from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = [

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.ports import free_udp_port
 
 BARESIP = shutil.which("baresip") or "/usr/bin/baresip"
 MODULE_PATH = Path("/usr/lib/baresip/modules")
@@ -44,12 +45,6 @@ class BaresipResult:
     exit_code: int
     timed_out: bool
     output: str
-
-
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _wav_rate(path: Path) -> int:

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import queue
+import os
 import re
 import socket
 import subprocess
@@ -115,9 +116,11 @@ class InfoUas:
             "--out", str(self.out_dir), "--max-lifetime", str(self.max_lifetime_s),
         ]  # fmt: skip
         log = open(self._log, "w")  # noqa: SIM115 - handed to the child, closed with it
+        env = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # a crash leaves a traceback in the log
         self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1
-        )
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
+            env=env,
+        )  # fmt: skip
         log.close()
         ready = threading.Event()
         self._reader = threading.Thread(

@@ -22,12 +22,13 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.ports import free_udp_port, free_udp_ports
 
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 CODECS = {"PCMU": 0, "PCMA": 8}
@@ -93,29 +94,9 @@ class SippResult:
         return self.exit_code == 0 and not self.timed_out
 
 
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def free_media_port(host: str = "127.0.0.1", attempts: int = 50) -> int:
+def free_media_port(host: str = "127.0.0.1") -> int:
     """An even port P with P..P+3 free: sipp binds -mp and -mp + 2 (audio and video)."""
-    for _ in range(attempts):
-        base = free_udp_port(host) & ~1
-        socks: list[socket.socket] = []
-        try:
-            for p in range(base, base + 4):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind((host, p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise SippError(f"no block of 4 free UDP ports found in {attempts} attempts")
+    return free_udp_ports(4, host, align=2)
 
 
 def can_play_pcap() -> bool:

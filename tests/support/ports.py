@@ -1,0 +1,30 @@
+"""Free loopback UDP ports for test processes (bound to port 0 first, then released)."""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def free_udp_ports(count: int, host: str = "127.0.0.1", align: int = 1, attempts: int = 50) -> int:
+    """A port P, a multiple of ``align``, with P .. P+count-1 all free on ``host``."""
+    for _ in range(attempts):
+        base = free_udp_port(host) // align * align
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(s)
+                s.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError(f"no block of {count} free UDP ports found in {attempts} attempts")
