@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import queue
 import os
+import queue
 import re
 import socket
 import subprocess
