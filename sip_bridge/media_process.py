@@ -114,7 +114,6 @@ class MediaProcess:
         self.cfg = cfg
         self.index = index
         self.calls: dict[str, _Call] = {}
-        self._by_pj: dict[int, str] = {}
         self._doomed: list[_Call] = []  # released on the next loop turn, outside callbacks
         self._stop = False
         self.ctx: zmq.Context[Any] = zmq.Context()
@@ -182,7 +181,6 @@ class MediaProcess:
         sip_call = BridgeCall(self, acc, prm.callId)
         call = _Call(sip_call.bridge_call_id, sip_call)
         self.calls[call.call_id] = call
-        self._by_pj[prm.callId] = call.call_id
         op = pj.CallOpParam()
         op.statusCode = 200
         try:
@@ -325,7 +323,6 @@ class MediaProcess:
         """Release PJSUA2 call objects outside of their own callbacks."""
         while self._doomed:
             call = self._doomed.pop()
-            self._by_pj = {k: v for k, v in self._by_pj.items() if v != call.call_id}
             del call.sip
 
     def _check_flush_deadlines(self, now: float) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +51,12 @@ def bridge(
     finally:
         code = b.stop()
         assert code == 0, f"serve exited {code}:\n{b.log_text()[-4000:]}"
+        # SIGTERM stopped every part: no process started with this config (or its Kamailio
+        # config) is left.
+        left = subprocess.run(
+            ["pgrep", "-af", str(b.config_path.parent)], capture_output=True, text=True
+        ).stdout
+        assert left == "", left
 
 
 def make_call(
