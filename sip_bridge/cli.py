@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 
 import yaml
@@ -38,6 +39,8 @@ def _run_worker(cfg: Config, index: int) -> int:
     from sip_bridge.supervisor import notify_ready
 
     i, v = cfg.inference, cfg.vad
+    if i.nice:
+        os.nice(i.nice)
     files = ensure_converted(cfg.model_cache_path())
     model = MoonshineModel(files, choose_providers(i.provider), threads=i.threads)
     settings = WorkerSettings(

@@ -77,6 +77,9 @@ class InferenceConfig:
         1000  # a transcript.partial of a growing utterance this often; 0: off
     )
     provider: Literal["auto", "cuda", "cpu"] = "auto"
+    # Workers run this much nicer than the media processes: a worker can wait, a 20 ms audio
+    # frame cannot (a starved PJSIP clock thread loses audio for every call of its process).
+    nice: int = 5
     model_cache: str = ""  # "" = $XDG_CACHE_HOME/sip-bridge or ~/.cache/sip-bridge
 
 
@@ -250,6 +253,8 @@ def validate(cfg: Config, source: str) -> Config:
             if port in used:
                 raise ConfigError(source, key, f"port {port} is also used by {used[port]}")
             used[port] = key
+    if not 0 <= i.nice <= 19:
+        raise ConfigError(source, "inference.nice", "must be between 0 and 19")
     if i.max_wait_ms < 0:
         raise ConfigError(source, "inference.max_wait_ms", "must not be negative")
     if not 0 <= i.max_padding <= 1:
