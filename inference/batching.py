@@ -98,14 +98,22 @@ class Batcher:
                 lo, hi = min(lo, n), max(hi, n)
         return chosen
 
-    def next_batch(self, now: float) -> list[Request]:
-        """The batch to run now, or ``[]`` if waiting longer could still fill one."""
+    def next_batch(self, now: float, nothing_coming: bool = False) -> list[Request]:
+        """The batch to run now, or ``[]`` if waiting longer could still fill one.
+
+        ``nothing_coming``: the caller knows no request can arrive before the deadline (nobody
+        is speaking), so waiting would only add latency: run now.
+        """
         if not self._pending:
             return []
         anchor = self._anchor()
         batch = self._compatible(anchor)
         deadline = self.deadline()
-        due = len(batch) >= self.policy.max_batch or (deadline is not None and now >= deadline)
+        due = (
+            nothing_coming
+            or len(batch) >= self.policy.max_batch
+            or (deadline is not None and now >= deadline)
+        )
         if not due:
             return []
         taken = {id(r) for r in batch}

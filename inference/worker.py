@@ -266,6 +266,10 @@ class Worker:
         for call in self.calls.values():
             if call.ending or now - call.last_partial_at < interval:
                 continue
+            if (
+                call.endpointer.pausing
+            ):  # likely to end: its final is near, a partial would delay it
+                continue
             current = call.endpointer.current_utterance()
             if current is None:
                 continue
@@ -373,7 +377,8 @@ class Worker:
             self._next_idle_check = now + 1.0
             self.expire_idle_calls(now)
         self.queue_partials(now)
-        batch = self.batcher.next_batch(now)
+        speaking = any(c.endpointer.in_utterance for c in self.calls.values() if not c.ending)
+        batch = self.batcher.next_batch(now, nothing_coming=not speaking)
         if batch:
             self.run_batch(batch)
 

@@ -218,6 +218,11 @@ class Endpointer:
         return self._confirmed
 
     @property
+    def pausing(self) -> bool:
+        """Inside an utterance, silence has begun: it ends if the silence lasts."""
+        return self._confirmed and self._silence_start >= 0
+
+    @property
     def next_index(self) -> int:
         """The index the next utterance to start will get."""
         return self._next_index

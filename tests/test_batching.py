@@ -57,3 +57,10 @@ def test_final_replaces_partial_of_same_utterance_and_discard_keeps_finals() -> 
     assert len(b) == 2
     assert b.discard_partials() == 1
     assert [(r.key, r.final) for r in b.next_batch(1.0)] == [("u1", True)]
+
+
+def test_nothing_coming_runs_without_waiting_for_the_deadline() -> None:
+    b = Batcher(BatchPolicy(max_batch=4, max_wait_ms=50))
+    b.add(req("a", 16000, 0.0))
+    assert b.next_batch(0.001) == []
+    assert [r.key for r in b.next_batch(0.001, nothing_coming=True)] == ["a"]

@@ -371,3 +371,15 @@ def test_leftover_before_a_gap_stays_real_audio_and_may_pad() -> None:
     assert end.speech_end_sample == 20 * W
     assert end.end_sample == 20 * W + 200  # padding takes the real leftover, then stops at the gap
     np.testing.assert_array_equal(end.audio, ramp(0, 20 * W + 200))
+
+
+def test_pausing_is_true_only_inside_an_utterance_during_silence() -> None:
+    ep = Endpointer(RATE)
+    feed(ep, [0.9] * 10)
+    assert ep.in_utterance and not ep.pausing
+    feed(ep, [0.1] * 5, start=10 * W)
+    assert ep.pausing  # 160 ms of silence: not yet an end
+    feed(ep, [0.9] * 2, start=15 * W)
+    assert not ep.pausing  # speech again
+    feed(ep, [0.0] * 20, start=17 * W)
+    assert not ep.in_utterance and not ep.pausing  # ended
