@@ -28,7 +28,7 @@ import pjsua2 as pj
 import zmq
 
 from media import wire
-from sip_bridge.audio_tap import AudioSender, CallAudioPort, EndCall, StartCall
+from sip_bridge.audio_tap import AudioSender, CallAudioPort, EndCall, StartCall, release
 from sip_bridge.config import Config, MediaConfig
 from sip_bridge.events import CallEvents, CallInfo, Event
 from sip_bridge.frame_copy import make_copier
@@ -206,26 +206,35 @@ class MediaProcess:
             return
 
     def _tap(self, call: _Call, audio: Any, info: Any, codec: str, rate: int) -> None:
+        port = CallAudioPort(call.call_id, self.sender.queue, self.copy)
+        try:
+            fmt = pj.MediaFormatAudio()
+            fmt.init(pj.PJMEDIA_FORMAT_PCM, rate, 1, 20000, 16)
+            port.createPort(f"tap-{call.call_id[:8]}", fmt)
+        except pj.Error as exc:
+            release(port)
+            log.error("call %s: no audio tap (%s); hanging up", call.call_id, exc.info())
+            self._hangup(call, 500)
+            return
         worker = self.router.assign(call.call_id)
+        self.sender.queue.put(StartCall(call.call_id, info.callIdString, rate, worker))
+        try:
+            audio.startTransmit(port)  # frames flow from here on, after StartCall in the queue
+        except pj.Error as exc:
+            release(port)
+            self.sender.queue.put(EndCall(call.call_id))
+            self.router.release(call.call_id)
+            log.error("call %s: audio tap not connected (%s); hanging up", call.call_id, exc.info())
+            self._hangup(call, 500)
+            return
+        call.port = port
+        node = f"{socket.gethostname()}/media{self.index}"
         call.events = CallEvents(
             CallInfo(
-                call.call_id,
-                info.callIdString,
-                info.remoteUri,
-                info.localUri,
-                codec,
-                rate,
-                f"{socket.gethostname()}/media{self.index}",
+                call.call_id, info.callIdString, info.remoteUri, info.localUri, codec, rate, node
             )
         )
         self._emit(call, call.events.started())
-        self.sender.queue.put(StartCall(call.call_id, info.callIdString, rate, worker))
-        port = CallAudioPort(call.call_id, self.sender.queue, self.copy)
-        fmt = pj.MediaFormatAudio()
-        fmt.init(pj.PJMEDIA_FORMAT_PCM, rate, 1, 20000, 16)
-        port.createPort(f"tap-{call.call_id[:8]}", fmt)
-        audio.startTransmit(port)
-        call.port = port
         log.info(
             "call %s: answered (sip %s, from %s, %s) -> worker %d",
             call.call_id, info.callIdString, info.remoteUri, codec, worker,
@@ -307,12 +316,20 @@ class MediaProcess:
 
     def _untap(self, call: _Call) -> None:
         if call.port is not None:
-            self.sender.queue.put(EndCall(call.call_id))
             try:
-                call.port.destroy()
+                call.port.destroy()  # first, so that every frame is queued before EndCall
             except pj.Error as exc:
                 log.warning("call %s: destroying the audio port: %s", call.call_id, exc.info())
             call.port = None
+            self.sender.queue.put(EndCall(call.call_id))
+
+    def _hangup(self, call: _Call, code: int) -> None:
+        op = pj.CallOpParam()
+        op.statusCode = code
+        try:
+            call.sip.hangup(op)
+        except pj.Error as exc:
+            log.warning("call %s: hangup failed: %s", call.call_id, exc.info())
 
     def _forget(self, call: _Call) -> None:
         self.calls.pop(call.call_id, None)
@@ -323,7 +340,7 @@ class MediaProcess:
         """Release PJSUA2 call objects outside of their own callbacks."""
         while self._doomed:
             call = self._doomed.pop()
-            del call.sip
+            release(call.sip)
 
     def _check_flush_deadlines(self, now: float) -> None:
         limit = self.cfg.media.call_end_flush_s
@@ -367,7 +384,10 @@ class MediaProcess:
         self._reap()
         self.sender.stop()
         self.webhooks.close()
-        self.account = None
+        if self.account is not None:
+            self.account.shutdown()
+            release(self.account)
+            self.account = None
         gc.collect()
         self.results.close(0)
         self.ep.libDestroy()

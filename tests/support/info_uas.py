@@ -10,6 +10,13 @@ in a child process (``python info_uas.py ...``) driven over stdin/stdout with on
 line; :class:`InfoUas` is the parent's handle. In the child every pjsua2 call is made from the main
 thread (``threadCnt = 0``, ``mainThreadOnly = True``, ``libHandleEvents`` in a bounded loop); only
 ``onFrameReceived`` runs on PJSIP's clock thread, and it does nothing but copy the frame.
+
+Every pjsua2 object with Python callbacks (recorder ports, calls, the account) is deleted explicitly
+with ``_release`` while Python still holds it, never by its reference count reaching zero: the
+C++ delete releases the GIL, and until the port's destructor has unhooked it, the clock thread can
+still call ``onFrameReceived`` through the SWIG director, whose ``self`` is a borrowed pointer. If
+that ``self`` is a proxy already being deallocated, the call revives and frees it a second time,
+which corrupts the heap (the agent's occasional segfault; ``del recorder`` did exactly that).
 """
 
 from __future__ import annotations
@@ -247,6 +254,18 @@ def _emit(**event: Any) -> None:
     sys.stdout.flush()
 
 
+def _release(obj: Any) -> None:
+    """Delete the C++ object behind a pjsua2 director proxy now, while the caller still holds it.
+
+    The proxy stays a live Python object during the delete, so a callback that PJSIP's clock thread
+    makes into it meanwhile (the bridge calls every port each 20 ms) runs normally. Afterwards the
+    proxy no longer owns anything, so when Python frees it later, on whatever thread, nothing of
+    pjsua2 is touched. Calling it twice is harmless; never use the proxy's methods after it.
+    """
+    if obj is not None and obj.thisown:
+        obj.__swig_destroy__(obj)
+
+
 def _run_agent(args: argparse.Namespace) -> int:  # noqa: C901 - one event loop, kept in one place
     import gc
 
@@ -383,11 +402,15 @@ def _run_agent(args: argparse.Namespace) -> int:  # noqa: C901 - one event loop,
         return next((c for c in calls if c.sip_call_id == call_id), None)
 
     def finish(call: AgentCall) -> None:
+        """Write the call's wav, report it, and delete the call's pjsua2 objects (explicitly)."""
         recorder = call.recorder
         call.recorder = None
-        pcm = b"".join(recorder.frames) if recorder else b""
+        pcm = b""
         if recorder is not None:
-            del recorder  # the port leaves the bridge here, on this thread, not in gc
+            # While this runs the clock thread may still deliver a frame to ``recorder``: fine, it
+            # is alive. Once it returns the bridge no longer calls it, so ``frames`` is final.
+            _release(recorder)
+            pcm = b"".join(recorder.frames)
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", call.sip_call_id)
         path = out_dir / f"{safe}.wav"
         with wave.open(str(path), "wb") as w:
@@ -399,6 +422,7 @@ def _run_agent(args: argparse.Namespace) -> int:  # noqa: C901 - one event loop,
             event="ended", call_id=call.sip_call_id, wav=str(path), codec=call.codec,
             status=call.last_status,
         )  # fmt: skip
+        _release(call)  # not left to the reference count either: see _release
 
     def handle(cmd: dict[str, Any]) -> None:
         # A function of its own so that no Call reference outlives it: a Call that Python frees
@@ -449,6 +473,7 @@ def _run_agent(args: argparse.Namespace) -> int:  # noqa: C901 - one event loop,
     while calls:
         finish(calls.pop())
     acc.shutdown()
+    _release(acc)
     del acc
     gc.collect()
     ep.libDestroy()
