@@ -118,7 +118,7 @@ class MediaProcess:
         self._stop = False
         self.ctx: zmq.Context[Any] = zmq.Context()
         workers = [cfg.worker_endpoint(i) for i in range(cfg.inference.workers)]
-        self.router = WorkerRouter(len(workers))
+        self.router = WorkerRouter(len(workers), offset=index)
         self.sender = AudioSender(
             self.ctx, workers, cfg.result_endpoint(index), cfg.media.silence_gate
         )

@@ -5,6 +5,7 @@ receiver. Checks captions in the call (SIP INFO) and by webhook: accuracy, signa
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -44,7 +45,7 @@ def bridge(
     tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver
 ) -> Iterator[RunningBridge]:
     work = tmp_path_factory.mktemp("bridge")
-    b = RunningBridge(work, {}, receiver.url)
+    b = RunningBridge(work, {"inference": {"workers": 2}}, receiver.url)
     try:
         b.wait_ready(timeout=600)
         yield b
@@ -140,6 +141,14 @@ def test_twelve_concurrent_calls_over_several_media_processes(
     started = [p.json() for p in receiver.posts if p.json()["type"] == "call.started"]
     nodes = {e["node"] for e in started if e["sip_call_id"] in ours}
     assert len(nodes) >= 3, nodes  # 12 calls at 4 a process: at least 3 media processes
+    # Each call stays on one worker, and both workers take calls.
+    seen: dict[str, set[str]] = {}
+    for worker, call_id in re.findall(
+        r"worker\[(\d)\] inference\.worker: call (\w+):", bridge.log_text()
+    ):
+        seen.setdefault(call_id, set()).add(worker)
+    assert all(len(w) == 1 for w in seen.values()), seen
+    assert set().union(*seen.values()) == {"0", "1"}
 
 
 @pytest.mark.skipif(not shutil.which("baresip"), reason="needs baresip")

@@ -11,3 +11,10 @@ def test_least_loaded_and_sticky() -> None:
     assert r.assign("e") == 1
     assert r.worker_of("e") == 1 and r.worker_of("b") is None
     r.release("nope")  # unknown: harmless
+
+
+def test_processes_of_a_pool_start_on_different_workers() -> None:
+    firsts = [WorkerRouter(2, offset=p).assign("x") for p in range(4)]
+    assert firsts == [0, 1, 0, 1]
+    r = WorkerRouter(3, offset=2)
+    assert [r.assign(c) for c in "abcd"] == [2, 0, 1, 2]
