@@ -203,3 +203,21 @@ def test_g722_call_from_baresip_is_transcribed_wideband(
     assert speech.wer([refs], [str(ended["text"])]) <= 0.25, ended["text"]
     # baresip answers INFO with 488: the bridge stops sending INFO and says so once.
     assert "peer refused INFO (488" in bridge.log_text()
+
+
+def test_a_killed_media_process_is_restarted_and_calls_go_on(
+    bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    pids = re.findall(r"media 1 started \(pid (\d+)\)", bridge.log_text())
+    os.kill(int(pids[-1]), signal.SIGKILL)
+    ready = '"role": "media", "index": 1, "state": "ready"'
+    assert bridge.wait_for_log(ready, timeout=30), bridge.log_text()[-3000:]
+    assert bridge.proc.poll() is None
+    assert len(re.findall(r"media 1 started \(pid (\d+)\)", bridge.log_text())) == len(pids) + 1
+    prompts = speech.select(1, min_s=2.0, max_s=5.0, stride=17)
+    (result,) = run_calls([make_call(tmp_path, bridge, prompts, "after-restart")])
+    ended = check_call(result, receiver)
+    assert speech.wer([prompts[0].text], [str(ended["text"])]) <= 0.3, ended["text"]

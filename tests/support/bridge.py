@@ -53,6 +53,7 @@ class RunningBridge:
         self.log_path = work / "serve.log"
         self.lines: list[str] = []
         self._ready = threading.Event()
+        self._new_line = threading.Condition()
         self.proc = subprocess.Popen(
             [_script(), "serve", "--config", str(self.config_path)],
             stdin=subprocess.DEVNULL,
@@ -69,9 +70,13 @@ class RunningBridge:
             for line in self.proc.stdout:
                 log.write(line)
                 log.flush()
-                self.lines.append(line)
+                with self._new_line:
+                    self.lines.append(line)
+                    self._new_line.notify_all()
                 if READY_LINE in line:
                     self._ready.set()
+        with self._new_line:
+            self._new_line.notify_all()
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -81,6 +86,14 @@ class RunningBridge:
                     f"sip-bridge serve not ready (exit {self.proc.poll()}):\n"
                     + "".join(self.lines[-40:])
                 )
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        """Wait until a line containing ``text`` has been logged (or serve has exited)."""
+        with self._new_line:
+            return self._new_line.wait_for(
+                lambda: any(text in line for line in self.lines) or self.proc.poll() is not None,
+                timeout,
+            ) and any(text in line for line in self.lines)
 
     def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
