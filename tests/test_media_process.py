@@ -56,11 +56,12 @@ def media(
 ) -> Iterator[tuple[int, FakeWorkerSide, zmq.Context[Any], WebhookReceiver]]:
     ctx: zmq.Context[Any] = zmq.Context()
     sip_port, result_port, worker_port = free_udp_port(), free_udp_port(), free_udp_port()
+    # RTP below the ephemeral port range (32768+), where bound-to-0 sockets of other tests land.
     cfg = {
         "sip": {"address": "127.0.0.1", "port": free_udp_port()},
         "media": {
             "processes": 1, "sip_port_base": sip_port, "result_port_base": result_port,
-            "rtp_port_base": 33000, "rtp_ports_per_process": 100, "call_end_flush_s": 3.0,
+            "rtp_port_base": 31200, "rtp_ports_per_process": 100, "call_end_flush_s": 3.0,
         },
         "inference": {"port_base": worker_port},
         "runtime_dir": str(tmp_path / "run"),
