@@ -110,7 +110,11 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if front.proc is not None and front.proc.poll() is not None:
-                raise StartupError(f"kamailio exited with {front.proc.returncode}")
+                raise StartupError(
+                    f"kamailio exited with {front.proc.returncode}; its ERROR lines above say why"
+                    f" (often udp:{self.cfg.sip.address}:{self.cfg.sip.port} is held by another"
+                    " SIP server, such as the system kamailio service)"
+                )
             if kamailio.probe(self.cfg, timeout=0.3):
                 return
         raise StartupError(f"kamailio did not answer OPTIONS within {timeout:.0f} s")

@@ -64,3 +64,30 @@ def test_a_part_failing_at_start_up_stops_everything(tmp_path: Path) -> None:
     left = subprocess.run(["pgrep", "-f", str(cfg)], capture_output=True, text=True)
     assert left.stdout == "", f"processes left behind: {left.stdout}"
     assert "front started" not in proc.stderr  # the front never took a call
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not shutil.which("kamailio") and not Path("/usr/sbin/kamailio").exists(),
+                    reason="needs kamailio")  # fmt: skip
+def test_a_sip_port_held_by_another_server_is_named(tmp_path: Path) -> None:
+    held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "sip": {"address": "127.0.0.1", "port": port},
+                "media": {"processes": 1},
+                "runtime_dir": str(tmp_path / "run"),
+            }
+        )
+    )
+    try:
+        proc = run("serve", "--config", str(cfg), timeout=120)
+    finally:
+        held.close()
+    assert proc.returncode == 1
+    assert f"udp:127.0.0.1:{port} is held by another SIP server" in proc.stderr
+    left = subprocess.run(["pgrep", "-f", str(cfg)], capture_output=True, text=True)
+    assert left.stdout == "", f"processes left behind: {left.stdout}"
