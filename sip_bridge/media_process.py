@@ -212,20 +212,14 @@ class MediaProcess:
             fmt.init(pj.PJMEDIA_FORMAT_PCM, rate, 1, 20000, 16)
             port.createPort(f"tap-{call.call_id[:8]}", fmt)
         except pj.Error as exc:
-            release(port)
-            log.error("call %s: no audio tap (%s); hanging up", call.call_id, exc.info())
-            self._hangup(call, 500)
+            self._abandon_tap(call, port, exc, started=False)
             return
         worker = self.router.assign(call.call_id)
         self.sender.queue.put(StartCall(call.call_id, info.callIdString, rate, worker))
         try:
             audio.startTransmit(port)  # frames flow from here on, after StartCall in the queue
         except pj.Error as exc:
-            release(port)
-            self.sender.queue.put(EndCall(call.call_id))
-            self.router.release(call.call_id)
-            log.error("call %s: audio tap not connected (%s); hanging up", call.call_id, exc.info())
-            self._hangup(call, 500)
+            self._abandon_tap(call, port, exc, started=True)
             return
         call.port = port
         node = f"{socket.gethostname()}/media{self.index}"
@@ -239,6 +233,15 @@ class MediaProcess:
             "call %s: answered (sip %s, from %s, %s) -> worker %d",
             call.call_id, info.callIdString, info.remoteUri, codec, worker,
         )  # fmt: skip
+
+    def _abandon_tap(self, call: _Call, port: CallAudioPort, exc: Any, started: bool) -> None:
+        """The audio tap could not be set up: undo what was done and hang the call up."""
+        release(port)
+        if started:
+            self.sender.queue.put(EndCall(call.call_id))
+            self.router.release(call.call_id)
+        log.error("call %s: no audio tap (%s); hanging up", call.call_id, exc.info())
+        self._hangup(call, 500)
 
     def on_call_state(self, sip_call: BridgeCall) -> None:
         call = self._call_for(sip_call)

@@ -20,7 +20,6 @@ What baresip 1.0.0 (Debian) needs, found by trying it:
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.ports import free_udp_port
+from tests.support.procs import kill, wait_or_kill
 
 BARESIP = shutil.which("baresip") or "/usr/bin/baresip"
 MODULE_PATH = Path("/usr/lib/baresip/modules")
@@ -147,21 +147,13 @@ class BaresipCall:
         """Wait for baresip to quit (killing it after ``timeout``, default duration + 15 s)."""
         if self._proc is None:
             raise BaresipError("not started")
-        timed_out = False
-        try:
-            code = self._proc.wait(timeout if timeout is not None else self.duration_s + 15.0)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            self._proc.kill()
-            code = self._proc.wait(10)
+        limit = timeout if timeout is not None else self.duration_s + 15.0
+        code, timed_out = wait_or_kill(self._proc, limit)
         output = self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
         return BaresipResult(code, timed_out, output)
 
     def kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(10)
+        kill(self._proc)
 
     def cleanup(self) -> None:
         """Kill baresip if still running; remove the work dir if this object made it."""

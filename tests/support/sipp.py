@@ -18,7 +18,6 @@ its loop, so there are such windows) would abort the call as unexpected; ``-aa``
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.ports import free_udp_port, free_udp_ports
+from tests.support.procs import kill, wait_or_kill
 
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 CODECS = {"PCMU": 0, "PCMA": 8}
@@ -390,20 +390,11 @@ class SippCall:
         """Wait for sipp to end (killing it after ``timeout``, default guard + 10 s) and report."""
         if self._proc is None:
             raise SippError("not started")
-        timed_out = False
-        try:
-            code = self._proc.wait(timeout if timeout is not None else self.guard_s + 10.0)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            self._proc.kill()
-            code = self._proc.wait(10)
-        return self._result(code, timed_out)
+        limit = timeout if timeout is not None else self.guard_s + 10.0
+        return self._result(*wait_or_kill(self._proc, limit))
 
     def kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(10)
+        kill(self._proc)
 
     def cleanup(self) -> None:
         """Remove the work dir if this object made it."""
