@@ -8,14 +8,16 @@ threads, sockets or model. Rules, after Triton's dynamic batcher:
 - clips batched together are of similar length: the longest is at most ``1 + max_padding`` times the
   shortest (the model has no padding mask; padding far past a clip's length can empty its
   output);
-- finals outrank partials; a partial is superseded by a newer request of the same utterance;
-- every request leaves in exactly one batch, or is dropped (partials only, by
-  :meth:`Batcher.discard_partials` or by a newer request of the same utterance).
+- finals outrank partials; a partial is superseded by a newer request of the same utterance, and
+  rides along in a batch with finals only when no other final is left waiting (so under load,
+  partials never slow finals down);
+- every request leaves in exactly one batch, or is dropped (by :meth:`Batcher.discard`, which the
+  worker uses for stale partials, or by a newer request of the same utterance).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 
@@ -63,11 +65,14 @@ class Batcher:
         self._pending = [r for r in self._pending if r.final or r.key != request.key]
         self._pending.append(request)
 
-    def discard_partials(self) -> int:
-        """Drop every waiting partial (under overload); returns how many were dropped."""
+    def discard(self, drop: Callable[[Request], bool]) -> int:
+        """Drop every waiting request ``drop`` says to; returns how many were dropped."""
         before = len(self._pending)
-        self._pending = [r for r in self._pending if r.final]
+        self._pending = [r for r in self._pending if not drop(r)]
         return before - len(self._pending)
+
+    def waiting_samples(self) -> int:
+        return sum(r.samples for r in list(self._pending))
 
     def deadline(self) -> float | None:
         """When the oldest request's wait runs out (``None`` if nothing waits)."""
@@ -89,13 +94,19 @@ class Batcher:
             (r for r in self._pending if r is not anchor),
             key=lambda r: (not r.final, abs(r.samples - anchor.samples), r.ready_at),
         )
+        finals_left = False
         for r in others:
             if len(chosen) >= self.policy.max_batch:
-                break
+                finals_left = finals_left or r.final
+                continue
             n = max(r.samples, 1)
+            if not r.final and anchor.final and finals_left:
+                break  # finals wait for a later batch: partials must not make this one slower
             if max(hi, n) <= limit * min(lo, n):
                 chosen.append(r)
                 lo, hi = min(lo, n), max(hi, n)
+            elif r.final:
+                finals_left = True
         return chosen
 
     def next_batch(self, now: float, nothing_coming: bool = False) -> list[Request]:

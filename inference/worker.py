@@ -8,13 +8,23 @@ due. While the model runs, audio waits in ZeroMQ's queue and is VAD'ed in one ba
 Results go back to the media process named in each call's ``CallStart``. Every call gets exactly one
 ``CallDone``, after its last final.
 
+Failover support: every result carries the call's *epoch* (its placement number); a call moved here
+from a dead worker starts at the ``CallStart``'s resume offset and utterance number; finals carry
+their end offset and, between utterances, :class:`~media.wire.Checkpoint` messages tell the media
+side which audio it no longer needs to keep for a replay. A :class:`HeartbeatThread` publishes the
+worker's liveness and load; it runs beside the loop, so a long model batch does not look like death,
+and it reports how long ago the loop last turned, so a stuck loop does.
+
 Bad messages from a peer are counted and logged, never fatal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +54,11 @@ class WorkerSettings:
     # process, and is ended here so its state does not leak.
     call_idle_timeout_s: float = 30.0
     poll_interval_s: float = 0.02
+    index: int = 0  # this worker's number, reported in heartbeats
+    heartbeat_endpoint: str | None = None  # where the heartbeat PUB socket binds; None: no beats
+    heartbeat_interval_s: float = 0.25
+    # Between utterances, tell the media side at most this often that it may drop old audio.
+    checkpoint_interval_s: float = 1.0
 
 
 @dataclass(slots=True)
@@ -54,6 +69,7 @@ class _Call:
     vad: VadStream
     endpointer: Endpointer
     window: int
+    epoch: int = 0
     pending: list[np.ndarray] = field(default_factory=list)  # received, not yet VAD'ed
     pending_offset: int = 0  # the offset of the first pending sample
     next_offset: int = 0  # the offset just past the last sample received
@@ -64,6 +80,7 @@ class _Call:
     # Finals leave in utterance order, whatever order their batches ran in.
     next_final: int = 0
     held: dict[int, wire.Transcript] = field(default_factory=dict)
+    checkpoint: int = 0  # the offset of the last checkpoint sent (or the resume offset)
 
 
 @dataclass(slots=True)
@@ -78,10 +95,14 @@ class WorkerStats:
     model_seconds: float = 0.0
     audio_seconds: float = 0.0
     expired_calls: int = 0
+    stale_messages: int = 0  # from an earlier placement of a call (it moved away and back)
+    partials_dropped: int = 0  # waited too long for the model (overload): finals went first
+    resumed_calls: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class _Job:
+    owner: _Call  # results of a call that was dropped or replaced meanwhile are discarded
     call_id: str
     utterance: int
     start: int  # samples at the call's rate
@@ -111,6 +132,9 @@ class Worker:
         self._replies: dict[str, zmq.Socket[Any]] = {}
         self._stop = False
         self._next_idle_check = 0.0
+        # Read by the heartbeat thread (plain attribute reads; each is atomic in CPython).
+        self.loop_turned_at = clock()
+        self.model_seconds_total = 0.0
         self.pull: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, 100_000)
         self.pull.setsockopt(zmq.LINGER, 0)
@@ -135,33 +159,66 @@ class Worker:
             self._end(msg)
         else:
             self.stats.bad_messages += 1
-            log.warning(
-                "call %s: unexpected %s from a media process", msg.call_id, type(msg).__name__
-            )
+            log.warning("unexpected %s from a media process dropped", type(msg).__name__)
 
     def _start(self, msg: wire.CallStart) -> None:
         if msg.sample_rate not in (8000, 16000):
             log.warning("call %s: unsupported sample rate %d", msg.call_id, msg.sample_rate)
             self.stats.bad_messages += 1
             return
-        if msg.call_id in self.calls:
-            log.warning("call %s: started twice; keeping the first", msg.call_id)
-            return
+        old = self.calls.get(msg.call_id)
+        if old is not None:
+            if msg.epoch <= old.epoch:
+                log.warning("call %s: started twice (epoch %d); keeping epoch %d",
+                            msg.call_id, msg.epoch, old.epoch)  # fmt: skip
+                return
+            # It left this worker (declared dead while stalled) and came back: start afresh.
+            log.info("call %s: placed here again (epoch %d -> %d)", msg.call_id, old.epoch,
+                     msg.epoch)  # fmt: skip
+            self._forget(old)
+        offset = msg.resume_offset
         self.calls[msg.call_id] = _Call(
             msg.call_id,
             msg.sample_rate,
             msg.reply_to,
             self.vad.new_stream(msg.sample_rate),
-            Endpointer(msg.sample_rate, self.settings.endpointing),
+            Endpointer(
+                msg.sample_rate,
+                self.settings.endpointing,
+                start_offset=offset,
+                first_index=msg.first_utterance,
+            ),  # fmt: skip
             window_size(msg.sample_rate),
+            epoch=msg.epoch,
+            pending_offset=offset,
+            next_offset=offset,
             last_seen=self.clock(),
+            next_final=msg.first_utterance,
+            checkpoint=offset,
         )
-        log.info("call %s: started (sip %s, %d Hz)", msg.call_id, msg.sip_call_id, msg.sample_rate)
+        if msg.epoch:
+            self.stats.resumed_calls += 1
+            log.info(
+                "call %s: resumed here (sip %s, %d Hz, epoch %d) at %.2f s, utterance %d",
+                msg.call_id, msg.sip_call_id, msg.sample_rate, msg.epoch,
+                offset / msg.sample_rate, msg.first_utterance,
+            )  # fmt: skip
+        else:
+            log.info("call %s: started (sip %s, %d Hz)", msg.call_id, msg.sip_call_id,
+                     msg.sample_rate)  # fmt: skip
+
+    def _forget(self, call: _Call) -> None:
+        """Drop a call's state without results (its queued work is skipped when it runs)."""
+        del self.calls[call.call_id]
+        self.batcher.discard(lambda r: isinstance(r.payload, _Job) and r.payload.owner is call)
 
     def _audio(self, msg: wire.Audio) -> None:
         call = self.calls.get(msg.call_id)
         if call is None or call.ending:
             self.stats.unknown_call += 1
+            return
+        if msg.epoch != call.epoch:
+            self.stats.stale_messages += 1
             return
         if msg.sample_rate != call.sample_rate:
             self.stats.bad_messages += 1
@@ -192,6 +249,9 @@ class Worker:
         call = self.calls.get(msg.call_id)
         if call is None:
             self.stats.unknown_call += 1
+            return
+        if msg.epoch != call.epoch:
+            self.stats.stale_messages += 1
             return
         self._finish_call(call)
 
@@ -243,7 +303,7 @@ class Worker:
                 self.stats.utterances += 1
                 audio = self._model_audio(event.audio, call.sample_rate)
                 job = _Job(
-                    call.call_id, event.index, event.start_sample, event.end_sample,
+                    call, call.call_id, event.index, event.start_sample, event.end_sample,
                     event.speech_end_sample, True, audio,
                 )  # fmt: skip
                 call.outstanding += 1
@@ -257,6 +317,15 @@ class Worker:
         if rate != MODEL_RATE:
             audio = soxr.resample(audio, rate, MODEL_RATE).astype(np.float32, copy=False)
         return audio
+
+    def drop_stale_partials(self, now: float) -> None:
+        """A partial that has waited a whole partial interval for the model is worth less than
+        the finals and fresher partials it delays: drop it (overload sheds partials, never
+        finals)."""
+        interval = self.settings.partial_interval_s
+        if interval > 0:
+            dropped = self.batcher.discard(lambda r: not r.final and now - r.ready_at > interval)
+            self.stats.partials_dropped += dropped
 
     def queue_partials(self, now: float) -> None:
         """A partial of each growing utterance every ``partial_interval_s``, when no final waits."""
@@ -280,7 +349,7 @@ class Worker:
             call.last_partial_at = now
             audio = self._model_audio(pcm, call.sample_rate)
             end = start + len(pcm)
-            job = _Job(call.call_id, index, start, end, end, False, audio)
+            job = _Job(call, call.call_id, index, start, end, end, False, audio)
             self.batcher.add(Request((call.call_id, index), len(audio), now, False, job))
 
     # -- inference and results ----------------------------------------------------------------
@@ -310,17 +379,19 @@ class Worker:
         self.stats.batches += 1
         self.stats.batch_items += len(jobs)
         self.stats.model_seconds += spent
+        self.model_seconds_total += spent  # read by the heartbeat thread
         self.stats.audio_seconds += sum(len(j.audio) for j in jobs) / MODEL_RATE
         log.debug("batch of %d (%d finals) in %.0f ms", len(jobs), sum(j.final for j in jobs),
                   spent * 1000)  # fmt: skip
         for job, result in zip(jobs, results, strict=True):
             call = self.calls.get(job.call_id)
-            if call is None:
+            if call is None or call is not job.owner:
                 continue
             rate = call.sample_rate
             msg = wire.Transcript(
                 job.call_id, job.utterance, job.final, result.text.strip(),
                 job.start / rate, job.end / rate, result.confidence, job.speech_end,
+                job.end if job.final else 0, call.epoch,
             )  # fmt: skip
             if job.final:
                 call.outstanding -= 1
@@ -336,6 +407,7 @@ class Worker:
         while call.next_final in call.held:
             msg = call.held.pop(call.next_final)
             call.next_final += 1
+            call.checkpoint = max(call.checkpoint, msg.end_offset)
             self._send(call, msg)
             log.info("call %s: utterance %d final %.2f-%.2f s: %r", call.call_id,
                      msg.utterance, msg.start, msg.end, msg.text)  # fmt: skip
@@ -345,11 +417,25 @@ class Worker:
             for index in sorted(call.held):  # only if an index was skipped: never hold forever
                 call.next_final = index
                 self._release_finals(call)
-            self._send(call, wire.CallDone(call.call_id))
+            self._send(call, wire.CallDone(call.call_id, call.epoch))
             del self.calls[call.call_id]
             log.info("call %s: done", call.call_id)
 
     # -- loop ---------------------------------------------------------------------------------
+
+    def send_checkpoints(self) -> None:
+        """Between utterances, with every final sent, tell each call's media side how much of its
+        audio no later utterance can need (it keeps that audio to replay to another worker)."""
+        interval = self.settings.checkpoint_interval_s
+        for call in self.calls.values():
+            ep = call.endpointer
+            if call.ending or call.outstanding or call.held or ep.in_utterance:
+                continue
+            offset = ep.safe_offset
+            if offset - call.checkpoint < interval * call.sample_rate:
+                continue
+            call.checkpoint = offset
+            self._send(call, wire.Checkpoint(call.call_id, offset, ep.next_index, call.epoch))
 
     def expire_idle_calls(self, now: float) -> None:
         limit = self.settings.call_idle_timeout_s
@@ -373,9 +459,12 @@ class Worker:
                 self.handle([f.buffer for f in frames])
         self.run_vad()
         now = self.clock()
+        self.loop_turned_at = now
         if now >= self._next_idle_check:
             self._next_idle_check = now + 1.0
             self.expire_idle_calls(now)
+            self.send_checkpoints()
+        self.drop_stale_partials(now)
         self.queue_partials(now)
         speaking = any(c.endpointer.in_utterance for c in self.calls.values() if not c.ending)
         batch = self.batcher.next_batch(now, nothing_coming=not speaking)
@@ -388,14 +477,77 @@ class Worker:
             return self.settings.poll_interval_s
         return min(self.settings.poll_interval_s, max(0.0, deadline - self.clock()))
 
+    def backlog_s(self) -> float:
+        """Audio waiting for the model, in seconds (a snapshot; safe from another thread)."""
+        return self.batcher.waiting_samples() / MODEL_RATE
+
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
-        if on_ready is not None:
-            on_ready()
-        while not self._stop:
-            self.step(self.timeout())
-        self.close()
+        beats = None
+        if self.settings.heartbeat_endpoint is not None:
+            beats = HeartbeatThread(self, self.settings.heartbeat_endpoint, self.ctx)
+            beats.start()
+        try:
+            if on_ready is not None:
+                on_ready()
+            while not self._stop:
+                self.step(self.timeout())
+        finally:
+            if beats is not None:
+                beats.stop()
+            self.close()
 
     def close(self) -> None:
         self.pull.close(0)
         for sock in self._replies.values():
             sock.close()
+
+
+class HeartbeatThread:
+    """Publishes the worker's :class:`~media.wire.Heartbeat` every ``heartbeat_interval_s`` on
+    its own PUB socket, from its own thread: ONNX Runtime releases the GIL while the model runs, so
+    beats keep coming through a long batch. The incarnation is new for every worker process."""
+
+    def __init__(self, worker: Worker, endpoint: str, ctx: zmq.Context[Any]) -> None:
+        self.worker = worker
+        self.incarnation = uuid.uuid4().hex
+        self._interval = worker.settings.heartbeat_interval_s
+        self._stopping = threading.Event()
+        self._pub: zmq.Socket[Any] = ctx.socket(zmq.PUB)
+        self._pub.setsockopt(zmq.LINGER, 0)
+        self._pub.setsockopt(zmq.SNDHWM, 10)
+        self._pub.bind(endpoint)
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(5.0)
+
+    def beat(self, busy: float) -> wire.Heartbeat:
+        w = self.worker
+        return wire.Heartbeat(
+            self.incarnation,
+            w.settings.index,
+            len(w.calls),
+            round(w.backlog_s(), 3),
+            round(busy, 3),
+            round(max(0.0, w.clock() - w.loop_turned_at), 3),
+        )
+
+    def _run(self) -> None:
+        last_model = self.worker.model_seconds_total
+        last_at = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                model = self.worker.model_seconds_total
+                busy = min(1.0, (model - last_model) / max(now - last_at, 1e-3))
+                last_model, last_at = model, now
+                # A subscriber not keeping up misses this beat: a late beat is worth nothing.
+                with contextlib.suppress(zmq.Again):
+                    self._pub.send_multipart(wire.encode(self.beat(busy)), flags=zmq.NOBLOCK)
+                self._stopping.wait(self._interval)
+        finally:
+            self._pub.close(0)

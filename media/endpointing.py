@@ -111,9 +111,20 @@ class Endpointer:
     _history: list[tuple[int, int, float]]
     _gaps: list[tuple[int, int]]  # (start, end) of the zeros that fill gaps in the open utterance
 
-    def __init__(self, sample_rate: int, settings: EndpointerSettings | None = None) -> None:
+    def __init__(
+        self,
+        sample_rate: int,
+        settings: EndpointerSettings | None = None,
+        *,
+        start_offset: int = 0,
+        first_index: int = 0,
+    ) -> None:
+        """``start_offset`` and ``first_index`` resume a call part-way (moved from another
+        worker): its audio starts at that offset and its next utterance gets that index."""
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        if start_offset < 0 or first_index < 0:
+            raise ValueError("start_offset and first_index must not be negative")
         self.sample_rate = sample_rate
         self.settings = s = settings if settings is not None else EndpointerSettings()
         self._on = s.threshold
@@ -123,8 +134,8 @@ class Endpointer:
         self._min_speech = s.min_speech_ms * sample_rate // 1000
         self._max_len = max(int(s.max_utterance_s * sample_rate), 1)
         self._cut_search = int(s.cut_search_s * sample_rate)
-        self._next_index = 0
-        self._processed_end = 0  # end of the last window (or gap) taken into account
+        self._next_index = first_index
+        self._processed_end = start_offset  # end of the last window (or gap) taken into account
         self._pending = _EMPTY  # samples after the last whole window, not yet judged
         self._ring = _EMPTY  # idle: the last speech_pad samples before _processed_end
         self._reset_utterance()
@@ -221,6 +232,14 @@ class Endpointer:
     def pausing(self) -> bool:
         """Inside an utterance, silence has begun: it ends if the silence lasts."""
         return self._confirmed and self._silence_start >= 0
+
+    @property
+    def safe_offset(self) -> int:
+        """The earliest sample a later utterance can still include: the open utterance's start,
+        or, between utterances, the start of the padding kept for the next one."""
+        if self._speech_start >= 0:
+            return self._utt_start
+        return self._processed_end - len(self._ring)
 
     @property
     def next_index(self) -> int:

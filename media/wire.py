@@ -5,8 +5,15 @@ Each message is a multipart ZeroMQ message: frame 0 is a fixed binary header, fr
 (raw little-endian int16 PCM for audio, UTF-8 JSON for control and results). PCM travels as its own
 frame so that neither side copies it in Python.
 
-Header (network byte order, 32 bytes): magic ``b"SB"``, version (u8), type (u8), call id (16 bytes,
-a UUID), offset (u64: samples since the call started), sample rate (u32).
+Header (network byte order, 36 bytes): magic ``b"SB"``, version (u8), type (u8), call id (16 bytes,
+a UUID), offset (u64: samples since the call started), sample rate (u32), epoch (u32).
+
+The *epoch* numbers a call's placements on workers: 0 on its first worker, one more each time the
+media side moves it (its worker died or restarted). Every message of a placement carries its epoch,
+so results of a worker the call has left are recognised and dropped.
+
+Workers also publish :class:`Heartbeat` messages (same header; the call id field carries the
+worker's incarnation, which changes when the worker process restarts).
 """
 
 from __future__ import annotations
@@ -21,8 +28,8 @@ from typing import Any, Final
 from media.errors import RemoteProtocolError
 
 MAGIC: Final = b"SB"
-VERSION: Final = 1
-_HEADER = struct.Struct("!2sBB16sQI")
+VERSION: Final = 2
+_HEADER = struct.Struct("!2sBB16sQII")
 HEADER_SIZE: Final = _HEADER.size
 
 # Message types: media process -> worker
@@ -32,6 +39,9 @@ T_CALL_END: Final = 3
 # worker -> media process
 T_TRANSCRIPT: Final = 16
 T_CALL_DONE: Final = 17
+T_CHECKPOINT: Final = 18
+# worker -> anyone subscribed
+T_HEARTBEAT: Final = 32
 
 
 class WireError(RemoteProtocolError):
@@ -47,12 +57,19 @@ def new_call_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class CallStart:
-    """A call begins on this worker; results go to ``reply_to`` (a ZeroMQ endpoint)."""
+    """A call begins on this worker; results go to ``reply_to`` (a ZeroMQ endpoint).
+
+    A call moved from another worker (``epoch`` > 0) resumes at ``resume_offset``: the audio
+    before it is already transcribed, and its next utterance is numbered ``first_utterance``.
+    """
 
     call_id: str
     sample_rate: int
     reply_to: str
     sip_call_id: str
+    epoch: int = 0
+    resume_offset: int = 0
+    first_utterance: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +81,7 @@ class Audio:
     offset: int
     sample_rate: int
     pcm: Buffer
+    epoch: int = 0
 
     @property
     def samples(self) -> int:
@@ -77,6 +95,7 @@ class CallEnd:
     call_id: str
     offset: int
     sample_rate: int
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +110,8 @@ class Transcript:
     end: float
     confidence: float
     speech_end_offset: int = 0  # samples: where the utterance's speech ended, for latency figures
+    end_offset: int = 0  # samples: the utterance's end (a final: nothing before it is needed again)
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +119,42 @@ class CallDone:
     """The worker has flushed every utterance of this call and forgotten it."""
 
     call_id: str
+    epoch: int = 0
 
 
-Message = CallStart | Audio | CallEnd | Transcript | CallDone
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Every utterance before ``next_utterance`` has been sent as a final, and no later utterance
+    will use audio before ``offset``: the media side may forget that audio."""
+
+    call_id: str
+    offset: int
+    next_utterance: int
+    epoch: int = 0
 
 
-def _header(kind: int, call_id: str, offset: int = 0, sample_rate: int = 0) -> bytes:
-    return _HEADER.pack(MAGIC, VERSION, kind, uuid.UUID(hex=call_id).bytes, offset, sample_rate)
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A worker is alive, and how loaded it is. ``incarnation`` (a UUID hex) changes when the
+    worker process restarts; ``loop_age_s`` is how long ago its main loop last turned (a worker
+    whose loop is stuck still heartbeats, from its own thread, but is not live)."""
+
+    incarnation: str
+    worker: int
+    calls: int
+    backlog_s: float  # audio waiting for the model, seconds
+    busy: float  # share of the last interval spent in the model, 0-1
+    loop_age_s: float
+
+
+Message = CallStart | Audio | CallEnd | Transcript | CallDone | Checkpoint | Heartbeat
+
+
+def _header(
+    kind: int, call_id: str, offset: int = 0, sample_rate: int = 0, epoch: int = 0
+) -> bytes:
+    raw = uuid.UUID(hex=call_id).bytes
+    return _HEADER.pack(MAGIC, VERSION, kind, raw, offset, sample_rate, epoch)
 
 
 def _json(obj: dict[str, Any]) -> bytes:
@@ -114,12 +164,17 @@ def _json(obj: dict[str, Any]) -> bytes:
 def encode(msg: Message) -> list[Buffer]:
     """Frames for ``socket.send_multipart(frames, copy=False)``."""
     if isinstance(msg, Audio):
-        return [_header(T_AUDIO, msg.call_id, msg.offset, msg.sample_rate), msg.pcm]
+        return [_header(T_AUDIO, msg.call_id, msg.offset, msg.sample_rate, msg.epoch), msg.pcm]
     if isinstance(msg, CallStart):
-        start = {"reply_to": msg.reply_to, "sip_call_id": msg.sip_call_id}
-        return [_header(T_CALL_START, msg.call_id, 0, msg.sample_rate), _json(start)]
+        start = {
+            "reply_to": msg.reply_to,
+            "sip_call_id": msg.sip_call_id,
+            "first_utterance": msg.first_utterance,
+        }
+        head = _header(T_CALL_START, msg.call_id, msg.resume_offset, msg.sample_rate, msg.epoch)
+        return [head, _json(start)]
     if isinstance(msg, CallEnd):
-        return [_header(T_CALL_END, msg.call_id, msg.offset, msg.sample_rate), b""]
+        return [_header(T_CALL_END, msg.call_id, msg.offset, msg.sample_rate, msg.epoch), b""]
     if isinstance(msg, Transcript):
         body: dict[str, Any] = {
             "utterance": msg.utterance,
@@ -128,10 +183,24 @@ def encode(msg: Message) -> list[Buffer]:
             "start": msg.start,
             "end": msg.end,
             "confidence": msg.confidence,
+            "end_offset": msg.end_offset,
         }
-        return [_header(T_TRANSCRIPT, msg.call_id, msg.speech_end_offset, 0), _json(body)]
+        head = _header(T_TRANSCRIPT, msg.call_id, msg.speech_end_offset, 0, msg.epoch)
+        return [head, _json(body)]
     if isinstance(msg, CallDone):
-        return [_header(T_CALL_DONE, msg.call_id), b""]
+        return [_header(T_CALL_DONE, msg.call_id, epoch=msg.epoch), b""]
+    if isinstance(msg, Checkpoint):
+        head = _header(T_CHECKPOINT, msg.call_id, msg.offset, epoch=msg.epoch)
+        return [head, _json({"next_utterance": msg.next_utterance})]
+    if isinstance(msg, Heartbeat):
+        beat = {
+            "worker": msg.worker,
+            "calls": msg.calls,
+            "backlog_s": msg.backlog_s,
+            "busy": msg.busy,
+            "loop_age_s": msg.loop_age_s,
+        }
+        return [_header(T_HEARTBEAT, msg.incarnation), _json(beat)]
     raise TypeError(f"not a wire message: {msg!r}")
 
 
@@ -152,6 +221,17 @@ def _field(obj: dict[str, Any], key: str, typ: type | tuple[type, ...], kind: in
     return value
 
 
+def _count(obj: dict[str, Any], key: str, kind: int) -> int:
+    value: int = _field(obj, key, int, kind)
+    if value < 0:
+        raise WireError(f"type {kind}: field {key!r} is negative")
+    return value
+
+
+def _number(obj: dict[str, Any], key: str, kind: int) -> float:
+    return float(_field(obj, key, (int, float), kind))
+
+
 def decode(frames: Sequence[Buffer]) -> Message:
     """Parse one multipart message. Raises :class:`WireError` for anything malformed."""
     if len(frames) != 2:
@@ -159,7 +239,7 @@ def decode(frames: Sequence[Buffer]) -> Message:
     head, payload = frames
     if len(head) != HEADER_SIZE:
         raise WireError(f"header is {len(head)} bytes, expected {HEADER_SIZE}")
-    magic, version, kind, raw_id, offset, rate = _HEADER.unpack(head)
+    magic, version, kind, raw_id, offset, rate, epoch = _HEADER.unpack(head)
     if magic != MAGIC:
         raise WireError(f"bad magic {magic!r}")
     if version != VERSION:
@@ -170,7 +250,7 @@ def decode(frames: Sequence[Buffer]) -> Message:
             raise WireError("audio payload has an odd number of bytes")
         if rate <= 0:
             raise WireError("audio without a sample rate")
-        return Audio(call_id, offset, rate, payload)
+        return Audio(call_id, offset, rate, payload, epoch)
     if kind == T_CALL_START:
         obj = _load(payload, kind)
         if rate <= 0:
@@ -180,21 +260,39 @@ def decode(frames: Sequence[Buffer]) -> Message:
             rate,
             _field(obj, "reply_to", str, kind),
             _field(obj, "sip_call_id", str, kind),
+            epoch,
+            offset,
+            _count(obj, "first_utterance", kind),
         )
     if kind == T_CALL_END:
-        return CallEnd(call_id, offset, rate)
+        return CallEnd(call_id, offset, rate, epoch)
     if kind == T_TRANSCRIPT:
         obj = _load(payload, kind)
         return Transcript(
             call_id,
-            _field(obj, "utterance", int, kind),
+            _count(obj, "utterance", kind),
             _field(obj, "final", bool, kind),
             _field(obj, "text", str, kind),
-            float(_field(obj, "start", (int, float), kind)),
-            float(_field(obj, "end", (int, float), kind)),
-            float(_field(obj, "confidence", (int, float), kind)),
+            _number(obj, "start", kind),
+            _number(obj, "end", kind),
+            _number(obj, "confidence", kind),
             offset,
+            _count(obj, "end_offset", kind),
+            epoch,
         )
     if kind == T_CALL_DONE:
-        return CallDone(call_id)
+        return CallDone(call_id, epoch)
+    if kind == T_CHECKPOINT:
+        obj = _load(payload, kind)
+        return Checkpoint(call_id, offset, _count(obj, "next_utterance", kind), epoch)
+    if kind == T_HEARTBEAT:
+        obj = _load(payload, kind)
+        return Heartbeat(
+            call_id,
+            _count(obj, "worker", kind),
+            _count(obj, "calls", kind),
+            _number(obj, "backlog_s", kind),
+            _number(obj, "busy", kind),
+            _number(obj, "loop_age_s", kind),
+        )
     raise WireError(f"unknown message type {kind}")

@@ -55,7 +55,7 @@ def test_final_replaces_partial_of_same_utterance_and_discard_keeps_finals() -> 
     b.add(req("u1", 24000, 0.1, final=True))
     b.add(req("u2", 16000, 0.1, final=False))
     assert len(b) == 2
-    assert b.discard_partials() == 1
+    assert b.discard(lambda r: not r.final) == 1
     assert [(r.key, r.final) for r in b.next_batch(1.0)] == [("u1", True)]
 
 
@@ -64,3 +64,33 @@ def test_nothing_coming_runs_without_waiting_for_the_deadline() -> None:
     b.add(req("a", 16000, 0.0))
     assert b.next_batch(0.001) == []
     assert [r.key for r in b.next_batch(0.001, nothing_coming=True)] == ["a"]
+
+
+def test_partials_ride_along_only_when_no_final_is_left_waiting() -> None:
+    b = Batcher(BatchPolicy(max_batch=2, max_wait_ms=0))
+    b.add(req("f1", 16000, 0.0))
+    b.add(req("p1", 16000, 0.0, final=False))
+    assert [r.key for r in b.next_batch(1.0)] == ["f1", "p1"]  # room, and no final waits
+
+    b.add(req("f2", 16000, 0.0))
+    b.add(req("f3", 40000, 0.0))  # cannot join f2 (padding): it waits for the next batch
+    b.add(req("p2", 16000, 0.0, final=False))
+    assert [r.key for r in b.next_batch(1.0)] == ["f2"]  # p2 would make f3 wait longer
+    assert [r.key for r in b.next_batch(1.0)] == ["f3"]
+    assert [r.key for r in b.next_batch(1.0)] == ["p2"]
+
+
+def test_a_full_batch_of_finals_keeps_partials_out() -> None:
+    b = Batcher(BatchPolicy(max_batch=2, max_wait_ms=0))
+    for key in ("f1", "f2", "f3"):
+        b.add(req(key, 16000, 0.0))
+    b.add(req("p1", 16000, 0.0, final=False))
+    assert [r.final for r in b.next_batch(1.0)] == [True, True]
+    assert [r.key for r in b.next_batch(1.0)] == ["f3", "p1"]
+
+
+def test_waiting_samples_counts_every_request() -> None:
+    b = Batcher(BatchPolicy())
+    b.add(req("a", 16000, 0.0))
+    b.add(req("b", 8000, 0.0, final=False))
+    assert b.waiting_samples() == 24000

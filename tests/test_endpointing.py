@@ -383,3 +383,40 @@ def test_pausing_is_true_only_inside_an_utterance_during_silence() -> None:
     assert not ep.pausing  # speech again
     feed(ep, [0.0] * 20, start=17 * W)
     assert not ep.in_utterance and not ep.pausing  # ended
+
+
+def test_safe_offset_is_the_open_utterance_start_or_the_start_padding() -> None:
+    ep = Endpointer(RATE)
+    assert ep.safe_offset == 0
+    feed(ep, [0.0] * 20)
+    assert ep.safe_offset == 20 * W - PAD  # the padding the next utterance may take
+    feed(ep, [0.9] * 10, start=20 * W)
+    assert ep.safe_offset == 20 * W - PAD  # inside an utterance: where it started
+    events = feed(ep, [0.0] * 20, start=30 * W)
+    (end,) = ended(events)
+    assert ep.safe_offset >= end.end_sample
+
+
+def test_resuming_at_the_safe_offset_gives_the_same_utterances() -> None:
+    """A call moved to another worker resumes at ``safe_offset`` with the next index: the
+    utterances after that point are the ones the first endpointer would have produced."""
+    settings = EndpointerSettings(speech_pad_ms=64)  # 2 windows: resumed windows stay aligned
+    first = Endpointer(RATE, settings)
+    head = [0.0] * 20 + [0.9] * 30 + [0.0] * 30
+    (done,) = ended(feed(first, head))
+    resume_at, next_index = first.safe_offset, first.next_index
+    assert (next_index, resume_at % W) == (1, 0)
+    tail = [0.0] * 5 + [0.9] * 40 + [0.0] * 3 + [0.9] * 10 + [0.0] * 30
+    expected = ended(feed(first, tail, start=len(head) * W))
+
+    resumed = Endpointer(RATE, settings, start_offset=resume_at, first_index=next_index)
+    lead = (len(head) * W - resume_at) // W  # the silent windows kept as padding
+    got = ended(feed(resumed, [0.0] * lead + tail, start=resume_at))
+    assert [(e.index, e.start_sample, e.end_sample) for e in got] == [
+        (e.index, e.start_sample, e.end_sample) for e in expected
+    ]
+    assert got[0].index == 1 and got[0].start_sample >= done.end_sample
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a.audio, b.audio)
+    with pytest.raises(ValueError):
+        Endpointer(RATE, start_offset=-1)

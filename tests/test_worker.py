@@ -83,7 +83,7 @@ class Harness:
         while done != calls:
             assert self.results.poll(int(timeout_s * 1000)), f"timeout; done: {done}"
             msg = wire.decode(self.results.recv_multipart())
-            assert isinstance(msg, wire.Transcript | wire.CallDone)
+            assert isinstance(msg, wire.Transcript | wire.CallDone | wire.Checkpoint)
             assert msg.call_id not in done, "a message after CallDone"
             out[msg.call_id].append(msg)
             if isinstance(msg, wire.CallDone):
@@ -217,4 +217,91 @@ def test_a_call_whose_media_process_vanished_is_ended_after_the_idle_timeout(
         worker.close()
         push.close(0)
         results.close(0)
+        ctx.term()
+
+
+def test_a_moved_call_resumes_at_its_checkpoint_with_the_next_utterance(harness: Harness) -> None:
+    """The media side moves a call (its worker died): the new placement starts at the end of the
+    last final it received, numbers utterances on from there, and older placements are ignored."""
+    first, second = speech.select(2, min_s=1.5, max_s=4.0, stride=11)
+    pcm = join_with_silence([first.pcm(), second.pcm()], gap_s=1.5, noise_rms=20, seed=3)
+    call_id = wire.new_call_id()
+    split = len(pcm) // 2 // 160 * 160  # somewhere in the gap or the second prompt
+    # Epoch 0 gets the first part, as if its worker then died; keep what came back.
+    h = harness
+    h.send(wire.CallStart(call_id, 8000, h.reply_to, "sip-moved"))
+    for off in range(0, split, 160):
+        h.send(wire.Audio(call_id, off, 8000, pcm[off : off + 160].tobytes()))
+    assert h.results.poll(60_000)
+    got = wire.decode(h.results.recv_multipart())
+    assert isinstance(got, wire.Transcript) and got.final and got.utterance == 0
+    assert got.epoch == 0 and 0 < got.end_offset <= split
+    assert speech.wer([first.text], [got.text]) <= 0.3, got.text
+
+    # Epoch 1: resume where that final ended, replay everything after it.
+    resume = got.end_offset
+    h.send(wire.CallStart(call_id, 8000, h.reply_to, "sip-moved", 1, resume, 1))
+    h.send(wire.Audio(call_id, split, 8000, bytes(320), 0))  # a late message of epoch 0
+    frame = 160
+    for off in range(resume, len(pcm) - frame + 1, frame):
+        h.send(wire.Audio(call_id, off, 8000, pcm[off : off + frame].tobytes(), 1))
+    h.send(wire.CallEnd(call_id, len(pcm) // frame * frame, 8000, 1))
+    msgs = h.collect({call_id})[call_id]
+    assert {getattr(m, "epoch", None) for m in msgs} == {1}
+    (final,) = finals(msgs)
+    assert final.utterance == 1 and final.start * 8000 >= resume
+    assert speech.wer([second.text], [final.text]) <= 0.3, final.text
+    assert h.worker.stats.stale_messages == 1 and h.worker.stats.resumed_calls == 1
+
+
+def test_checkpoints_follow_finals_between_utterances(harness: Harness) -> None:
+    (prompt,) = speech.select(1, min_s=1.5, max_s=3.0, stride=13)
+    pcm = join_with_silence([prompt.pcm()], lead_s=0.5, tail_s=3.0, noise_rms=20, seed=5)
+    call_id = wire.new_call_id()
+    harness.send_call(call_id, pcm, 8000, gate=True)
+    msgs = harness.collect({call_id})[call_id]
+    (final,) = finals(msgs)
+    points = [m for m in msgs if isinstance(m, wire.Checkpoint)]
+    assert msgs.index(final) < min((msgs.index(c) for c in points), default=len(msgs))
+    for c in points:  # only ever forward, and never inside the utterance already delivered
+        assert c.next_utterance == 1 and c.offset >= final.end_offset
+
+
+def test_heartbeats_carry_the_worker_and_its_load(model: MoonshineModel) -> None:
+    ctx: zmq.Context[Any] = zmq.Context()
+    probe = ctx.socket(zmq.PULL)
+    endpoint = f"tcp://127.0.0.1:{probe.bind_to_random_port('tcp://127.0.0.1')}"
+    beat_port = probe.bind_to_random_port("tcp://127.0.0.1")
+    probe.close(0)
+    settings = WorkerSettings(
+        endpoint, index=3, heartbeat_endpoint=f"tcp://127.0.0.1:{beat_port}",
+        heartbeat_interval_s=0.05,
+    )  # fmt: skip
+    worker = Worker(settings, model, SileroVad(), ctx)
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f"tcp://127.0.0.1:{beat_port}")
+    push = ctx.socket(zmq.PUSH)
+    push.connect(endpoint)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        call_id = wire.new_call_id()
+        push.send_multipart(wire.encode(wire.CallStart(call_id, 8000, "tcp://127.0.0.1:9", "x")))
+        beats = []
+        for _ in range(200):  # bounded: until a beat shows the call
+            assert sub.poll(5000), "no heartbeat"
+            beat = wire.decode(sub.recv_multipart())
+            assert isinstance(beat, wire.Heartbeat)
+            beats.append(beat)
+            if beat.calls == 1:
+                break
+        assert beats[-1].calls == 1 and beats[-1].worker == 3
+        assert len({b.incarnation for b in beats}) == 1
+        assert all(b.loop_age_s < 1.0 and 0.0 <= b.busy <= 1.0 for b in beats)
+    finally:
+        worker.request_stop()
+        thread.join(10)
+        sub.close(0)
+        push.close(0)
         ctx.term()
