@@ -15,7 +15,7 @@ import sys
 
 import yaml
 
-from sip_bridge.config import Config, ConfigError, load
+from sip_bridge.config import Config, ConfigError, load, validate
 
 log = logging.getLogger("sip_bridge")
 
@@ -44,7 +44,7 @@ def _run_worker(cfg: Config, index: int) -> int:
     files = ensure_converted(cfg.model_cache_path())
     model = MoonshineModel(files, choose_providers(i.provider), threads=i.threads)
     settings = WorkerSettings(
-        endpoint=f"tcp://127.0.0.1:{i.port_base + index}",
+        endpoint=cfg.worker_endpoint(index),
         policy=BatchPolicy(i.max_batch, float(i.max_wait_ms), i.max_padding),
         endpointing=EndpointerSettings(
             threshold=v.threshold,
@@ -54,6 +54,9 @@ def _run_worker(cfg: Config, index: int) -> int:
             max_utterance_s=v.max_utterance_s,
         ),
         partial_interval_s=i.partial_interval_ms / 1000.0,
+        index=index,
+        heartbeat_endpoint=cfg.heartbeat_endpoint(index),
+        heartbeat_interval_s=i.heartbeat_interval_ms / 1000.0,
     )
     worker = Worker(settings, model, SileroVad())
 
@@ -86,9 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--config", metavar="FILE", help="YAML config (default: built-in defaults)")
         if name in ("worker", "media"):
             p.add_argument("--index", type=int, default=0)
+        p.add_argument(
+            "--workers", type=int, metavar="N", help="inference workers (overrides the config)"
+        )
     args = parser.parse_args(argv)
     try:
         cfg = load(args.config)
+        if args.workers is not None:
+            inference = dataclasses.replace(cfg.inference, workers=args.workers)
+            cfg = validate(dataclasses.replace(cfg, inference=inference), "--workers")
     except ConfigError as exc:
         print(f"sip-bridge: config error: {exc}", file=sys.stderr)
         return 2

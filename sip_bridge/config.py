@@ -63,12 +63,23 @@ class MediaConfig:
     silence_gate: SilenceGateConfig = field(default_factory=SilenceGateConfig)
     result_port_base: int = 5701  # process i pulls results on 127.0.0.1:(base + i)
     call_end_flush_s: float = 10.0  # wait this long for a worker's last finals after BYE
+    # Audio of each call kept until its worker confirms it transcribed it, to replay to another
+    # worker if that one dies. Only a worker dead or stuck this long makes a replay fall short.
+    replay_max_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class InferenceConfig:
-    workers: int = 1
+    workers: int = 2  # worker processes on this host (`serve --workers N` overrides)
     port_base: int = 5601  # worker i pulls audio on 127.0.0.1:(base + i)
+    heartbeat_port_base: int = 5651  # worker i publishes heartbeats on 127.0.0.1:(base + i)
+    heartbeat_interval_ms: int = 250
+    # A worker silent this long is dead: its calls move to another worker, replaying their open
+    # utterance.
+    heartbeat_timeout_ms: int = 1500
+    # A worker whose loop has not turned for this long (its heartbeats say so) is stuck: its calls
+    # move too. Above the longest model batch this machine runs.
+    stall_timeout_s: float = 15.0
     max_batch: int = 8  # utterances transcribed together
     max_wait_ms: int = 50  # longest a ready utterance waits for others to batch with
     max_padding: float = 0.25  # longest padding, as a fraction of a clip, when batching
@@ -142,6 +153,9 @@ class Config:
 
     def worker_endpoint(self, index: int) -> str:
         return f"tcp://127.0.0.1:{self.inference.port_base + index}"
+
+    def heartbeat_endpoint(self, index: int) -> str:
+        return f"tcp://127.0.0.1:{self.inference.heartbeat_port_base + index}"
 
     def result_endpoint(self, index: int) -> str:
         return f"tcp://127.0.0.1:{self.media.result_port_base + index}"
@@ -239,6 +253,7 @@ def validate(cfg: Config, source: str) -> Config:
     _check_port(source, "media.sip_port_base", m.sip_port_base + m.processes - 1)
     _check_port(source, "media.result_port_base", m.result_port_base + m.processes - 1)
     _check_port(source, "inference.port_base", i.port_base + i.workers - 1)
+    _check_port(source, "inference.heartbeat_port_base", i.heartbeat_port_base + i.workers - 1)
     _check_port(
         source, "media.rtp_port_base", m.rtp_port_base + m.processes * m.rtp_ports_per_process
     )
@@ -247,6 +262,7 @@ def validate(cfg: Config, source: str) -> Config:
         ("media.sip_port_base", m.sip_port_base, m.processes),
         ("media.result_port_base", m.result_port_base, m.processes),
         ("inference.port_base", i.port_base, i.workers),
+        ("inference.heartbeat_port_base", i.heartbeat_port_base, i.workers),
     )
     for key, base, count in ranges:
         for port in range(base, base + count):
@@ -255,6 +271,16 @@ def validate(cfg: Config, source: str) -> Config:
             used[port] = key
     if not 0 <= i.nice <= 19:
         raise ConfigError(source, "inference.nice", "must be between 0 and 19")
+    if i.heartbeat_interval_ms < 10:
+        raise ConfigError(source, "inference.heartbeat_interval_ms", "must be at least 10")
+    if i.heartbeat_timeout_ms < 3 * i.heartbeat_interval_ms:
+        raise ConfigError(
+            source, "inference.heartbeat_timeout_ms", "must be at least 3 heartbeat intervals"
+        )
+    if i.stall_timeout_s < 1:
+        raise ConfigError(source, "inference.stall_timeout_s", "must be at least 1 second")
+    if m.replay_max_s < cfg.vad.max_utterance_s:
+        raise ConfigError(source, "media.replay_max_s", "must be at least vad.max_utterance_s")
     if i.max_wait_ms < 0:
         raise ConfigError(source, "inference.max_wait_ms", "must not be negative")
     if not 0 <= i.max_padding <= 1:

@@ -51,6 +51,7 @@ class CallEvents:
     started_at: float = field(default_factory=time.time)  # wall clock, for consumers
     _seq: int = 0
     _finals: list[tuple[int, float, float, str]] = field(default_factory=list)
+    _next_final: int = 0  # utterances before this one have had their final
     _ended: bool = False
 
     def _make(self, type_: str, extra: dict[str, Any]) -> Event:
@@ -83,11 +84,14 @@ class CallEvents:
         )
 
     def transcript(self, t: Transcript) -> Event | None:
-        """The event for a worker's transcript; ``None`` once the call has ended."""
-        if self._ended:
+        """The event for a worker's transcript; ``None`` once the call has ended, and for a
+        transcript of an utterance whose final was already given (a call moved to another
+        worker may hear part of it again): no utterance is delivered twice."""
+        if self._ended or t.utterance < self._next_final:
             return None
         if t.final:
             self._finals.append((t.utterance, t.start, t.end, t.text))
+            self._next_final = t.utterance + 1
         return self._make(
             TRANSCRIPT_FINAL if t.final else TRANSCRIPT_PARTIAL,
             {

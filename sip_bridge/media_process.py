@@ -3,9 +3,11 @@
 Threads: PJSUA2 runs with ``threadCnt = 0`` and ``mainThreadOnly``, so every SIP callback and every
 PJSUA2 call happens on this module's main loop thread (:meth:`MediaProcess.run`). PJSIP's own
 ``clock`` thread calls :class:`~sip_bridge.audio_tap.CallAudioPort` for audio, which only copies
-and queues (see ``audio_tap``). The :class:`~sip_bridge.audio_tap.AudioSender` thread ships audio to
-the workers; results come back on a PULL socket read by the main loop, which turns them into events,
-sends finals into the call as SIP INFO and hands every event to the webhook threads.
+and queues (see ``audio_tap``). The :class:`~sip_bridge.audio_sender.AudioSender` thread ships audio
+to the workers, and moves calls between them when one is lost; results come back on a PULL socket
+read by the main loop, which drops those of a placement the call has left (its epoch), turns the
+rest into events, sends finals into the call as SIP INFO, hands every event to the webhook threads
+and tells the sender which audio it need not keep any more.
 
 Never do slow work in a PJSUA2 callback, and never let Python's GC free a media port or a call:
 they are released explicitly here (DESIGN.md: it segfaults otherwise).
@@ -28,12 +30,19 @@ import pjsua2 as pj
 import zmq
 
 from media import wire
-from sip_bridge.audio_tap import AudioSender, CallAudioPort, EndCall, StartCall, release
+from sip_bridge.audio_sender import (
+    AudioSender,
+    Commit,
+    EndCall,
+    Forget,
+    SenderSettings,
+    StartCall,
+)
+from sip_bridge.audio_tap import CallAudioPort, release
 from sip_bridge.config import Config, MediaConfig
 from sip_bridge.events import CallEvents, CallInfo, Event
 from sip_bridge.frame_copy import make_copier
 from sip_bridge.webhooks import Endpoint, WebhookDispatcher
-from sip_bridge.worker_router import WorkerRouter
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +126,21 @@ class MediaProcess:
         self._doomed: list[_Call] = []  # released on the next loop turn, outside callbacks
         self._stop = False
         self.ctx: zmq.Context[Any] = zmq.Context()
-        workers = [cfg.worker_endpoint(i) for i in range(cfg.inference.workers)]
-        self.router = WorkerRouter(len(workers), offset=index)
+        workers = range(cfg.inference.workers)
         self.sender = AudioSender(
-            self.ctx, workers, cfg.result_endpoint(index), cfg.media.silence_gate
+            self.ctx,
+            SenderSettings(
+                tuple(cfg.worker_endpoint(i) for i in workers),
+                tuple(cfg.heartbeat_endpoint(i) for i in workers),
+                cfg.result_endpoint(index),
+                cfg.media.silence_gate,
+                process_index=index,
+                heartbeat_timeout_s=cfg.inference.heartbeat_timeout_ms / 1000.0,
+                stall_timeout_s=cfg.inference.stall_timeout_s,
+                replay_max_s=cfg.media.replay_max_s,
+            ),
         )
+        self.stale_results = 0
         d = cfg.delivery
         self.webhooks = WebhookDispatcher(
             [Endpoint(h.url, h.secret) for h in cfg.webhooks],
@@ -214,8 +233,7 @@ class MediaProcess:
         except pj.Error as exc:
             self._abandon_tap(call, port, exc, started=False)
             return
-        worker = self.router.assign(call.call_id)
-        self.sender.queue.put(StartCall(call.call_id, info.callIdString, rate, worker))
+        self.sender.queue.put(StartCall(call.call_id, info.callIdString, rate))
         try:
             audio.startTransmit(port)  # frames flow from here on, after StartCall in the queue
         except pj.Error as exc:
@@ -230,8 +248,8 @@ class MediaProcess:
         )
         self._emit(call, call.events.started())
         log.info(
-            "call %s: answered (sip %s, from %s, %s) -> worker %d",
-            call.call_id, info.callIdString, info.remoteUri, codec, worker,
+            "call %s: answered (sip %s, from %s, %s)",
+            call.call_id, info.callIdString, info.remoteUri, codec,
         )  # fmt: skip
 
     def _abandon_tap(self, call: _Call, port: CallAudioPort, exc: Any, started: bool) -> None:
@@ -239,7 +257,7 @@ class MediaProcess:
         release(port)
         if started:
             self.sender.queue.put(EndCall(call.call_id))
-            self.router.release(call.call_id)
+            self.sender.queue.put(Forget(call.call_id))
         log.error("call %s: no audio tap (%s); hanging up", call.call_id, exc.info())
         self._hangup(call, 500)
 
@@ -298,15 +316,28 @@ class MediaProcess:
         except wire.WireError as exc:
             log.warning("media %d: bad message from a worker dropped: %s", self.index, exc)
             return
-        call = self.calls.get(getattr(msg, "call_id", ""))
+        if not isinstance(msg, wire.Transcript | wire.CallDone | wire.Checkpoint):
+            log.warning("media %d: unexpected %s from a worker dropped", self.index,
+                        type(msg).__name__)  # fmt: skip
+            return
+        call = self.calls.get(msg.call_id)
         if call is None or call.events is None:
-            log.debug("result for unknown call %s dropped", getattr(msg, "call_id", "?"))
+            log.debug("result for unknown call %s dropped", msg.call_id)
+            return
+        if msg.epoch != self.sender.epochs.get(msg.call_id):
+            self.stale_results += 1  # from a worker the call has left
+            log.debug("call %s: %s of epoch %d dropped (the call moved)", msg.call_id,
+                      type(msg).__name__, msg.epoch)  # fmt: skip
             return
         if isinstance(msg, wire.Transcript):
             event = call.events.transcript(msg)
             if event is not None:
                 self._emit(call, event)
-        elif isinstance(msg, wire.CallDone):
+                if msg.final:
+                    self.sender.queue.put(Commit(msg.call_id, msg.end_offset, msg.utterance + 1))
+        elif isinstance(msg, wire.Checkpoint):
+            self.sender.queue.put(Commit(msg.call_id, msg.offset, msg.next_utterance))
+        else:
             self._finish(call, call.end_reason or "hangup")
 
     def _finish(self, call: _Call, reason: str) -> None:
@@ -336,7 +367,7 @@ class MediaProcess:
 
     def _forget(self, call: _Call) -> None:
         self.calls.pop(call.call_id, None)
-        self.router.release(call.call_id)
+        self.sender.queue.put(Forget(call.call_id))
         self._doomed.append(call)
 
     def _reap(self) -> None:

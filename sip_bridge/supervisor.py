@@ -79,6 +79,8 @@ class Supervisor:
         argv = [sys.executable, "-m", "sip_bridge.cli", role, "--index", str(index)]
         if self.config_path:
             argv += ["--config", self.config_path]
+        # Every part must agree on the worker count, whatever overrode the file's.
+        argv += ["--workers", str(self.cfg.inference.workers)]
         return argv
 
     def _spawn(self, child: Child) -> None:

@@ -1,39 +1,173 @@
-"""Which inference worker a call is pinned to (sans-IO).
+"""Which inference worker each call is pinned to, and which workers are alive (sans-IO).
 
-Each media process holds one PUSH socket per worker; a call's audio always goes to the worker it
-was assigned when it started, so the worker keeps its VAD and utterance state. New calls go to the
-worker with the fewest calls from this process; ties go to the first worker counting from this
-process's own offset, so that the processes of a pool, each seeing only its own calls, do not all
-start on worker 0.
+Each media process holds one PUSH socket per worker and pins every call to one of them, so that
+the worker keeps the call's VAD and utterance state. This module decides where, from the workers'
+:class:`~media.wire.Heartbeat` messages and the clock it is given:
+
+* a worker is *live* once a heartbeat arrived, its loop is turning (``loop_age_s`` under
+  ``stall_s``) and its last heartbeat is younger than ``timeout_s``;
+* a new call goes to the least-loaded live worker: fewest calls (as last reported, plus the calls
+  this process placed there since), then the least audio waiting for its model, then a rotation
+  that starts at this process's own offset, so that processes do not all pick the same one;
+* calls never move while their worker is live. When it stops being live (no heartbeat for
+  ``timeout_s``, or a stuck loop) or restarts (a new incarnation), each of its calls moves to the
+  least-loaded live worker, which is a :class:`Move` for the caller to carry out (replay the
+  audio the call still needs). With no live worker a call waits (``target`` None) and moves as
+  soon as one appears.
+
+No sockets, no threads, no wall clock: ``now`` is passed in, so it is tested with a fake clock.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
+from media.wire import Heartbeat
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Place ``call_id`` on ``target`` (None: no live worker, the call waits for one)."""
+
+    call_id: str
+    source: int | None  # where it was (None: it was waiting)
+    target: int | None
+    reason: str
+
+
+@dataclass(slots=True)
+class _Worker:
+    index: int
+    incarnation: str | None = None
+    last_beat: float = 0.0
+    live: bool = False
+    reported_calls: int = 0
+    placed_since_beat: int = 0
+    backlog_s: float = 0.0
+
 
 class WorkerRouter:
-    def __init__(self, workers: int, offset: int = 0) -> None:
+    def __init__(
+        self, workers: int, offset: int = 0, timeout_s: float = 1.5, stall_s: float = 15.0
+    ) -> None:
         if workers < 1:
             raise ValueError("at least one worker")
+        if timeout_s <= 0 or stall_s <= 0:
+            raise ValueError("timeout_s and stall_s must be positive")
         self._offset = offset
-        self._load = [0] * workers
-        self._assigned: dict[str, int] = {}
+        self._timeout = timeout_s
+        self._stall = stall_s
+        self._workers = [_Worker(i) for i in range(workers)]
+        self._assigned: dict[str, int | None] = {}
 
-    def assign(self, call_id: str) -> int:
-        if call_id in self._assigned:
-            return self._assigned[call_id]
-        n = len(self._load)
-        index = min(range(n), key=lambda i: (self._load[i], (i - self._offset) % n))
-        self._load[index] += 1
-        self._assigned[call_id] = index
-        return index
+    # -- queries ------------------------------------------------------------------------------
 
     def worker_of(self, call_id: str) -> int | None:
         return self._assigned.get(call_id)
 
-    def release(self, call_id: str) -> None:
-        index = self._assigned.pop(call_id, None)
-        if index is not None:
-            self._load[index] -= 1
+    def is_live(self, index: int) -> bool:
+        return self._workers[index].live
 
-    def loads(self) -> list[int]:
-        return list(self._load)
+    def live_workers(self) -> list[int]:
+        return [w.index for w in self._workers if w.live]
+
+    def waiting(self) -> list[str]:
+        return sorted(c for c, w in self._assigned.items() if w is None)
+
+    def calls_on(self, index: int) -> list[str]:
+        return sorted(c for c, w in self._assigned.items() if w == index)
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def assign(self, call_id: str) -> int | None:
+        """Pin a new call; None if no worker is live (it waits, see :meth:`waiting`)."""
+        if call_id in self._assigned:
+            return self._assigned[call_id]
+        target = self._pick()
+        self._place(call_id, target)
+        return target
+
+    def release(self, call_id: str) -> None:
+        self._assigned.pop(call_id, None)
+
+    # -- liveness -----------------------------------------------------------------------------
+
+    def heartbeat(self, beat: Heartbeat, now: float) -> list[Move]:
+        if not 0 <= beat.worker < len(self._workers):
+            log.warning("heartbeat from worker %d, which this process does not know", beat.worker)
+            return []
+        w = self._workers[beat.worker]
+        moves: list[Move] = []
+        restarted = w.incarnation is not None and beat.incarnation != w.incarnation
+        was_live = w.live
+        w.incarnation = beat.incarnation
+        w.last_beat = now
+        w.reported_calls = beat.calls
+        w.placed_since_beat = 0
+        w.backlog_s = beat.backlog_s
+        stalled = beat.loop_age_s > self._stall
+        if restarted:
+            log.warning("worker %d restarted", w.index)
+            w.live = not stalled
+            moves += self._evacuate(w, "worker restarted")
+        elif stalled and was_live:
+            w.live = False
+            log.warning("worker %d is stuck: its loop has not turned for %.1f s",
+                        w.index, beat.loop_age_s)  # fmt: skip
+            moves += self._evacuate(w, "worker stuck")
+        else:
+            w.live = not stalled
+        if w.live and not was_live:
+            log.info("worker %d is up", w.index)
+        if w.live:
+            moves += self._place_waiting()
+        return moves
+
+    def check(self, now: float) -> list[Move]:
+        """Declare workers whose heartbeats stopped dead; returns the calls to move."""
+        moves: list[Move] = []
+        for w in self._workers:
+            if w.live and now - w.last_beat > self._timeout:
+                w.live = False
+                log.warning("worker %d is down: no heartbeat for %.1f s",
+                            w.index, now - w.last_beat)  # fmt: skip
+                moves += self._evacuate(w, "worker down")
+        return moves
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _load(self, w: _Worker) -> tuple[int, float, int]:
+        n = len(self._workers)
+        return (w.reported_calls + w.placed_since_beat, w.backlog_s, (w.index - self._offset) % n)
+
+    def _pick(self) -> int | None:
+        live = [w for w in self._workers if w.live]
+        if not live:
+            return None
+        return min(live, key=self._load).index
+
+    def _place(self, call_id: str, target: int | None) -> None:
+        self._assigned[call_id] = target
+        if target is not None:
+            self._workers[target].placed_since_beat += 1
+
+    def _evacuate(self, w: _Worker, reason: str) -> list[Move]:
+        moves = []
+        for call_id in self.calls_on(w.index):
+            target = self._pick()
+            self._place(call_id, target)
+            moves.append(Move(call_id, w.index, target, reason))
+        return moves
+
+    def _place_waiting(self) -> list[Move]:
+        moves = []
+        for call_id in self.waiting():
+            target = self._pick()
+            if target is None:
+                break
+            self._place(call_id, target)
+            moves.append(Move(call_id, None, target, "a worker is up"))
+        return moves

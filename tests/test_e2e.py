@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -203,6 +204,69 @@ def test_g722_call_from_baresip_is_transcribed_wideband(
     assert speech.wer([refs], [str(ended["text"])]) <= 0.25, ended["text"]
     # baresip answers INFO with 488: the bridge stops sending INFO and says so once.
     assert "peer refused INFO (488" in bridge.log_text()
+
+
+def test_a_worker_killed_mid_call_loses_no_utterance_and_comes_back(
+    bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    """kill -9 the worker of a talking call: the media side notices (heartbeats), moves the call
+    to the other worker replaying its open utterance, and the call's transcript matches the same
+    call without the fault; no utterance is lost or given twice, and seq stays gap-free."""
+    import os
+    import signal
+
+    prompts = speech.select(4, min_s=2.0, max_s=5.0, stride=23)
+    refs = " ".join(p.text for p in prompts)
+    (clean,) = run_calls([make_call(tmp_path, bridge, prompts, "clean")])
+    clean_error = speech.wer([refs], [str(check_call(clean, receiver)["text"])])
+
+    seen = len(receiver.posts)
+    call = make_call(tmp_path, bridge, prompts, "faulted").start()
+    try:
+
+        def talking(posts: list[Any]) -> bool:  # a partial of the 2nd utterance: mid-speech
+            return any(
+                p.json()["type"] == "transcript.partial" and p.json()["utterance"] == 1
+                for p in posts[seen:]
+            )
+
+        assert receiver.wait_for(talking, timeout=60), "no partial of utterance 1"
+        event = next(
+            p.json()
+            for p in receiver.posts[seen:]
+            if p.json()["type"] == "transcript.partial" and p.json()["utterance"] == 1
+        )
+        call_id = str(event["call_id"])
+        log = bridge.log_text()
+        (worker,) = set(
+            re.findall(rf"worker\[(\d)\] inference\.worker: call {call_id}: started", log)
+        )
+        up, ready = (
+            f"worker {worker} is up",
+            f'"role": "worker", "index": {worker}, "state": "ready"',
+        )
+        ups, readies = log.count(up), log.count(ready)
+        pid = re.findall(rf"worker {worker} started \(pid (\d+)\)", log)[-1]
+        os.kill(int(pid), signal.SIGKILL)
+        result = call.wait()
+    finally:
+        call.kill()
+    ended = check_call(result, receiver)
+    error = speech.wer([refs], [str(ended["text"])])
+    print(f"WER with the worker killed: {error:.3f}, without: {clean_error:.3f}")
+    log = bridge.log_text()
+    assert re.search(rf"call {call_id}: worker (down|restarted) \(worker {worker}\); moved", log), (
+        log[-3000:]
+    )
+    finals = [e for e in events_of(receiver, result.call_id) if e["type"] == "transcript.final"]
+    utterances = [e["utterance"] for e in finals]
+    assert utterances == sorted(set(utterances)), utterances  # none twice, in order
+    assert error <= clean_error + 0.02, (ended["text"], refs)
+    # The supervisor restarts the worker, and the media processes take it back.
+    assert bridge.wait_for_count(ready, readies + 1, timeout=120), bridge.log_text()[-3000:]
+    # Every media process takes it back.
+    processes = bridge.config["media"]["processes"]
+    assert bridge.wait_for_count(up, ups + processes, timeout=30), bridge.log_text()[-3000:]
 
 
 def test_a_killed_media_process_is_restarted_and_calls_go_on(

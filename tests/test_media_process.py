@@ -35,12 +35,30 @@ pytestmark = [
 
 
 class FakeWorkerSide:
-    """The worker's end of the wire: a real PULL socket; records every message per call."""
+    """The worker's end of the wire: a real PULL socket; records every message per call. It
+    heartbeats like a worker (from a thread, every 100 ms), or the media process would hold the
+    calls back for want of a live worker."""
 
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str) -> None:
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, heartbeat_endpoint: str) -> None:
         self.pull = ctx.socket(zmq.PULL)
         self.pull.bind(endpoint)
         self.messages: dict[str, list[wire.Message]] = {}
+        self._stop = threading.Event()
+        pub = ctx.socket(zmq.PUB)
+        pub.bind(heartbeat_endpoint)
+        self._beats = threading.Thread(target=self._beat, args=(pub,), daemon=True)
+        self._beats.start()
+
+    def _beat(self, pub: zmq.Socket[Any]) -> None:
+        beat = wire.encode(wire.Heartbeat(wire.new_call_id(), 0, 0, 0.0, 0.0, 0.0))
+        while not self._stop.wait(0.1):
+            pub.send_multipart(beat)
+        pub.close(0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._beats.join(5)
+        self.pull.close(0)
 
     def wait_for(self, predicate: Any, timeout_s: float) -> None:
         deadline = timeout_s * 1000
@@ -56,6 +74,7 @@ def media(
 ) -> Iterator[tuple[int, FakeWorkerSide, zmq.Context[Any], WebhookReceiver]]:
     ctx: zmq.Context[Any] = zmq.Context()
     sip_port, result_port, worker_port = free_udp_port(), free_udp_port(), free_udp_port()
+    beat_port = free_udp_port()
     # RTP below the ephemeral port range (32768+), where bound-to-0 sockets of other tests land.
     cfg = {
         "sip": {"address": "127.0.0.1", "port": free_udp_port()},
@@ -63,14 +82,14 @@ def media(
             "processes": 1, "sip_port_base": sip_port, "result_port_base": result_port,
             "rtp_port_base": 31200, "rtp_ports_per_process": 100, "call_end_flush_s": 3.0,
         },
-        "inference": {"port_base": worker_port},
+        "inference": {"workers": 1, "port_base": worker_port, "heartbeat_port_base": beat_port},
         "runtime_dir": str(tmp_path / "run"),
     }  # fmt: skip
     rx = WebhookReceiver()
     cfg["webhooks"] = [{"url": rx.url, "secret": "k"}]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    worker = FakeWorkerSide(ctx, f"tcp://127.0.0.1:{worker_port}")
+    worker = FakeWorkerSide(ctx, f"tcp://127.0.0.1:{worker_port}", f"tcp://127.0.0.1:{beat_port}")
     log = open(tmp_path / "media.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "sip_bridge.cli", "media", "--index", "0", "--config", str(path)],
@@ -81,7 +100,7 @@ def media(
     finally:
         proc.terminate()
         code = proc.wait(30)
-        worker.pull.close(0)
+        worker.close()
         ctx.term()
         rx.close()
         log.close()

@@ -1,20 +1,116 @@
-from sip_bridge.worker_router import WorkerRouter
+"""Routing and liveness, sans-IO with a fake clock: heartbeats are plain values."""
+
+import pytest
+
+from media.wire import Heartbeat
+from sip_bridge.worker_router import Move, WorkerRouter
 
 
-def test_least_loaded_and_sticky() -> None:
+def beat(worker: int, calls: int = 0, inc: str = "", backlog: float = 0.0, age: float = 0.0):
+    incarnation = inc or f"{worker:032x}"
+    return Heartbeat(incarnation, worker, calls, backlog, 0.0, age)
+
+
+def up(r: WorkerRouter, now: float, *workers: int) -> None:
+    for w in workers:
+        r.heartbeat(beat(w), now)
+
+
+def test_no_live_worker_means_the_call_waits_and_moves_when_one_comes_up() -> None:
+    r = WorkerRouter(2)
+    assert r.assign("a") is None and r.waiting() == ["a"]
+    moves = r.heartbeat(beat(1), now=0.1)
+    assert moves == [Move("a", None, 1, "a worker is up")]
+    assert r.worker_of("a") == 1 and r.waiting() == []
+
+
+def test_least_loaded_by_reported_calls_then_backlog_and_sticky() -> None:
     r = WorkerRouter(3)
-    assert [r.assign(c) for c in "abcd"] == [0, 1, 2, 0]
-    assert r.assign("b") == 1  # sticky
-    r.release("b")
+    r.heartbeat(beat(0, calls=5), 0.0)
+    r.heartbeat(beat(1, calls=2, backlog=3.0), 0.0)
+    r.heartbeat(beat(2, calls=2, backlog=0.5), 0.0)
+    assert r.assign("a") == 2  # same calls as worker 1, less waiting audio
+    assert r.assign("b") == 1  # worker 2 now counts the call placed since its beat
+    assert r.assign("a") == 2  # sticky
+    r.heartbeat(beat(1, calls=9), 0.1)
+    assert r.assign("c") == 2
+    assert r.worker_of("c") == 2 and r.worker_of("zz") is None
     r.release("c")
-    assert r.loads() == [2, 0, 0]
-    assert r.assign("e") == 1
-    assert r.worker_of("e") == 1 and r.worker_of("b") is None
     r.release("nope")  # unknown: harmless
+    assert r.calls_on(2) == ["a"]
 
 
 def test_processes_of_a_pool_start_on_different_workers() -> None:
-    firsts = [WorkerRouter(2, offset=p).assign("x") for p in range(4)]
+    firsts = []
+    for p in range(4):
+        r = WorkerRouter(2, offset=p)
+        up(r, 0.0, 0, 1)
+        firsts.append(r.assign("x"))
     assert firsts == [0, 1, 0, 1]
-    r = WorkerRouter(3, offset=2)
-    assert [r.assign(c) for c in "abcd"] == [2, 0, 1, 2]
+
+
+def test_a_silent_worker_is_declared_down_after_the_timeout_and_its_calls_move() -> None:
+    r = WorkerRouter(2, timeout_s=1.5)
+    up(r, 0.0, 0, 1)
+    assert [r.assign(c) for c in "abc"] == [0, 1, 0]
+    r.heartbeat(beat(1), 1.0)
+    assert r.check(1.4) == []  # worker 0's last beat is 1.4 s old: not yet
+    moves = r.check(1.6)
+    assert moves == [Move("a", 0, 1, "worker down"), Move("c", 0, 1, "worker down")]
+    assert not r.is_live(0) and r.live_workers() == [1]
+    assert r.assign("d") == 1  # new calls avoid the dead worker
+    assert r.check(1.7) == []  # declared once
+
+
+def test_a_worker_that_comes_back_rejoins_but_moved_calls_stay_put() -> None:
+    r = WorkerRouter(2, timeout_s=1.0)
+    up(r, 0.0, 0, 1)
+    r.assign("a")  # worker 0
+    r.heartbeat(beat(1), 1.0)
+    r.check(1.5)
+    assert r.worker_of("a") == 1
+    assert r.heartbeat(beat(0, inc="f" * 32), 2.0) == []  # restarted; nothing of it to move
+    assert r.is_live(0)
+    assert r.worker_of("a") == 1  # calls never move while their worker lives
+    r.heartbeat(beat(1, calls=1), 2.0)
+    assert r.assign("b") == 0
+
+
+def test_a_restart_noticed_only_by_its_new_incarnation_moves_its_calls() -> None:
+    r = WorkerRouter(1, timeout_s=5.0)
+    up(r, 0.0, 0)
+    r.assign("a")
+    moves = r.heartbeat(beat(0, inc="e" * 32), 0.5)  # restarted faster than the timeout
+    assert moves == [Move("a", 0, 0, "worker restarted")]  # same worker, new process: replay
+
+
+def test_every_worker_dead_makes_calls_wait_then_resume() -> None:
+    r = WorkerRouter(1, timeout_s=1.0)
+    up(r, 0.0, 0)
+    r.assign("a")
+    assert r.check(2.0) == [Move("a", 0, None, "worker down")]
+    assert r.assign("b") is None
+    assert r.waiting() == ["a", "b"]
+    moves = r.heartbeat(beat(0, inc="d" * 32), 3.0)
+    assert [(m.call_id, m.target) for m in moves] == [("a", 0), ("b", 0)]
+
+
+def test_a_stuck_loop_takes_the_worker_out_until_it_turns_again() -> None:
+    r = WorkerRouter(2, timeout_s=1.0, stall_s=10.0)
+    up(r, 0.0, 0, 1)
+    r.assign("a")  # worker 0
+    assert r.heartbeat(beat(0, age=9.0), 1.0) == []
+    moves = r.heartbeat(beat(0, age=11.0), 2.0)  # heartbeats still come: the loop does not
+    assert moves == [Move("a", 0, 1, "worker stuck")]
+    assert not r.is_live(0)
+    r.heartbeat(beat(0, age=0.01), 3.0)
+    assert r.is_live(0) and r.worker_of("a") == 1
+
+
+def test_unknown_worker_index_and_bad_settings() -> None:
+    r = WorkerRouter(1)
+    assert r.heartbeat(beat(7), 0.0) == []
+    with pytest.raises(ValueError):
+        WorkerRouter(0)
+    with pytest.raises(ValueError):
+        WorkerRouter(1, timeout_s=0)

@@ -35,7 +35,7 @@ class RunningBridge:
                 "rtp_port_base": base + 1000 if base + 1000 < 31000 else 31000,
                 "rtp_ports_per_process": 100,
             },
-            "inference": {"workers": 1, "port_base": base + 51},
+            "inference": {"workers": 1, "port_base": base + 51, "heartbeat_port_base": base + 71},
             "runtime_dir": str(work / "run"),
             "log_level": "INFO",
         }
@@ -94,6 +94,15 @@ class RunningBridge:
                 lambda: any(text in line for line in self.lines) or self.proc.poll() is not None,
                 timeout,
             ) and any(text in line for line in self.lines)
+
+    def wait_for_count(self, text: str, count: int, timeout: float) -> bool:
+        """Wait until ``text`` has been logged at least ``count`` times (or serve has exited)."""
+        with self._new_line:
+            self._new_line.wait_for(
+                lambda: self.log_text().count(text) >= count or self.proc.poll() is not None,
+                timeout,
+            )
+            return self.log_text().count(text) >= count
 
     def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:

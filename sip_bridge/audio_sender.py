@@ -1,0 +1,350 @@
+"""Shipping calls' audio to the inference workers: the second half of the audio thread boundary.
+
+:class:`AudioSender` owns one thread, one PUSH socket per worker and one SUB socket for the
+workers' heartbeats. It drains its queue in order (so a call's start, audio and end reach its
+worker in order), drops silence with each call's :class:`~media.silence_gate.SuppressedStream`, and
+sends the rest as wire ``Audio`` messages, PCM as its own frame, with time marks through silence.
+
+Each call is pinned to one worker by a :class:`~sip_bridge.worker_router.WorkerRouter` fed with
+the heartbeats. Every run of audio sent is also kept in the call's
+:class:`~media.replay_buffer.ReplayBuffer` until the main loop reports (:class:`Commit`) that a
+final or a checkpoint covered it. When the router moves a call (its worker died, got stuck or
+restarted), the call gets the next *epoch*: a ``CallStart`` that resumes at the buffer's start with
+the next utterance number goes to the new worker, followed by the audio still held, then the live
+audio. :attr:`AudioSender.epochs` tells the main loop which epoch's results are current; it is
+written here before the ``CallStart`` of that epoch is sent, so no current result can beat it.
+
+The main loop talks to this thread only through the queue (:class:`StartCall`, :class:`EndCall`,
+:class:`Commit`, :class:`Forget`); PJSIP's clock thread puts ``(call_id, pcm)`` tuples on it. This
+module never touches PJSUA2.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from media import wire
+from media.replay_buffer import ReplayBuffer
+from media.silence_gate import SilenceGate, SuppressedStream
+from sip_bridge.config import SilenceGateConfig
+from sip_bridge.worker_router import Move, WorkerRouter
+
+log = logging.getLogger(__name__)
+
+# How often the sender reads heartbeats and checks the workers' liveness.
+LIVENESS_TICK_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class StartCall:
+    call_id: str
+    sip_call_id: str
+    sample_rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class EndCall:
+    """No more audio: the call hung up. Its state stays until :class:`Forget`."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """The main loop got a final or a checkpoint: audio before ``offset`` is transcribed and
+    delivered, and the next utterance is ``next_utterance``."""
+
+    call_id: str
+    offset: int
+    next_utterance: int
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """The main loop is done with the call (its last results arrived, or it gave up)."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    pass
+
+
+Item = tuple[str, bytes] | StartCall | EndCall | Commit | Forget | _Stop
+
+
+@dataclass(slots=True)
+class _CallStream:
+    call_id: str
+    sip_call_id: str
+    sample_rate: int
+    stream: SuppressedStream
+    replay: ReplayBuffer
+    worker: int | None
+    epoch: int = 0
+    next_utterance: int = 0
+    ended: bool = False
+    lost_reported: int = 0
+
+
+@dataclass(slots=True)
+class SenderStats:
+    frames_in: int = 0
+    bytes_in: int = 0
+    bytes_sent: int = 0
+    messages_sent: int = 0  # audio runs and time marks
+    send_dropped: int = 0
+    moves: int = 0  # calls placed on another worker after theirs was lost
+    replayed_samples: int = 0
+    unreplayable_samples: int = 0  # audio the replay bound dropped before a move needed it
+
+
+@dataclass(frozen=True, slots=True)
+class SenderSettings:
+    worker_endpoints: tuple[str, ...]
+    heartbeat_endpoints: tuple[str, ...]
+    reply_to: str
+    gate: SilenceGateConfig
+    process_index: int = 0  # spreads the processes' first choices over the workers
+    heartbeat_timeout_s: float = 1.5
+    stall_timeout_s: float = 15.0
+    replay_max_s: float = 60.0
+
+
+class AudioSender:
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        settings: SenderSettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.stats = SenderStats()
+        # call id -> current epoch. Written only by this thread; the main loop reads it to drop
+        # results of a placement the call has left (single dict operations are atomic in CPython).
+        self.epochs: dict[str, int] = {}
+        self.settings = settings
+        self.router = WorkerRouter(
+            len(settings.worker_endpoints),
+            offset=settings.process_index,
+            timeout_s=settings.heartbeat_timeout_s,
+            stall_s=settings.stall_timeout_s,
+        )
+        self._ctx = ctx
+        self._clock = clock
+        self._calls: dict[str, _CallStream] = {}
+        self._sockets: list[zmq.Socket[Any]] = []
+        self._beats: zmq.Socket[Any] | None = None
+        self._next_tick = 0.0
+        self._thread = threading.Thread(target=self._run, name="audio-sender", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.queue.put(_Stop())
+        self._thread.join(timeout)
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        self._sockets = [self._push(e) for e in self.settings.worker_endpoints]
+        beats = self._ctx.socket(zmq.SUB)
+        beats.setsockopt(zmq.SUBSCRIBE, b"")
+        beats.setsockopt(zmq.LINGER, 0)
+        for endpoint in self.settings.heartbeat_endpoints:
+            beats.connect(endpoint)
+        self._beats = beats
+
+    def _push(self, endpoint: str) -> zmq.Socket[Any]:
+        sock: zmq.Socket[Any] = self._ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.SNDHWM, 50_000)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.connect(endpoint)
+        return sock
+
+    def _run(self) -> None:
+        self._open()
+        try:
+            while True:
+                try:
+                    item = self.queue.get(timeout=LIVENESS_TICK_S)
+                except queue.Empty:
+                    item = None
+                if isinstance(item, tuple):
+                    self._audio(*item)
+                elif isinstance(item, StartCall):
+                    self._start(item)
+                elif isinstance(item, EndCall):
+                    self._end(item)
+                elif isinstance(item, Commit):
+                    self._commit(item)
+                elif isinstance(item, Forget):
+                    self._forget(item)
+                elif isinstance(item, _Stop):
+                    return
+                now = self._clock()
+                if now >= self._next_tick:
+                    self._next_tick = now + LIVENESS_TICK_S
+                    self.tick(now)
+        finally:
+            for sock in self._sockets:
+                sock.close()
+            if self._beats is not None:
+                self._beats.close()
+
+    def tick(self, now: float) -> None:
+        """Read the heartbeats that arrived and act on what they (or their absence) say."""
+        beats = self._beats
+        moves: list[Move] = []
+        for _ in range(1000):  # bounded: a few beats per worker arrive per tick
+            if beats is None:
+                break
+            try:
+                frames = beats.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                beat = wire.decode(frames)
+            except wire.WireError as exc:
+                log.warning("bad heartbeat dropped: %s", exc)
+                continue
+            if isinstance(beat, wire.Heartbeat):
+                moves += self.router.heartbeat(beat, now)
+        moves += self.router.check(now)
+        for source in sorted({m.source for m in moves if m.source is not None}):
+            self._reset_socket(source)
+        for move in moves:
+            self._move(move)
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def _send(self, worker: int, msg: wire.Message, call_id: str) -> bool:
+        try:
+            self._sockets[worker].send_multipart(wire.encode(msg), flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            self.stats.send_dropped += 1
+            log.warning("call %s: worker %d queue full, message dropped", call_id, worker)
+            return False
+
+    def _start(self, s: StartCall) -> None:
+        g = self.settings.gate
+        gate = SilenceGate(s.sample_rate, g.threshold_dbfs, g.hangover_ms, g.preroll_ms)
+        worker = self.router.assign(s.call_id)
+        replay = ReplayBuffer(int(self.settings.replay_max_s * s.sample_rate))
+        call = _CallStream(
+            s.call_id, s.sip_call_id, s.sample_rate, SuppressedStream(gate), replay, worker
+        )
+        self._calls[s.call_id] = call
+        self.epochs[s.call_id] = 0
+        if worker is None:
+            log.warning("call %s: no live inference worker; its audio is kept until one is up",
+                        s.call_id)  # fmt: skip
+            return
+        log.info("call %s: on worker %d", s.call_id, worker)
+        start = wire.CallStart(s.call_id, s.sample_rate, self.settings.reply_to, s.sip_call_id)
+        self._send(worker, start, s.call_id)
+
+    def _audio(self, call_id: str, pcm: bytes) -> None:
+        call = self._calls.get(call_id)
+        if call is None or call.ended:  # a frame after the call ended: nothing to do with it
+            return
+        self.stats.frames_in += 1
+        self.stats.bytes_in += len(pcm)
+        for offset, run in call.stream.push(pcm):
+            call.replay.append(offset, run)
+            if call.worker is None:
+                continue
+            msg = wire.Audio(call_id, offset, call.sample_rate, run, call.epoch)
+            if self._send(call.worker, msg, call_id):
+                self.stats.bytes_sent += len(run)
+                self.stats.messages_sent += 1
+        self._report_lost(call)
+
+    def _end(self, e: EndCall) -> None:
+        call = self._calls.get(e.call_id)
+        if call is None or call.ended:
+            return
+        call.ended = True
+        if call.worker is not None:
+            msg = wire.CallEnd(e.call_id, call.stream.offset, call.sample_rate, call.epoch)
+            self._send(call.worker, msg, e.call_id)
+
+    def _commit(self, c: Commit) -> None:
+        call = self._calls.get(c.call_id)
+        if call is None or c.next_utterance < call.next_utterance:
+            return
+        call.next_utterance = c.next_utterance
+        call.replay.commit(c.offset)
+
+    def _forget(self, f: Forget) -> None:
+        self._calls.pop(f.call_id, None)
+        self.epochs.pop(f.call_id, None)
+        self.router.release(f.call_id)
+
+    def _report_lost(self, call: _CallStream) -> None:
+        lost = call.replay.lost_samples
+        if lost > call.lost_reported:
+            self.stats.unreplayable_samples += lost - call.lost_reported
+            if not call.lost_reported:
+                log.warning("call %s: no worker confirmed its audio for %.0f s; older audio can "
+                            "no longer be replayed", call.call_id,
+                            self.settings.replay_max_s)  # fmt: skip
+            call.lost_reported = lost
+
+    # -- failover -----------------------------------------------------------------------------
+
+    def _move(self, move: Move) -> None:
+        call = self._calls.get(move.call_id)
+        if call is None:
+            return
+        call.worker = move.target
+        if move.target is None:
+            log.warning("call %s: %s (worker %s) and no other is live; its audio is kept until "
+                        "one is up", call.call_id, move.reason, move.source)  # fmt: skip
+            return
+        call.epoch += 1
+        self.epochs[call.call_id] = call.epoch  # before the CallStart of this epoch goes out
+        self.stats.moves += 1
+        resume = call.replay.start
+        runs = call.replay.runs()
+        replayed = sum(len(pcm) // 2 for _, pcm in runs)
+        self.stats.replayed_samples += replayed
+        rate = call.sample_rate
+        log.warning(
+            "call %s: %s (worker %s); moved to worker %d (epoch %d), replaying %.2f s from %.2f s,"
+            " utterance %d on", call.call_id, move.reason, move.source, move.target, call.epoch,
+            replayed / rate, resume / rate, call.next_utterance,
+        )  # fmt: skip
+        start = wire.CallStart(
+            call.call_id, rate, self.settings.reply_to, call.sip_call_id,
+            call.epoch, resume, call.next_utterance,
+        )  # fmt: skip
+        self._send(move.target, start, call.call_id)
+        for offset, pcm in runs:
+            self._send(move.target, wire.Audio(call.call_id, offset, rate, pcm, call.epoch),
+                       call.call_id)  # fmt: skip
+        if call.stream.sent_until > resume:  # how far the call has got, in silence or not
+            mark = wire.Audio(call.call_id, call.stream.sent_until, rate, b"", call.epoch)
+            self._send(move.target, mark, call.call_id)
+        if call.ended:
+            end = wire.CallEnd(call.call_id, call.stream.offset, rate, call.epoch)
+            self._send(move.target, end, call.call_id)
+
+    def _reset_socket(self, worker: int) -> None:
+        """Drop what is queued for a lost worker: a restarted one must not get stale audio."""
+        if not self._sockets:
+            return
+        old = self._sockets[worker]
+        old.close(linger=0)
+        self._sockets[worker] = self._push(self.settings.worker_endpoints[worker])
