@@ -42,6 +42,8 @@ from media.silero import SileroVad, VadStream, window_size
 log = logging.getLogger(__name__)
 
 MODEL_RATE = 16000
+# The partial tick, as a share of partial_interval_s (see Worker.queue_partials).
+PARTIAL_TICK_SHARE = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,6 @@ class _Call:
     next_offset: int = 0  # the offset just past the last sample received
     outstanding: int = 0  # finals queued or running
     ending: bool = False
-    last_partial_at: float = 0.0
     last_seen: float = 0.0
     # Finals leave in utterance order, whatever order their batches ran in.
     next_final: int = 0
@@ -132,6 +133,7 @@ class Worker:
         self._replies: dict[str, zmq.Socket[Any]] = {}
         self._stop = False
         self._next_idle_check = 0.0
+        self._next_partial_tick = 0.0
         # Read by the heartbeat thread (plain attribute reads; each is atomic in CPython).
         self.loop_turned_at = clock()
         self.model_seconds_total = 0.0
@@ -309,7 +311,6 @@ class Worker:
                 call.outstanding += 1
                 key = (call.call_id, event.index)
                 self.batcher.add(Request(key, len(audio), self.clock(), True, job))
-                call.last_partial_at = self.clock()
 
     @staticmethod
     def _model_audio(pcm: np.ndarray, rate: int) -> np.ndarray:
@@ -328,25 +329,29 @@ class Worker:
             self.stats.partials_dropped += dropped
 
     def queue_partials(self, now: float) -> None:
-        """A partial of each growing utterance every ``partial_interval_s``, when no final waits."""
+        """Partials of every growing utterance, all at once, on a worker-wide tick.
+
+        One tick for all calls (not one timer per call) puts the partials of every talking call
+        in the same batch: that is where batching pays. The tick runs a little faster than
+        ``partial_interval_s`` (PARTIAL_TICK_SHARE of it) so that, with the model's time varying
+        from one partial to the next, an utterance still gets one at least every interval. No
+        partial starts while a final waits (the final goes first), nor on an utterance that is
+        pausing (likely to end: its final is near, and a partial would delay it).
+        """
         interval = self.settings.partial_interval_s
-        if interval <= 0 or self.batcher.finals_waiting:
+        if interval <= 0 or now < self._next_partial_tick or self.batcher.finals_waiting:
             return
+        self._next_partial_tick = now + interval * PARTIAL_TICK_SHARE
         for call in self.calls.values():
-            if call.ending or now - call.last_partial_at < interval:
-                continue
-            if (
-                call.endpointer.pausing
-            ):  # likely to end: its final is near, a partial would delay it
+            if call.ending or call.endpointer.pausing:
                 continue
             current = call.endpointer.current_utterance()
             if current is None:
                 continue
             start, pcm = current
-            index = call.endpointer.next_index - 1
             if len(pcm) < call.sample_rate // 2:
                 continue
-            call.last_partial_at = now
+            index = call.endpointer.next_index - 1
             audio = self._model_audio(pcm, call.sample_rate)
             end = start + len(pcm)
             job = _Job(call, call.call_id, index, start, end, end, False, audio)
