@@ -153,7 +153,10 @@ Message = CallStart | Audio | CallEnd | Transcript | CallDone | Checkpoint | Hea
 def _header(
     kind: int, call_id: str, offset: int = 0, sample_rate: int = 0, epoch: int = 0
 ) -> bytes:
-    raw = uuid.UUID(hex=call_id).bytes
+    # bytes.fromhex, not uuid.UUID: a third of the cost of encoding a 20 ms frame otherwise.
+    raw = bytes.fromhex(call_id)
+    if len(raw) != 16:
+        raise ValueError(f"call id {call_id!r} is not 32 hex digits")
     return _HEADER.pack(MAGIC, VERSION, kind, raw, offset, sample_rate, epoch)
 
 
@@ -244,7 +247,7 @@ def decode(frames: Sequence[Buffer]) -> Message:
         raise WireError(f"bad magic {magic!r}")
     if version != VERSION:
         raise WireError(f"unsupported wire version {version} (this side speaks {VERSION})")
-    call_id = uuid.UUID(bytes=raw_id).hex
+    call_id = raw_id.hex()
     if kind == T_AUDIO:
         if len(payload) % 2:
             raise WireError("audio payload has an odd number of bytes")
