@@ -50,6 +50,11 @@ class ProviderChoice:
     def is_cuda(self) -> bool:
         return self.name == CUDA
 
+    @property
+    def device_type(self) -> Literal["cuda", "cpu"]:
+        """Where this provider keeps tensors, as ``OrtValue`` and ``IOBinding`` name devices."""
+        return "cuda" if self.is_cuda else "cpu"
+
     def session_providers(self) -> list[str | tuple[str, dict[str, str]]]:
         """The ``providers=`` argument. CUDA keeps the CPU provider behind it for the few ops that
         have no CUDA kernel; onnxruntime places those itself."""
@@ -61,22 +66,32 @@ class ProviderChoice:
 def cuda_options(device_id: int = 0, gpu_mem_limit_bytes: int | None = None) -> dict[str, str]:
     """CUDA provider options that keep the memory arena from fragmenting.
 
-    Batches of varying shape make the default power-of-two arena growth (``kNextPowerOfTwo``)
-    reserve far more than it uses; ``kSameAsRequested`` grows by what is asked. A memory limit
-    keeps several worker processes on one GPU from starving each other.
+    ``gpu_mem_limit_bytes`` caps this session's arena, so several worker processes can share one
+    GPU without starving each other; None or 0 means no limit (onnxruntime's default).
     """
+    if device_id < 0:
+        raise ValueError(f"device_id must be >= 0, got {device_id}")
     options = {
         "device_id": str(device_id),
+        # Batches of varying shape make the default power-of-two growth (kNextPowerOfTwo) reserve
+        # up to twice what they use, in chunks that later requests of other sizes cannot fill;
+        # kSameAsRequested grows by what is asked, and the model's warm-up grows it at start-up.
         "arena_extend_strategy": "kSameAsRequested",
-        # Exhaustive search (the default) re-benchmarks convolutions for every new input shape,
-        # and every new batch size and clip length is one.
+        # EXHAUSTIVE (onnxruntime's default) times every cuDNN algorithm, with a workspace for
+        # each, on every new input shape; each new batch size and clip length is one, so a live
+        # call would pay for the search and the arena would grow mid-call. DEFAULT avoids that
+        # too but always takes implicit GEMM, whatever the shape; HEURISTIC asks cuDNN's own
+        # heuristics, which cost nothing at run time and pick a shape-appropriate algorithm.
         "cudnn_conv_algo_search": "HEURISTIC",
+        # Host-device copies on the compute stream, ordered with the kernels (onnxruntime's
+        # recommended setting: separate copy streams can race with the kernels that use them).
         "do_copy_in_default_stream": "1",
     }
     if gpu_mem_limit_bytes is not None:
-        if gpu_mem_limit_bytes <= 0:
-            raise ValueError(f"gpu_mem_limit_bytes must be positive, got {gpu_mem_limit_bytes}")
-        options["gpu_mem_limit"] = str(gpu_mem_limit_bytes)
+        if gpu_mem_limit_bytes < 0:
+            raise ValueError(f"gpu_mem_limit_bytes must be >= 0, got {gpu_mem_limit_bytes}")
+        if gpu_mem_limit_bytes > 0:
+            options["gpu_mem_limit"] = str(gpu_mem_limit_bytes)
     return options
 
 
@@ -86,7 +101,8 @@ def choose_providers(
     """Pick the execution provider for ``setting`` ("auto", "cuda" or "cpu").
 
     "auto" takes CUDA only when a session really runs on it, else the CPU; "cuda" raises
-    ``ProviderUnavailableError`` instead of falling back; "cpu" never touches CUDA.
+    ``ProviderUnavailableError`` instead of falling back; "cpu" never touches CUDA. ``device_id``
+    and ``gpu_mem_limit_bytes`` (None or 0: no limit) apply only where CUDA is chosen.
     """
     if setting not in ("auto", "cuda", "cpu"):
         raise ValueError(f"execution provider setting must be auto, cuda or cpu, not {setting!r}")
@@ -185,7 +201,11 @@ def _log_choice_once(choice: ProviderChoice, setting: str, reason: str) -> None:
     _logged_choices.add(key)
     if choice.is_cuda:
         log.info(
-            "ONNX Runtime runs on %s device %d (setting %s)", choice.name, choice.device_id, setting
+            "ONNX Runtime runs on %s device %d (setting %s; options %s)",
+            choice.name,
+            choice.device_id,
+            setting,
+            dict(choice.options),
         )
     else:
         log.info("ONNX Runtime runs on %s (setting %s; %s)", choice.name, setting, reason)

@@ -42,7 +42,17 @@ def _run_worker(cfg: Config, index: int) -> int:
     if i.nice:
         os.nice(i.nice)
     files = ensure_converted(cfg.model_cache_path())
-    model = MoonshineModel(files, choose_providers(i.provider), threads=i.threads)
+    providers = choose_providers(i.provider, i.device_id, i.gpu_mem_limit_mb * 1024 * 1024)
+    # On a GPU, size the memory arena now for every batch shape, not during the first calls.
+    warm_up = i.max_batch if providers.is_cuda else 0
+    model = MoonshineModel(
+        files,
+        providers,
+        threads=i.threads,
+        max_padding=i.max_padding,
+        warm_up_max_batch=warm_up,
+        warm_up_seconds=(2.0, 5.0, v.max_utterance_s),
+    )
     settings = WorkerSettings(
         endpoint=cfg.worker_endpoint(index),
         policy=BatchPolicy(i.max_batch, float(i.max_wait_ms), i.max_padding),

@@ -88,6 +88,10 @@ class InferenceConfig:
         1000  # a transcript.partial of a growing utterance this often; 0: off
     )
     provider: Literal["auto", "cuda", "cpu"] = "auto"
+    device_id: int = 0  # the GPU the workers use, with CUDA
+    # Cap on each CUDA session's memory arena (MiB); 0 = none. The arena grows by what is asked,
+    # not by doubling, and the model is warmed up at start for every batch size up to max_batch.
+    gpu_mem_limit_mb: int = 0
     # Workers run this much nicer than the media processes: a worker can wait, a 20 ms audio
     # frame cannot (a starved PJSIP clock thread loses audio for every call of its process).
     nice: int = 5
@@ -271,6 +275,8 @@ def validate(cfg: Config, source: str) -> Config:
             used[port] = key
     if not 0 <= i.nice <= 19:
         raise ConfigError(source, "inference.nice", "must be between 0 and 19")
+    if i.device_id < 0 or i.gpu_mem_limit_mb < 0:
+        raise ConfigError(source, "inference.gpu_mem_limit_mb", "must not be negative")
     if i.heartbeat_interval_ms < 10:
         raise ConfigError(source, "inference.heartbeat_interval_ms", "must be at least 10")
     if i.heartbeat_timeout_ms < 3 * i.heartbeat_interval_ms:

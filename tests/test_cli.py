@@ -50,7 +50,7 @@ def test_a_part_failing_at_start_up_stops_everything(tmp_path: Path) -> None:
         yaml.safe_dump(
             {
                 "sip": {"address": "127.0.0.1", "port": port + 1 if port < 65000 else port - 1},
-                "inference": {"port_base": port},  # the worker cannot bind: start-up fails
+                "inference": {"workers": 1, "port_base": port},  # cannot bind: start-up fails
                 "runtime_dir": str(tmp_path / "run"),
             }
         )

@@ -14,20 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import soxr
 
 from inference import model_files
 from inference.model_files import ModelFiles, ModelNotInstalledError, ensure_converted
-from inference.moonshine import MoonshineModel
-from inference.providers import (
-    CPU,
-    ProviderUnavailableError,
-    choose_providers,
-    cuda_options,
-    cuda_runs,
-    session_options,
-)
+from inference.moonshine import MoonshineModel, _Decoding, _DeviceOps, _pick_on_host
+from inference.providers import choose_providers
 from inference.speech_model import SpeechModel, Transcription
 from tests.support import speech
 
@@ -73,6 +67,11 @@ def model(files: ModelFiles) -> MoonshineModel:
 
 
 @pytest.fixture(scope="session")
+def plain_model(files: ModelFiles) -> MoonshineModel:
+    return MoonshineModel(files, choose_providers("cpu"), threads=1, io_binding=False)
+
+
+@pytest.fixture(scope="session")
 def prompts() -> list[speech.Prompt]:
     if not speech.available():
         pytest.skip("Asterisk prompts missing: apt-get install asterisk-core-sounds-en-wav")
@@ -98,25 +97,6 @@ def test_missing_wheel_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
     with pytest.raises(ModelNotInstalledError, match="moonshine-cpp"):
         model_files.locate_shipped()
-
-
-def test_provider_settings() -> None:
-    assert choose_providers("cpu").session_providers() == [CPU]
-    with pytest.raises(ValueError, match="auto, cuda or cpu"):
-        choose_providers("gpu")
-    works, why_not = cuda_runs()
-    if works:
-        assert choose_providers("cuda").is_cuda
-    else:
-        assert choose_providers("auto").name == CPU
-        with pytest.raises(ProviderUnavailableError, match="CUDA"):
-            choose_providers("cuda")
-        assert why_not
-    options = cuda_options(gpu_mem_limit_bytes=2 << 30)
-    assert options["arena_extend_strategy"] == "kSameAsRequested"
-    assert options["gpu_mem_limit"] == str(2 << 30)
-    assert session_options(2).intra_op_num_threads == 2
-    assert session_options(2).inter_op_num_threads == 1
 
 
 @pytest.mark.integration
@@ -254,3 +234,104 @@ def test_mixed_batch_keeps_order_and_drops_finished_rows(
     answers = model.transcribe([np.zeros(800, dtype=np.float32)] + [clips[i] for i in chosen])
     assert answers[0] == Transcription("", 0.0, 0)
     assert [a.text for a in answers[1:]] == [one_by_one[i].text for i in chosen]
+
+
+def test_pick_graph_matches_the_host_pick() -> None:
+    # what CUDA runs to reduce the logits, run here on the CPU provider
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((3, 1, 32768)) * 4).astype(np.float32)
+    logits[1, 0, 32100] = 1000.0  # beyond the vocabulary: never chosen
+    logits[2, 0, 7] = 50.0  # a confident row
+    device = _DeviceOps(choose_providers("cpu"), vocab=32000, ranks=[], pick_on_device=True)
+    token, log_prob = device.pick(ort.OrtValue.ortvalue_from_numpy(logits))
+    want_token, want_log_prob = _pick_on_host(logits, 32000)
+    assert token.tolist() == want_token.tolist()
+    assert token[2] == 7 and token[1] < 32000
+    np.testing.assert_allclose(log_prob, want_log_prob, rtol=1e-5, atol=1e-6)
+
+
+def test_gather_keeps_rows_of_every_tensor() -> None:
+    rng = np.random.default_rng(1)
+    tensors = [
+        rng.standard_normal((4, 5, 6), dtype=np.float32),
+        rng.standard_normal((4, 2, 3, 2), dtype=np.float32),
+        rng.standard_normal((4, 2, 0, 2), dtype=np.float32),  # an empty cache
+    ]
+    device = _DeviceOps(choose_providers("cpu"), vocab=32000, ranks=[3, 4, 4])
+    rows = np.array([3, 1])
+    kept = device.gather([ort.OrtValue.ortvalue_from_numpy(t) for t in tensors], rows)
+    for value, tensor in zip(kept, tensors, strict=True):
+        np.testing.assert_array_equal(value.numpy(), tensor[rows])
+    with pytest.raises(ValueError, match="3 tensors"):
+        device.gather([ort.OrtValue.ortvalue_from_numpy(tensors[0])], rows)
+
+
+@pytest.mark.integration
+@needs_model
+@needs_speech
+def test_io_binding_matches_plain_runs(
+    model: MoonshineModel,
+    plain_model: MoonshineModel,
+    clips: list[np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert model.io_binding and not plain_model.io_binding
+    gathers = 0
+    gather = model._device.gather
+
+    def counting_gather(values: Sequence[ort.OrtValue], rows: np.ndarray) -> list[ort.OrtValue]:
+        nonlocal gathers
+        gathers += 1
+        return gather(values, rows)
+
+    monkeypatch.setattr(model._device, "gather", counting_gather)
+    # all prompts in one call: padding groups of similar length, rows finishing at different steps
+    bound = model.transcribe(clips)
+    assert gathers >= 3  # rows were dropped on the device
+    # token for token, and on the CPU the confidences to the bit
+    assert bound == plain_model.transcribe(clips)
+    assert all(answer.tokens > 0 for answer in bound)
+
+
+@pytest.mark.integration
+@needs_model
+@needs_speech
+def test_io_binding_with_the_pick_graph(
+    model: MoonshineModel,
+    plain_model: MoonshineModel,
+    clips: list[np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the loop exactly as it runs on CUDA: only the chosen tokens and log-probabilities come back
+    monkeypatch.setattr(model._device, "_pick_on_device", True)
+    batch = _length_buckets(clips, BATCH)[1]
+    bound = model.transcribe([clips[i] for i in batch])
+    plain = plain_model.transcribe([clips[i] for i in batch])
+    assert [(a.text, a.tokens) for a in bound] == [(a.text, a.tokens) for a in plain]
+    for a, b in zip(bound, plain, strict=True):
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-6)
+
+
+@pytest.mark.integration
+@needs_model
+def test_warm_up_runs_every_batch_size_longest_first(
+    files: ModelFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shapes: list[tuple[int, int]] = []
+    run_batch = MoonshineModel._run_batch
+
+    def recording(self: MoonshineModel, audio: np.ndarray, decoding: _Decoding) -> None:
+        shapes.append(audio.shape)
+        run_batch(self, audio, decoding)
+
+    monkeypatch.setattr(MoonshineModel, "_run_batch", recording)
+    warmed = MoonshineModel(
+        files, choose_providers("cpu"), warm_up_max_batch=2, warm_up_seconds=(0.2, 0.5)
+    )
+    assert shapes == [(2, 8000), (1, 8000), (2, 3200), (1, 3200)]
+    assert warmed.warm_up(1, (0.3,)) > 0
+    assert shapes[-1] == (1, 4800)
+    with pytest.raises(ValueError, match="max_batch"):
+        warmed.warm_up(0)
+    with pytest.raises(ValueError, match="warm_up_max_batch"):
+        MoonshineModel(files, choose_providers("cpu"), warm_up_max_batch=-1)
