@@ -21,6 +21,7 @@ Bad messages from a peer are counted and logged, never fatal.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -61,6 +62,19 @@ class WorkerSettings:
     heartbeat_interval_s: float = 0.25
     # Between utterances, tell the media side at most this often that it may drop old audio.
     checkpoint_interval_s: float = 1.0
+    # Decode an utterance's final during the silence wait that ends it (see Worker.speculate).
+    early_finals: bool = True
+
+
+@dataclass(slots=True)
+class _Spec:
+    """A final decoded early, while its utterance pauses (see :meth:`Worker.speculate`)."""
+
+    index: int
+    start: int
+    end: int
+    result: wire.Transcript | None = None  # the decoding, once done
+    promoted: bool = False  # the utterance ended exactly here: the decoding is its final
 
 
 @dataclass(slots=True)
@@ -82,6 +96,7 @@ class _Call:
     next_final: int = 0
     held: dict[int, wire.Transcript] = field(default_factory=dict)
     checkpoint: int = 0  # the offset of the last checkpoint sent (or the resume offset)
+    spec: _Spec | None = None
 
 
 @dataclass(slots=True)
@@ -99,6 +114,8 @@ class WorkerStats:
     stale_messages: int = 0  # from an earlier placement of a call (it moved away and back)
     partials_dropped: int = 0  # waited too long for the model (overload): finals went first
     resumed_calls: int = 0
+    early_finals_used: int = 0  # finals whose decoding was done or under way at the endpoint
+    early_finals_wasted: int = 0  # speech resumed: that decoding was shown as a partial only
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +128,7 @@ class _Job:
     speech_end: int
     final: bool
     audio: np.ndarray  # float32, 16 kHz
+    speculative: bool = False  # an early final (Worker.speculate)
 
 
 class Worker:
@@ -303,6 +321,8 @@ class Worker:
         for event in events:
             if isinstance(event, UtteranceEnded):
                 self.stats.utterances += 1
+                if self._promote(call, event):
+                    continue
                 audio = self._model_audio(event.audio, call.sample_rate)
                 job = _Job(
                     call, call.call_id, event.index, event.start_sample, event.end_sample,
@@ -318,6 +338,71 @@ class Worker:
         if rate != MODEL_RATE:
             audio = soxr.resample(audio, rate, MODEL_RATE).astype(np.float32, copy=False)
         return audio
+
+    def speculate(self, now: float) -> None:
+        """Start decoding a pausing utterance's final before the pause has lasted long enough
+        to end it.
+
+        Once the end padding after the speech has been heard, the endpointer knows exactly which
+        audio the final will hold if the pause lasts (``provisional_end``). Decoding it now, with
+        a final's priority, hides the model's time inside the ``min_silence_ms`` wait: when the
+        utterance ends there, its final is ready or nearly so. If speech resumes instead, the
+        decoding is not wasted entirely: it goes out as a partial.
+        """
+        if not self.settings.early_finals:
+            return
+        for call in self.calls.values():
+            if call.ending:
+                continue
+            guess = call.endpointer.provisional_end()
+            spec = call.spec
+            if spec is not None and not spec.promoted:
+                if guess is not None and (spec.index, spec.start, spec.end) == guess[:3]:
+                    continue
+                self._drop_spec(call)
+            if guess is None or call.spec is not None:
+                continue
+            index, start, end, speech_end = guess
+            call.spec = _Spec(index, start, end)
+            audio = self._model_audio(call.endpointer.audio_until(end), call.sample_rate)
+            job = _Job(call, call.call_id, index, start, end, speech_end, False, audio, True)
+            key = (call.call_id, index, "early")
+            self.batcher.add(Request(key, len(audio), now, True, job))
+
+    def _drop_spec(self, call: _Call) -> None:
+        spec = call.spec
+        if spec is None:
+            return
+        call.spec = None
+        self.stats.early_finals_wasted += 1
+        self.batcher.discard(
+            lambda r: isinstance(r.payload, _Job) and r.payload.owner is call
+            and r.payload.speculative
+        )  # fmt: skip
+
+    def _promote(self, call: _Call, event: UtteranceEnded) -> bool:
+        """The utterance ended where its early final was cut: that decoding is its final."""
+        spec = call.spec
+        if spec is None or spec.promoted:
+            return False
+        if (spec.index, spec.start, spec.end) != (event.index, event.start_sample,
+                                                  event.end_sample):  # fmt: skip
+            self._drop_spec(call)
+            return False
+        self.stats.early_finals_used += 1
+        call.outstanding += 1
+        if spec.result is None:
+            spec.promoted = True  # it is queued: its result will be the final
+        else:
+            call.spec = None
+            self._final_ready(call, spec.result)
+        return True
+
+    def _final_ready(self, call: _Call, msg: wire.Transcript) -> None:
+        call.outstanding -= 1
+        call.held[msg.utterance] = msg
+        self._release_finals(call)
+        self._maybe_done(call)
 
     def drop_stale_partials(self, now: float) -> None:
         """A partial that has waited a whole partial interval for the model is worth less than
@@ -398,15 +483,30 @@ class Worker:
                 job.start / rate, job.end / rate, result.confidence, job.speech_end,
                 job.end if job.final else 0, call.epoch,
             )  # fmt: skip
-            if job.final:
-                call.outstanding -= 1
-                call.held[job.utterance] = msg
-                self._release_finals(call)
-                self._maybe_done(call)
+            if job.speculative:
+                self._early_final_done(call, job, msg)
+            elif job.final:
+                self._final_ready(call, msg)
             else:
                 self.stats.partials += 1
                 if msg.text and not call.ending and job.utterance >= call.next_final:
                     self._send(call, msg)
+
+    def _early_final_done(self, call: _Call, job: _Job, msg: wire.Transcript) -> None:
+        spec = call.spec
+        if spec is None or (spec.index, spec.start, spec.end) != (job.utterance, job.start,
+                                                                  job.end):  # fmt: skip
+            return  # superseded while it ran
+        final = dataclasses.replace(msg, final=True, end_offset=job.end)
+        if spec.promoted:
+            call.spec = None
+            self._final_ready(call, final)
+            return
+        spec.result = final
+        # Until the pause decides, it is also the freshest partial of the utterance.
+        if msg.text and not call.ending and job.utterance >= call.next_final:
+            self.stats.partials += 1
+            self._send(call, msg)
 
     def _release_finals(self, call: _Call) -> None:
         while call.next_final in call.held:
@@ -469,6 +569,7 @@ class Worker:
             self._next_idle_check = now + 1.0
             self.expire_idle_calls(now)
             self.send_checkpoints()
+        self.speculate(now)
         self.drop_stale_partials(now)
         self.queue_partials(now)
         speaking = any(c.endpointer.in_utterance for c in self.calls.values() if not c.ending)

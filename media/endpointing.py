@@ -233,6 +233,30 @@ class Endpointer:
         """Inside an utterance, silence has begun: it ends if the silence lasts."""
         return self._confirmed and self._silence_start >= 0
 
+    def provisional_end(self) -> tuple[int, int, int, int] | None:
+        """While pausing, once the end padding has been heard: ``(index, start_sample,
+        end_sample, speech_end_sample)`` of the utterance if the pause lasts until it ends it.
+        The worker starts that final's decoding during the silence wait; the ``UtteranceEnded``
+        that follows has exactly these samples unless speech resumes (or a max-length cut)."""
+        if not self.pausing:
+            return None
+        speech_end = max(self._silence_start, self._speech_start)
+        if self._processed_end < speech_end + self._pad:
+            return None
+        end = min(speech_end + self._pad, self._utt_start + self._length)
+        for gap_start, _ in self._gaps:
+            if speech_end <= gap_start < end:
+                end = gap_start
+        if end - self._utt_start > self._max_len:
+            return None
+        return self._index, self._utt_start, end, speech_end
+
+    def audio_until(self, end_sample: int) -> np.ndarray:
+        """The open utterance's audio from its start to ``end_sample`` (a read-only view)."""
+        view = self._audio()[: max(end_sample - self._utt_start, 0)]
+        view.flags.writeable = False
+        return view
+
     @property
     def safe_offset(self) -> int:
         """The earliest sample a later utterance can still include: the open utterance's start,

@@ -64,6 +64,7 @@ def _run_worker(cfg: Config, index: int) -> int:
             max_utterance_s=v.max_utterance_s,
         ),
         partial_interval_s=i.partial_interval_ms / 1000.0,
+        early_finals=i.early_finals,
         index=index,
         heartbeat_endpoint=cfg.heartbeat_endpoint(index),
         heartbeat_interval_s=i.heartbeat_interval_ms / 1000.0,

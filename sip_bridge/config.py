@@ -87,6 +87,9 @@ class InferenceConfig:
     partial_interval_ms: int = (
         1000  # a transcript.partial of a growing utterance this often; 0: off
     )
+    # Decode an utterance's final while the silence that ends it is still being waited for
+    # (from speech end + vad.speech_pad_ms), so the final is ready when the pause is long enough.
+    early_finals: bool = True
     provider: Literal["auto", "cuda", "cpu"] = "auto"
     device_id: int = 0  # the GPU the workers use, with CUDA
     # Cap on each CUDA session's memory arena (MiB); 0 = none. The arena grows by what is asked,

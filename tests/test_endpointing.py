@@ -420,3 +420,30 @@ def test_resuming_at_the_safe_offset_gives_the_same_utterances() -> None:
         np.testing.assert_array_equal(a.audio, b.audio)
     with pytest.raises(ValueError):
         Endpointer(RATE, start_offset=-1)
+
+
+def test_provisional_end_is_the_end_the_utterance_gets_if_the_pause_lasts() -> None:
+    ep = Endpointer(RATE)
+    feed(ep, [0.0] * 10 + [0.9] * 30)
+    assert ep.provisional_end() is None  # not pausing
+    feed(ep, [0.0] * 3, start=40 * W)
+    assert ep.provisional_end() is None  # pausing, but the end padding is not heard yet
+    feed(ep, [0.0] * 4, start=43 * W)
+    guess = ep.provisional_end()
+    assert guess is not None
+    index, start, end, speech_end = guess
+    audio = np.array(ep.audio_until(end))
+    (done,) = ended(feed(ep, [0.0] * 20, start=47 * W))
+    assert (done.index, done.start_sample, done.end_sample, done.speech_end_sample) == guess
+    np.testing.assert_array_equal(done.audio, audio)
+
+
+def test_provisional_end_is_void_when_speech_resumes() -> None:
+    ep = Endpointer(RATE)
+    feed(ep, [0.0] * 10 + [0.9] * 30 + [0.0] * 8)  # a 256 ms pause
+    guess = ep.provisional_end()
+    assert guess is not None
+    feed(ep, [0.9] * 10, start=48 * W)  # speech again: the same utterance goes on
+    assert ep.provisional_end() is None
+    (done,) = ended(feed(ep, [0.0] * 20, start=58 * W))
+    assert done.index == guess[0] and done.end_sample > guess[2]

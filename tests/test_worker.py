@@ -305,3 +305,24 @@ def test_heartbeats_carry_the_worker_and_its_load(model: MoonshineModel) -> None
         sub.close(0)
         push.close(0)
         ctx.term()
+
+
+def test_the_final_is_decoded_during_the_silence_wait(harness: Harness) -> None:
+    """Audio at real-time pace: the final's decoding starts while the pause is still too short
+    to end the utterance, and that decoding becomes the final."""
+    (prompt,) = speech.select(1, min_s=2.0, max_s=4.0, stride=19)
+    pcm = join_with_silence([prompt.pcm()], lead_s=0.3, tail_s=1.5, noise_rms=20, seed=7)
+    call_id = wire.new_call_id()
+    harness.send(wire.CallStart(call_id, 8000, harness.reply_to, "sip-early"))
+    step = 800  # 100 ms
+    pace = threading.Event()
+    for off in range(0, len(pcm) - step + 1, step):
+        harness.send(wire.Audio(call_id, off, 8000, pcm[off : off + step].tobytes()))
+        pace.wait(0.1)
+    harness.send(wire.CallEnd(call_id, len(pcm) // step * step, 8000))
+    msgs = harness.collect({call_id})[call_id]
+    (final,) = finals(msgs)
+    assert speech.wer([prompt.text], [final.text]) <= 0.3, final.text
+    stats = harness.worker.stats
+    assert stats.early_finals_used == 1, stats
+    assert stats.utterances == 1
