@@ -11,7 +11,8 @@ Results go back to the media process named in each call's ``CallStart``. Every c
 Failover support: every result carries the call's *epoch* (its placement number); a call moved here
 from a dead worker starts at the ``CallStart``'s resume offset and utterance number; finals carry
 their end offset and, between utterances, :class:`~media.wire.Checkpoint` messages tell the media
-side which audio it no longer needs to keep for a replay. A :class:`HeartbeatThread` publishes the
+side which audio it no longer needs to keep for a replay. A
+:class:`~inference.heartbeat.HeartbeatThread` publishes the
 worker's liveness and load; it runs beside the loop, so a long model batch does not look like death,
 and it reports how long ago the loop last turned, so a stuck loop does.
 
@@ -20,12 +21,9 @@ Bad messages from a peer are counted and logged, never fatal.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +33,7 @@ import soxr
 import zmq
 
 from inference.batching import Batcher, BatchPolicy, Request
+from inference.heartbeat import HeartbeatThread
 from inference.speech_model import SpeechModel
 from media import wire
 from media.endpointing import Endpointer, EndpointerSettings, UtteranceEnded
@@ -606,54 +605,3 @@ class Worker:
         self.pull.close(0)
         for sock in self._replies.values():
             sock.close()
-
-
-class HeartbeatThread:
-    """Publishes the worker's :class:`~media.wire.Heartbeat` every ``heartbeat_interval_s`` on
-    its own PUB socket, from its own thread: ONNX Runtime releases the GIL while the model runs, so
-    beats keep coming through a long batch. The incarnation is new for every worker process."""
-
-    def __init__(self, worker: Worker, endpoint: str, ctx: zmq.Context[Any]) -> None:
-        self.worker = worker
-        self.incarnation = uuid.uuid4().hex
-        self._interval = worker.settings.heartbeat_interval_s
-        self._stopping = threading.Event()
-        self._pub: zmq.Socket[Any] = ctx.socket(zmq.PUB)
-        self._pub.setsockopt(zmq.LINGER, 0)
-        self._pub.setsockopt(zmq.SNDHWM, 10)
-        self._pub.bind(endpoint)
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(5.0)
-
-    def beat(self, busy: float) -> wire.Heartbeat:
-        w = self.worker
-        return wire.Heartbeat(
-            self.incarnation,
-            w.settings.index,
-            len(w.calls),
-            round(w.backlog_s(), 3),
-            round(busy, 3),
-            round(max(0.0, w.clock() - w.loop_turned_at), 3),
-        )
-
-    def _run(self) -> None:
-        last_model = self.worker.model_seconds_total
-        last_at = time.monotonic()
-        try:
-            while not self._stopping.is_set():
-                now = time.monotonic()
-                model = self.worker.model_seconds_total
-                busy = min(1.0, (model - last_model) / max(now - last_at, 1e-3))
-                last_model, last_at = model, now
-                # A subscriber not keeping up misses this beat: a late beat is worth nothing.
-                with contextlib.suppress(zmq.Again):
-                    self._pub.send_multipart(wire.encode(self.beat(busy)), flags=zmq.NOBLOCK)
-                self._stopping.wait(self._interval)
-        finally:
-            self._pub.close(0)
