@@ -51,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,7 @@ class Spoken:
     text: str
     first_frame: int  # first frame above SPEECH_DBFS
     last_frame: int  # last frame above SPEECH_DBFS: its send time is the speech end
+    clip_samples: int  # the whole recorded prompt, its own leading and trailing silence included
 
     @property
     def span_s(self) -> tuple[float, float]:
@@ -135,7 +137,8 @@ def build_call(
     for text, a, b in placed:
         loud = loud_frames(pcm[a:b])
         if len(loud):
-            spoken.append(Spoken(text, a // FRAME + int(loud[0]), a // FRAME + int(loud[-1])))
+            first, last = a // FRAME + int(loud[0]), a // FRAME + int(loud[-1])
+            spoken.append(Spoken(text, first, last, b - a))
     return pcm, spoken
 
 
@@ -151,23 +154,53 @@ def prompt_pool(min_s: float, max_s: float) -> list[tuple[str, np.ndarray]]:
 # -- the worker process ---------------------------------------------------------------------------
 
 
-class WorkerProcess:
-    def __init__(self, workdir: Path, partials_ms: int, args: argparse.Namespace) -> None:
-        with socket.socket() as probe:
+def free_ports(count: int) -> list[int]:
+    """Distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
             probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.endpoint = f"tcp://127.0.0.1:{port}"
-        cfg = workdir / f"worker-{partials_ms}.yaml"
-        vad = f"vad:\n  min_silence_ms: {args.min_silence_ms}\n" if args.min_silence_ms else ""
-        cfg.write_text(
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSetup:
+    """The config keys a benchmarked worker gets; everything else keeps the product default."""
+
+    partials_ms: int  # inference.partial_interval_ms (0: partials off)
+    max_batch: int = 8  # inference.max_batch
+    threads: int = 1  # inference.threads
+    min_silence_ms: int = 0  # vad.min_silence_ms; 0 keeps the default
+    provider: str = "cpu"  # inference.provider
+
+    def yaml(self, port: int, heartbeat_port: int) -> str:
+        vad = f"vad:\n  min_silence_ms: {self.min_silence_ms}\n" if self.min_silence_ms else ""
+        return (
             "log_level: DEBUG\n"
             "inference:\n"
             f"  port_base: {port}\n"
-            f"  partial_interval_ms: {partials_ms}\n"
-            f"  max_batch: {args.max_batch}\n"
-            f"  provider: {args.provider}\n" + vad
+            f"  heartbeat_port_base: {heartbeat_port}\n"
+            f"  partial_interval_ms: {self.partials_ms}\n"
+            f"  max_batch: {self.max_batch}\n"
+            f"  threads: {self.threads}\n"
+            f"  provider: {self.provider}\n" + vad
         )
-        self.log_path = workdir / f"worker-{partials_ms}.log"
+
+
+class WorkerProcess:
+    """``sip_bridge.cli worker`` as a child process, with its config and log under ``workdir``."""
+
+    def __init__(self, workdir: Path, name: str, setup: WorkerSetup) -> None:
+        port, heartbeat_port = free_ports(2)
+        self.name = name
+        self.setup = setup
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+        cfg = workdir / f"{name}.yaml"
+        cfg.write_text(setup.yaml(port, heartbeat_port))
+        self.log_path = workdir / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sip_bridge.cli", "worker"]
@@ -226,15 +259,24 @@ class Level:
     lost: int = 0
     stray: int = 0  # finals overlapping no prompt
     latencies_ms: list[float] = field(default_factory=list)
+    # (speech seconds, latency ms) of every prompt; a lost final is infinitely late
+    by_length: list[tuple[float, float]] = field(default_factory=list)
     vad_late_ms: float = math.nan
     partials: int = 0
-    partial_gap_ms: float = math.nan
+    partial_gaps_ms: list[float] = field(default_factory=list)
+    partial_gap_ms: float = math.nan  # median of partial_gaps_ms
+    audio_s: float = 0.0  # call audio sent: calls x call length
+    cpu_s: float = 0.0  # every worker's utime+stime over the level
     cpu_per_audio: float = math.nan
     batches: int = 0
+    batch_log: list[tuple[int, int, int]] = field(default_factory=list)  # (clips, finals, ms)
     avg_batch: float = math.nan
-    busy: float = math.nan
+    busy: float = math.nan  # share of wall time inside the model, averaged over the workers
     wer: float = math.nan
-    lag_ms: float = 0.0
+    lag_ms: float = 0.0  # worst tick lateness
+    lag_p99_ms: float = 0.0
+    gen_cpu_s: float = 0.0  # this process (the generator), utime+stime over the level
+    other_cpu_s: float = 0.0  # the rest of the machine (/proc/stat busy - workers - generator)
     wall_s: float = 0.0
     send_dropped: int = 0
     undone: int = 0  # calls without CallDone when the drain ran out
@@ -246,32 +288,59 @@ class Level:
             return math.nan
         return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
-    def sustains(self, bar_ms: float) -> bool:
-        return self.percentile(0.95) <= bar_ms and self.undone == 0
+    def sustains(self, bar_ms: float, minus_ms: float = 0.0) -> bool:
+        """p95 (less ``minus_ms``) within the bar, and every call finished."""
+        return self.percentile(0.95) - minus_ms <= bar_ms and self.undone == 0
 
 
 class Generator:
-    """The media side: one PUSH to the worker, one PULL for results, one pacing loop."""
+    """The media side: one PUSH per worker, one PULL for results, one pacing loop.
 
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str) -> None:
-        self.push = ctx.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.SNDHWM, 50_000)
-        self.push.setsockopt(zmq.LINGER, 0)
-        self.push.connect(endpoint)
+    Each call is pinned to one worker when it starts (the least loaded by open calls, ties taken
+    in turn) and every message of that call goes to that worker, as a media process does.
+    """
+
+    def __init__(self, ctx: zmq.Context[Any], endpoints: Sequence[str]) -> None:
+        self.pushes: list[zmq.Socket[Any]] = []
+        for endpoint in endpoints:
+            push = ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.SNDHWM, 50_000)
+            push.setsockopt(zmq.LINGER, 0)
+            push.connect(endpoint)
+            self.pushes.append(push)
         self.results = ctx.socket(zmq.PULL)
         self.results.setsockopt(zmq.LINGER, 0)
         port = self.results.bind_to_random_port("tcp://127.0.0.1")
         self.reply_to = f"tcp://127.0.0.1:{port}"
         self.received: list[tuple[float, wire.Message]] = []
+        self.route: dict[str, int] = {}  # call id -> worker index
+        self.open_calls = [0] * len(self.pushes)
+        self.tick_lags: list[float] = []  # lateness of each tick of the last play(), seconds
         self.dropped = 0
+        self.undecodable = 0
+        self._turn = 0
 
     def close(self) -> None:
-        self.push.close(0)
+        for push in self.pushes:
+            push.close(0)
         self.results.close(0)
 
-    def send(self, msg: wire.Message) -> None:
+    def assign(self, call_id: str, worker: int | None = None) -> int:
+        """Pin a call to a worker: the given one, else the one with the fewest open calls."""
+        if worker is None:
+            count = len(self.pushes)
+            order = [(self._turn + i) % count for i in range(count)]
+            worker = min(order, key=lambda w: self.open_calls[w])
+            self._turn = (worker + 1) % count
+        self.route[call_id] = worker
+        self.open_calls[worker] += 1
+        return worker
+
+    def send(self, msg: wire.CallStart | wire.Audio | wire.CallEnd) -> None:
         try:
-            self.push.send_multipart(wire.encode(msg), flags=zmq.NOBLOCK, copy=False)
+            self.pushes[self.route[msg.call_id]].send_multipart(
+                wire.encode(msg), flags=zmq.NOBLOCK, copy=False
+            )
         except zmq.Again:
             self.dropped += 1
 
@@ -285,7 +354,14 @@ class Generator:
                     frames = self.results.recv_multipart(flags=zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self.received.append((time.monotonic(), wire.decode(frames)))
+                try:
+                    msg = wire.decode(frames)
+                except wire.WireError:  # e.g. a message type newer than this bench
+                    self.undecodable += 1
+                    continue
+                self.received.append((time.monotonic(), msg))
+                if isinstance(msg, wire.CallDone) and msg.call_id in self.route:
+                    self.open_calls[self.route[msg.call_id]] -= 1
 
     def send_frame(self, call: Call, k: int) -> None:
         """Frame k of a call through the gate, exactly as the media process's AudioSender does."""
@@ -297,15 +373,16 @@ class Generator:
         """Run every call in real time, then wait for their CallDone. Returns the worst tick lag."""
         ends = {c.call_id: {s.last_frame: i for i, s in enumerate(c.spoken)} for c in calls}
         last_tick = max(c.start_tick + c.frames for c in calls)
+        self.tick_lags = []
         t0 = time.monotonic() + 0.05
-        worst = 0.0
         for tick in range(last_tick + 1):
             deadline = t0 + tick * TICK_S
             self.receive_until(deadline)
-            worst = max(worst, time.monotonic() - deadline)
+            self.tick_lags.append(time.monotonic() - deadline)
             for call in calls:
                 k = tick - call.start_tick
                 if k == 0:
+                    self.assign(call.call_id)
                     self.send(wire.CallStart(call.call_id, RATE, self.reply_to, call.call_id[:8]))
                 if 0 <= k < call.frames:
                     self.send_frame(call, k)
@@ -325,7 +402,7 @@ class Generator:
                     pending.discard(msg.call_id)
         for call in calls:
             call.done = call.call_id not in pending
-        return worst
+        return max(self.tick_lags, default=0.0)
 
 
 def analyse(level: Level, calls: list[Call], received: list[tuple[float, wire.Message]]) -> None:
@@ -342,12 +419,10 @@ def analyse(level: Level, calls: list[Call], received: list[tuple[float, wire.Me
             partial_times.setdefault((msg.call_id, msg.utterance), []).append(t)
             continue
         level.finals += 1
-        call = by_id[msg.call_id]
-        overlaps = [min(msg.end, b) - max(msg.start, a) for a, b in (s.span_s for s in call.spoken)]
-        if not overlaps or max(overlaps) <= 0:
+        key = covered_prompt(by_id[msg.call_id], msg)
+        if key is None:
             level.stray += 1
             continue
-        key = (msg.call_id, int(np.argmax(overlaps)))
         texts.setdefault(key, []).append((msg.start, msg.text))
         if key not in last_final or msg.end >= last_final[key][0]:
             last_final[key] = (msg.end, t, msg.speech_end_offset)
@@ -359,20 +434,115 @@ def analyse(level: Level, calls: list[Call], received: list[tuple[float, wire.Me
             refs.append(spoken.text)
             hyps.append(" ".join(text for _, text in sorted(texts.get((call.call_id, i), []))))
             got = last_final.get((call.call_id, i))
+            speech_s = (spoken.last_frame + 1 - spoken.first_frame) * TICK_S
             if got is None:
                 level.lost += 1
+                level.by_length.append((speech_s, math.inf))
             else:
                 level.latencies_ms.append((got[1] - call.speech_end_sent[i]) * 1000)
+                level.by_length.append((speech_s, level.latencies_ms[-1]))
                 vad_late.append((got[2] - (spoken.last_frame + 1) * FRAME) / RATE * 1000)
     if vad_late:
         level.vad_late_ms = float(np.median(vad_late))
     level.wer = speech.wer(refs, hyps) if refs else math.nan
-    gaps = [
-        b - a for times in partial_times.values() for a, b in zip(times, times[1:], strict=False)
+    level.partial_gaps_ms = [
+        (b - a) * 1000
+        for times in partial_times.values()
+        for a, b in zip(times, times[1:], strict=False)
     ]
-    if gaps:
-        level.partial_gap_ms = float(np.median(gaps)) * 1000
+    if level.partial_gaps_ms:
+        level.partial_gap_ms = float(np.median(level.partial_gaps_ms))
     level.undone = sum(not c.done for c in calls)
+
+
+def covered_prompt(call: Call, msg: wire.Transcript) -> tuple[str, int] | None:
+    """(call id, spoken index) of the prompt a transcript overlaps most, or None."""
+    overlaps = [min(msg.end, b) - max(msg.start, a) for a, b in (s.span_s for s in call.spoken)]
+    if not overlaps or max(overlaps) <= 0:
+        return None
+    return call.call_id, int(np.argmax(overlaps))
+
+
+def make_calls(
+    n: int,
+    pool: list[tuple[str, np.ndarray]],
+    rng: np.random.Generator,
+    duration_s: float,
+    stagger_s: float,
+) -> list[Call]:
+    """N calls, each with its own prompts and its own silence gate, starting within stagger_s."""
+    gate = SilenceGateConfig()
+    calls = []
+    for _ in range(n):
+        pcm, spoken = build_call(pool, rng, duration_s)
+        calls.append(
+            Call(
+                wire.new_call_id(),
+                int(rng.uniform(0.0, stagger_s) * 50),
+                pcm,
+                spoken,
+                SuppressedStream(
+                    SilenceGate(RATE, gate.threshold_dbfs, gate.hangover_ms, gate.preroll_ms)
+                ),
+            )
+        )
+    return calls
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """This process's utime+stime (all its threads, ZeroMQ's I/O thread included)."""
+    times = os.times()
+    return times.user + times.system
+
+
+def measure(
+    calls: list[Call],
+    workers: Sequence[WorkerProcess],
+    gen: Generator,
+    duration_s: float,
+    drain_s: float,
+) -> Level:
+    """Play the calls through the generator into the workers and analyse what came back.
+
+    ``gen.received`` keeps this level's results until the next call.
+    """
+    level = Level(len(calls))
+    gen.received.clear()
+    dropped = gen.dropped
+    log_starts = [w.log_size() for w in workers]
+    cpu_start, gen_cpu_start = sum(w.cpu_s() for w in workers), own_cpu_s()
+    busy_start, wall_start = machine_busy_s(), time.monotonic()
+    level.lag_ms = gen.play(calls, drain_s) * 1000
+    level.wall_s = time.monotonic() - wall_start
+    busy = machine_busy_s() - busy_start
+    level.cpu_s = sum(w.cpu_s() for w in workers) - cpu_start
+    level.gen_cpu_s = own_cpu_s() - gen_cpu_start
+    level.other_cpu_s = max(0.0, busy - level.cpu_s - level.gen_cpu_s)
+    if gen.tick_lags:
+        level.lag_p99_ms = float(np.percentile(gen.tick_lags, 99)) * 1000
+    # A worker logs a batch before it sends the batch's results, so every batch whose results
+    # arrived is in the log by now (only a stale partial run after the last CallDone is missed).
+    batches = [
+        b for w, s in zip(workers, log_starts, strict=True) for b in w.batches(s, w.log_size())
+    ]
+    level.send_dropped = gen.dropped - dropped
+    level.audio_s = len(calls) * duration_s
+    level.cpu_per_audio = level.cpu_s / level.audio_s
+    level.batches = len(batches)
+    level.batch_log = batches
+    if batches:
+        level.avg_batch = sum(b[0] for b in batches) / len(batches)
+        level.busy = sum(b[2] for b in batches) / 1000 / level.wall_s / len(workers)
+    analyse(level, calls, gen.received)
+    return level
 
 
 def run_level(
@@ -383,53 +553,30 @@ def run_level(
     rng: np.random.Generator,
     args: argparse.Namespace,
 ) -> Level:
-    gate = SilenceGateConfig()
-    calls = []
-    for _ in range(n):
-        pcm, spoken = build_call(pool, rng, args.duration_s)
-        calls.append(
-            Call(
-                wire.new_call_id(),
-                int(rng.uniform(0.0, args.stagger_s) * 50),
-                pcm,
-                spoken,
-                SuppressedStream(
-                    SilenceGate(RATE, gate.threshold_dbfs, gate.hangover_ms, gate.preroll_ms)
-                ),
-            )
-        )
-    level = Level(n)
-    gen.received.clear()
-    dropped = gen.dropped
-    log_start, cpu_start, wall_start = worker.log_size(), worker.cpu_s(), time.monotonic()
-    level.lag_ms = gen.play(calls, args.drain_s) * 1000
-    level.wall_s = time.monotonic() - wall_start
-    cpu = worker.cpu_s() - cpu_start
-    time.sleep(0.1)  # the worker logs a batch just after it sends its results
-    batches = worker.batches(log_start, worker.log_size())
-    level.send_dropped = gen.dropped - dropped
-    level.cpu_per_audio = cpu / (n * args.duration_s)
-    level.batches = len(batches)
-    if batches:
-        level.avg_batch = sum(b[0] for b in batches) / len(batches)
-        level.busy = sum(b[2] for b in batches) / 1000 / level.wall_s
-    analyse(level, calls, gen.received)
-    return level
+    calls = make_calls(n, pool, rng, args.duration_s, args.stagger_s)
+    return measure(calls, [worker], gen, args.duration_s, args.drain_s)
 
 
-def warm_up(gen: Generator, pool: list[tuple[str, np.ndarray]]) -> None:
-    """One call sent at once, so the first model runs' allocations fall outside the levels."""
-    call_id = wire.new_call_id()
+def warm_up(
+    gen: Generator, pool: list[tuple[str, np.ndarray]], worker: int = 0, calls: int = 1
+) -> None:
+    """Calls sent at once to one worker, so the first model runs' allocations (at up to
+    ``calls`` clips a batch) fall outside the levels."""
     pcm = np.concatenate([pool[0][1], np.zeros(RATE, dtype=np.int16)])
-    gen.send(wire.CallStart(call_id, RATE, gen.reply_to, "warm-up"))
-    gen.send(wire.Audio(call_id, 0, RATE, pcm.tobytes()))
-    gen.send(wire.CallEnd(call_id, len(pcm), RATE))
+    ids = [wire.new_call_id() for _ in range(calls)]
+    for call_id in ids:
+        gen.assign(call_id, worker)
+        gen.send(wire.CallStart(call_id, RATE, gen.reply_to, "warm-up"))
+        gen.send(wire.Audio(call_id, 0, RATE, pcm.tobytes()))
+        gen.send(wire.CallEnd(call_id, len(pcm), RATE))
+    pending = set(ids)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while pending and time.monotonic() < deadline:
+        seen = len(gen.received)
         gen.receive_until(min(deadline, time.monotonic() + 0.2))
-        if any(isinstance(m, wire.CallDone) for _, m in gen.received):
-            return
-    sys.exit("warm-up call never finished")
+        pending -= {m.call_id for _, m in gen.received[seen:] if isinstance(m, wire.CallDone)}
+    if pending:
+        sys.exit(f"warm-up calls on worker {worker} never finished")
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -510,9 +657,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="worker-capacity-") as tmp:
         for partials_ms in intervals:
             rng = np.random.default_rng(args.seed)
-            worker = WorkerProcess(Path(tmp), partials_ms, args)
+            setup = WorkerSetup(partials_ms, args.max_batch, 1, args.min_silence_ms, args.provider)
+            worker = WorkerProcess(Path(tmp), f"worker-{partials_ms}", setup)
             ctx: zmq.Context[Any] = zmq.Context()
-            gen = Generator(ctx, worker.endpoint)
+            gen = Generator(ctx, [worker.endpoint])
             try:
                 runs_on = worker.wait_ready()
                 warm_up(gen, pool)
