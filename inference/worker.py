@@ -571,10 +571,27 @@ class Worker:
         self.speculate(now)
         self.drop_stale_partials(now)
         self.queue_partials(now)
-        speaking = any(c.endpointer.in_utterance for c in self.calls.values() if not c.ending)
-        batch = self.batcher.next_batch(now, nothing_coming=not speaking)
+        batch = self.batcher.next_batch(now, nothing_coming=not self._final_imminent())
         if batch:
             self.run_batch(batch)
+
+    def _final_imminent(self) -> bool:
+        """Could another call's final (or early final) be ready within the batching wait?
+
+        Only then is waiting for it worth the latency: a final comes only after a pause of
+        ``speech_pad_ms`` (early finals) or ``min_silence_ms``, so a call that is not pausing, or
+        has paused for much less than that, sends nothing to batch with in time.
+        """
+        s = self.settings.endpointing
+        wait_ms = self.batcher.policy.max_wait_ms
+        for call in self.calls.values():
+            ep = call.endpointer
+            if call.ending or not ep.pausing or call.spec is not None:
+                continue
+            due_ms = s.speech_pad_ms if self.settings.early_finals else s.min_silence_ms
+            if due_ms - ep.pause_samples * 1000 / call.sample_rate <= wait_ms:
+                return True
+        return False
 
     def timeout(self) -> float:
         deadline = self.batcher.deadline()

@@ -266,6 +266,13 @@ class Endpointer:
         return self._processed_end - len(self._ring)
 
     @property
+    def pause_samples(self) -> int:
+        """How long the open utterance has been pausing (0 when it is not)."""
+        if not self.pausing:
+            return 0
+        return self._processed_end - self._silence_start
+
+    @property
     def next_index(self) -> int:
         """The index the next utterance to start will get."""
         return self._next_index

@@ -447,3 +447,13 @@ def test_provisional_end_is_void_when_speech_resumes() -> None:
     assert ep.provisional_end() is None
     (done,) = ended(feed(ep, [0.0] * 20, start=58 * W))
     assert done.index == guess[0] and done.end_sample > guess[2]
+
+
+def test_pause_samples_counts_the_open_pause() -> None:
+    ep = Endpointer(RATE)
+    feed(ep, [0.0] * 10 + [0.9] * 30)
+    assert ep.pause_samples == 0
+    feed(ep, [0.0] * 5, start=40 * W)
+    assert ep.pause_samples == 5 * W
+    feed(ep, [0.9], start=45 * W)
+    assert ep.pause_samples == 0
