@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Literal
+
+Kind = Literal["final", "partial"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,17 +84,14 @@ class Batcher:
         oldest = min(r.ready_at for r in self._pending)
         return oldest + self.policy.max_wait_ms / 1000.0
 
-    def _anchor(self) -> Request:
-        # Finals first, then the oldest.
-        return min(self._pending, key=lambda r: (not r.final, r.ready_at))
-
-    def _compatible(self, anchor: Request) -> list[Request]:
-        """The anchor plus the requests closest to it in length, within the padding bound."""
+    def _compatible(self, anchor: Request, pending: list[Request]) -> list[Request]:
+        """The anchor plus the requests closest to it in length, within the padding bound.
+        The anchor is a final if any is waiting, else the oldest request."""
         chosen = [anchor]
         lo = hi = max(anchor.samples, 1)
         limit = 1.0 + self.policy.max_padding
         others = sorted(
-            (r for r in self._pending if r is not anchor),
+            (r for r in pending if r is not anchor),
             key=lambda r: (not r.final, abs(r.samples - anchor.samples), r.ready_at),
         )
         finals_left = False
@@ -109,17 +109,24 @@ class Batcher:
                 finals_left = True
         return chosen
 
-    def next_batch(self, now: float, nothing_coming: bool = False) -> list[Request]:
+    def next_batch(
+        self, now: float, nothing_coming: bool = False, only: Kind | None = None
+    ) -> list[Request]:
         """The batch to run now, or ``[]`` if waiting longer could still fill one.
 
         ``nothing_coming``: the caller knows no request can arrive before the deadline (nobody
-        is speaking), so waiting would only add latency: run now.
+        is speaking), so waiting would only add latency: run now. ``only``: a batch of finals
+        only, or of partials only (the worker runs partials on a thread of their own).
         """
-        if not self._pending:
+        if only is None:
+            pending = self._pending
+        else:
+            pending = [r for r in self._pending if r.final == (only == "final")]
+        if not pending:
             return []
-        anchor = self._anchor()
-        batch = self._compatible(anchor)
-        deadline = self.deadline()
+        anchor = min(pending, key=lambda r: (not r.final, r.ready_at))
+        batch = self._compatible(anchor, pending)
+        deadline = min(r.ready_at for r in pending) + self.policy.max_wait_ms / 1000.0
         due = (
             nothing_coming
             or len(batch) >= self.policy.max_batch

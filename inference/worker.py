@@ -34,7 +34,8 @@ import zmq
 
 from inference.batching import Batcher, BatchPolicy, Request
 from inference.heartbeat import HeartbeatThread
-from inference.speech_model import SpeechModel
+from inference.partial_runner import PartialRunner
+from inference.speech_model import SpeechModel, Transcription
 from media import wire
 from media.endpointing import Endpointer, EndpointerSettings, UtteranceEnded
 from media.silero import SileroVad, VadStream, window_size
@@ -63,6 +64,9 @@ class WorkerSettings:
     checkpoint_interval_s: float = 1.0
     # Decode an utterance's final during the silence wait that ends it (see Worker.speculate).
     early_finals: bool = True
+    # Partials run on their own thread this much nicer than the loop (see partial_runner);
+    # None: in the loop, between finals.
+    partial_nice: int | None = 10
 
 
 @dataclass(slots=True)
@@ -154,6 +158,9 @@ class Worker:
         # Read by the heartbeat thread (plain attribute reads; each is atomic in CPython).
         self.loop_turned_at = clock()
         self.model_seconds_total = 0.0
+        self._partials: PartialRunner | None = None
+        if settings.partial_interval_s > 0 and settings.partial_nice is not None:
+            self._partials = PartialRunner(model, settings.partial_nice)
         self.pull: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, 100_000)
         self.pull.setsockopt(zmq.LINGER, 0)
@@ -419,12 +426,15 @@ class Worker:
         in the same batch: that is where batching pays. The tick runs a little faster than
         ``partial_interval_s`` (PARTIAL_TICK_SHARE of it) so that, with the model's time varying
         from one partial to the next, an utterance still gets one at least every interval. No
-        partial starts while a final waits (the final goes first), nor on an utterance that is
-        pausing (likely to end: its final is near, and a partial would delay it).
+        partial starts on an utterance that is pausing (likely to end: its early final is near).
+        Partials run on their own lower-priority thread (``partial_nice``); without it, none is
+        queued while a final waits.
         """
         interval = self.settings.partial_interval_s
-        if interval <= 0 or now < self._next_partial_tick or self.batcher.finals_waiting:
+        if interval <= 0 or now < self._next_partial_tick:
             return
+        if self._partials is None and self.batcher.finals_waiting:
+            return  # in the loop, a partial would delay the finals
         self._next_partial_tick = now + interval * PARTIAL_TICK_SHARE
         for call in self.calls.values():
             if call.ending or call.endpointer.pausing:
@@ -464,7 +474,15 @@ class Worker:
         jobs = [r.payload for r in batch if isinstance(r.payload, _Job)]
         t0 = time.perf_counter()
         results = self.model.transcribe([j.audio for j in jobs])
-        spent = time.perf_counter() - t0
+        self._deliver(jobs, results, time.perf_counter() - t0)
+
+    def _collect_partials(self) -> None:
+        runner = self._partials
+        done = runner.poll() if runner is not None else None
+        if done is not None:
+            self._deliver(done.token, done.results, done.seconds)
+
+    def _deliver(self, jobs: list[_Job], results: list[Transcription], spent: float) -> None:
         self.stats.batches += 1
         self.stats.batch_items += len(jobs)
         self.stats.model_seconds += spent
@@ -568,12 +586,26 @@ class Worker:
             self._next_idle_check = now + 1.0
             self.expire_idle_calls(now)
             self.send_checkpoints()
+        self._collect_partials()
         self.speculate(now)
         self.drop_stale_partials(now)
         self.queue_partials(now)
-        batch = self.batcher.next_batch(now, nothing_coming=not self._final_imminent())
+        coming = self._final_imminent()
+        runner = self._partials
+        if runner is None:
+            batch = self.batcher.next_batch(now, nothing_coming=not coming)
+            if batch:
+                self.run_batch(batch)
+            return
+        batch = self.batcher.next_batch(now, nothing_coming=not coming, only="final")
         if batch:
             self.run_batch(batch)
+        elif not runner.busy:
+            # Partials come from one tick, all together: nothing is worth waiting for.
+            batch = self.batcher.next_batch(now, nothing_coming=True, only="partial")
+            if batch:
+                jobs = [r.payload for r in batch if isinstance(r.payload, _Job)]
+                runner.submit(jobs, [j.audio for j in jobs])
 
     def _final_imminent(self) -> bool:
         """Could another call's final (or early final) be ready within the batching wait?
@@ -619,6 +651,8 @@ class Worker:
             self.close()
 
     def close(self) -> None:
+        if self._partials is not None:
+            self._partials.stop()
         self.pull.close(0)
         for sock in self._replies.values():
             sock.close()

@@ -65,6 +65,7 @@ def _run_worker(cfg: Config, index: int) -> int:
         ),
         partial_interval_s=i.partial_interval_ms / 1000.0,
         early_finals=i.early_finals,
+        partial_nice=None if i.partial_nice < 0 else i.partial_nice,
         index=index,
         heartbeat_endpoint=cfg.heartbeat_endpoint(index),
         heartbeat_interval_s=i.heartbeat_interval_ms / 1000.0,

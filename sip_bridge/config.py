@@ -87,6 +87,9 @@ class InferenceConfig:
     partial_interval_ms: int = (
         1000  # a transcript.partial of a growing utterance this often; 0: off
     )
+    # Partials run on their own thread this much nicer (Linux nice) than the worker's loop, so a
+    # final never waits behind a partial; -1: partials run in the loop, between finals.
+    partial_nice: int = 10
     # Decode an utterance's final while the silence that ends it is still being waited for
     # (from speech end + vad.speech_pad_ms), so the final is ready when the pause is long enough.
     early_finals: bool = True
@@ -278,6 +281,8 @@ def validate(cfg: Config, source: str) -> Config:
             used[port] = key
     if not 0 <= i.nice <= 19:
         raise ConfigError(source, "inference.nice", "must be between 0 and 19")
+    if not -1 <= i.partial_nice <= 19:
+        raise ConfigError(source, "inference.partial_nice", "must be between -1 and 19")
     if i.device_id < 0 or i.gpu_mem_limit_mb < 0:
         raise ConfigError(source, "inference.gpu_mem_limit_mb", "must not be negative")
     if i.heartbeat_interval_ms < 10:

@@ -94,3 +94,14 @@ def test_waiting_samples_counts_every_request() -> None:
     b.add(req("a", 16000, 0.0))
     b.add(req("b", 8000, 0.0, final=False))
     assert b.waiting_samples() == 24000
+
+
+def test_only_finals_or_only_partials() -> None:
+    b = Batcher(BatchPolicy(max_batch=8, max_wait_ms=0))
+    b.add(req("p1", 16000, 0.0, final=False))
+    b.add(req("f1", 16000, 0.1))
+    b.add(req("p2", 16000, 0.0, final=False))
+    assert [r.key for r in b.next_batch(1.0, only="partial")] == ["p1", "p2"]
+    assert b.next_batch(1.0, only="partial") == []
+    assert [r.key for r in b.next_batch(1.0, only="final")] == ["f1"]
+    assert len(b) == 0
