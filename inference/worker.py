@@ -603,9 +603,20 @@ class Worker:
         elif not runner.busy:
             # Partials come from one tick, all together: nothing is worth waiting for.
             batch = self.batcher.next_batch(now, nothing_coming=True, only="partial")
-            if batch:
-                jobs = [r.payload for r in batch if isinstance(r.payload, _Job)]
-                runner.submit(jobs, [j.audio for j in jobs])
+            jobs = [r.payload for r in batch if isinstance(r.payload, _Job)]
+            useful = [j for j in jobs if self._partial_useful(j)]
+            self.stats.partials_dropped += len(jobs) - len(useful)
+            if useful:
+                runner.submit(useful, [j.audio for j in useful])
+
+    def _partial_useful(self, job: _Job) -> bool:
+        """Is a queued partial still worth the model's time? Not once its utterance has ended or
+        pauses (its final is due), nor for a call that is ending or was replaced."""
+        call = self.calls.get(job.call_id)
+        if call is None or call is not job.owner or call.ending:
+            return False
+        ep = call.endpointer
+        return ep.in_utterance and not ep.pausing and job.utterance == ep.next_index - 1
 
     def _final_imminent(self) -> bool:
         """Could another call's final (or early final) be ready within the batching wait?

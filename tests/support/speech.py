@@ -33,7 +33,7 @@ class Prompt:
     @property
     def seconds(self) -> float:
         with wave.open(str(self.path)) as w:
-            return w.getnframes() / w.getframerate()
+            return float(w.getnframes()) / float(w.getframerate())
 
 
 def available() -> bool:
