@@ -60,10 +60,15 @@ class FakeWorkerSide:
         self._beats.join(5)
         self.pull.close(0)
 
+    log_path: Path | None = None  # the media process's log, quoted when a wait times out
+
     def wait_for(self, predicate: Any, timeout_s: float) -> None:
         deadline = timeout_s * 1000
         while not predicate(self.messages):
-            assert self.pull.poll(int(deadline)), f"timeout; got {list(self.messages)}"
+            if not self.pull.poll(int(deadline)):
+                log = self.log_path.read_text()[-3000:] if self.log_path else ""
+                counts = {k: len(v) for k, v in self.messages.items()}
+                raise AssertionError(f"timeout; messages per call {counts}; media log:\n{log}")
             msg = wire.decode(self.pull.recv_multipart())
             self.messages.setdefault(getattr(msg, "call_id", ""), []).append(msg)
 
@@ -90,6 +95,7 @@ def media(
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     worker = FakeWorkerSide(ctx, f"tcp://127.0.0.1:{worker_port}", f"tcp://127.0.0.1:{beat_port}")
+    worker.log_path = tmp_path / "media.log"
     log = open(tmp_path / "media.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "sip_bridge.cli", "media", "--index", "0", "--config", str(path)],
