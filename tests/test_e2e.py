@@ -269,6 +269,58 @@ def test_a_worker_killed_mid_call_loses_no_utterance_and_comes_back(
     assert bridge.wait_for_count(up, ups + processes, timeout=30), bridge.log_text()[-3000:]
 
 
+def test_a_worker_that_stops_answering_loses_its_calls_and_its_late_results_are_dropped(
+    bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    """SIGSTOP the worker of a talking call (alive, silent): its call moves like a dead one's.
+    SIGCONT: it wakes with the call's old state, and whatever it says about it is ignored;
+    it takes new calls again."""
+    import os
+    import signal
+
+    prompts = speech.select(3, min_s=2.0, max_s=5.0, stride=29)
+    refs = " ".join(p.text for p in prompts)
+    seen = len(receiver.posts)
+    call = make_call(tmp_path, bridge, prompts, "stopped").start()
+    pid = 0
+    try:
+
+        def talking(posts: list[Any]) -> bool:
+            return any(p.json()["type"] == "transcript.partial" for p in posts[seen:])
+
+        assert receiver.wait_for(talking, timeout=60), "no partial"
+        event = next(
+            p.json() for p in receiver.posts[seen:] if p.json()["type"] == "transcript.partial"
+        )
+        call_id = str(event["call_id"])
+        log = bridge.log_text()
+        (worker,) = set(
+            re.findall(rf"worker\[(\d)\] inference\.worker: call {call_id}: started", log)
+        )
+        up, down = f"worker {worker} is up", f"worker {worker} is down"
+        ups, downs = log.count(up), log.count(down)
+        pid = int(re.findall(rf"worker {worker} started \(pid (\d+)\)", log)[-1])
+        os.kill(pid, signal.SIGSTOP)
+        moved = rf"call {call_id}: worker down \(worker {worker}\); moved"
+        assert bridge.wait_for_log(f"call {call_id}: worker down", 30), bridge.log_text()[-3000:]
+        processes = bridge.config["media"]["processes"]
+        assert bridge.wait_for_count(down, downs + processes, timeout=30)  # seen by every one
+        os.kill(pid, signal.SIGCONT)
+        pid = 0
+        result = call.wait()
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGCONT)
+        call.kill()
+    ended = check_call(result, receiver)  # seq gap-free, INFO = finals, call.ended = finals
+    assert re.search(moved, bridge.log_text())
+    finals = [e for e in events_of(receiver, result.call_id) if e["type"] == "transcript.final"]
+    utterances = [e["utterance"] for e in finals]
+    assert utterances == sorted(set(utterances)), utterances
+    assert speech.wer([refs], [str(ended["text"])]) <= 0.3, ended["text"]
+    assert bridge.wait_for_count(up, ups + processes, timeout=30), bridge.log_text()[-3000:]
+
+
 def test_a_killed_media_process_is_restarted_and_calls_go_on(
     bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
