@@ -79,10 +79,10 @@ class Batcher:
 
     def deadline(self) -> float | None:
         """When the oldest request's wait runs out (``None`` if nothing waits)."""
-        if not self._pending:
-            return None
-        oldest = min(r.ready_at for r in self._pending)
-        return oldest + self.policy.max_wait_ms / 1000.0
+        return self._deadline(self._pending) if self._pending else None
+
+    def _deadline(self, pending: list[Request]) -> float:
+        return min(r.ready_at for r in pending) + self.policy.max_wait_ms / 1000.0
 
     def _compatible(self, anchor: Request, pending: list[Request]) -> list[Request]:
         """The anchor plus the requests closest to it in length, within the padding bound.
@@ -126,11 +126,8 @@ class Batcher:
             return []
         anchor = min(pending, key=lambda r: (not r.final, r.ready_at))
         batch = self._compatible(anchor, pending)
-        deadline = min(r.ready_at for r in pending) + self.policy.max_wait_ms / 1000.0
         due = (
-            nothing_coming
-            or len(batch) >= self.policy.max_batch
-            or (deadline is not None and now >= deadline)
+            nothing_coming or len(batch) >= self.policy.max_batch or now >= self._deadline(pending)
         )
         if not due:
             return []
