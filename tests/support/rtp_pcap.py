@@ -179,6 +179,24 @@ def _frame(udp_payload: bytes, ident: int) -> bytes:
     return _DST_MAC + _SRC_MAC + b"\x08\x00" + ip + udp
 
 
+def write_packets_pcap(
+    path: Path | str, packets: list[tuple[float, bytes]], *, start_time: float = 1_700_000_000.0
+) -> None:
+    """Write RTP packets, each with its send time (seconds from the start), in a libpcap file.
+
+    sipp sends them in file order, pacing by these times: out-of-order times or packets make
+    jitter and reordering, missing packets make loss.
+    """
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))  # 1 = Ethernet
+    start_us = round(start_time * 1_000_000)
+    for i, (t, rtp) in enumerate(packets):
+        frame = _frame(rtp, i)
+        t_us = start_us + round(t * 1_000_000)
+        out += struct.pack("<IIII", t_us // 1_000_000, t_us % 1_000_000, len(frame), len(frame))
+        out += frame
+    Path(path).write_bytes(bytes(out))
+
+
 def write_rtp_pcap(
     path: Path | str,
     pcm_8k: np.ndarray,
@@ -187,19 +205,14 @@ def write_rtp_pcap(
     ssrc: int = 0x5EED1234,
     start_time: float = 1_700_000_000.0,
 ) -> float:
-    """Write ``pcm_8k`` (int16, 8 kHz) as a G.711 RTP stream in a libpcap file.
+    """Write ``pcm_8k`` (int16, 8 kHz) as a G.711 RTP stream in a libpcap file, one packet
+    every 20 ms.
 
     Returns the stream's duration in seconds (whole 20 ms packets).
     """
     packets = rtp_packets(pcm_8k, payload_type, ssrc=ssrc)
-    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))  # 1 = Ethernet
-    start_us = round(start_time * 1_000_000)
-    for i, rtp in enumerate(packets):
-        frame = _frame(rtp, i)
-        t_us = start_us + i * PTIME_MS * 1000
-        out += struct.pack("<IIII", t_us // 1_000_000, t_us % 1_000_000, len(frame), len(frame))
-        out += frame
-    Path(path).write_bytes(bytes(out))
+    timed = [(i * PTIME_MS / 1000, rtp) for i, rtp in enumerate(packets)]
+    write_packets_pcap(path, timed, start_time=start_time)
     return len(packets) * PTIME_MS / 1000
 
 
