@@ -15,8 +15,8 @@ audio. :attr:`AudioSender.epochs` tells the main loop which epoch's results are 
 written here before the ``CallStart`` of that epoch is sent, so no current result can beat it.
 
 The main loop talks to this thread only through the queue (:class:`StartCall`, :class:`EndCall`,
-:class:`Commit`, :class:`Forget`); PJSIP's clock thread puts ``(call_id, pcm)`` tuples on it. This
-module never touches PJSUA2.
+:class:`Commit`, :class:`Mute`, :class:`Forget`); PJSIP's clock thread puts ``(call_id, pcm)``
+tuples on it. This module never touches PJSUA2.
 """
 
 from __future__ import annotations
@@ -68,6 +68,15 @@ class Commit:
 
 
 @dataclass(frozen=True, slots=True)
+class Mute:
+    """The call is on hold (``muted``) or back: while muted, its frames count as silence, so
+    music on hold is never transcribed and the call's timeline keeps running."""
+
+    call_id: str
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Forget:
     """The main loop is done with the call (its last results arrived, or it gave up)."""
 
@@ -79,7 +88,7 @@ class _Stop:
     pass
 
 
-Item = tuple[str, bytes] | StartCall | EndCall | Commit | Forget | _Stop
+Item = tuple[str, bytes] | StartCall | EndCall | Commit | Mute | Forget | _Stop
 
 
 @dataclass(slots=True)
@@ -93,6 +102,7 @@ class _CallStream:
     epoch: int = 0
     next_utterance: int = 0
     ended: bool = False
+    muted: bool = False
     lost_reported: int = 0
 
 
@@ -188,6 +198,8 @@ class AudioSender:
                     self._end(item)
                 elif isinstance(item, Commit):
                     self._commit(item)
+                elif isinstance(item, Mute):
+                    self._mute(item)
                 elif isinstance(item, Forget):
                     self._forget(item)
                 elif isinstance(item, _Stop):
@@ -261,6 +273,8 @@ class AudioSender:
             return
         self.stats.frames_in += 1
         self.stats.bytes_in += len(pcm)
+        if call.muted:
+            pcm = bytes(len(pcm))
         for offset, run in call.stream.push(pcm):
             call.replay.append(offset, run)
             if call.worker is None:
@@ -286,6 +300,11 @@ class AudioSender:
             return
         call.next_utterance = c.next_utterance
         call.replay.commit(c.offset)
+
+    def _mute(self, m: Mute) -> None:
+        call = self._calls.get(m.call_id)
+        if call is not None:
+            call.muted = m.muted
 
     def _forget(self, f: Forget) -> None:
         self._calls.pop(f.call_id, None)

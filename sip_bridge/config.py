@@ -33,6 +33,13 @@ class SipConfig:
     public_address: str = ""
     # Answer OPTIONS pings from the trunk at the front.
     answer_options: bool = True
+    # Session timers (RFC 4028), used when the peer asks for them: the interval we ask for, and
+    # the shortest we accept (a 422 asks for more). A call not refreshed in time is hung up.
+    session_expires_s: int = 1800
+    min_se_s: int = 90
+    # Headers of the INVITE copied into call.started (`headers`), by name; `*` matches any
+    # characters ("X-*": every X- header). Case-insensitive.
+    metadata_headers: tuple[str, ...] = ("X-*",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +48,10 @@ class JitterBufferConfig:
     min_prefetch_ms: int = 100
     max_prefetch_ms: int = 200
     max_ms: int = 500
+    # How PJSIP sheds the audio of a sender whose clock runs fast: "none" (only when the buffer
+    # is full, then the oldest frames), "static" or "progressive" (frames beyond the measured
+    # burst level, a few per second).
+    discard: Literal["none", "static", "progressive"] = "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +74,12 @@ class MediaConfig:
     silence_gate: SilenceGateConfig = field(default_factory=SilenceGateConfig)
     result_port_base: int = 5701  # process i pulls results on 127.0.0.1:(base + i)
     call_end_flush_s: float = 10.0  # wait this long for a worker's last finals after BYE
+    # No RTP received for this long (and the call not on hold): hang up, reason "rtp timeout".
+    # 0 = never.
+    rtp_timeout_s: float = 30.0
+    max_call_s: float = (
+        14400.0  # a call longer than this is hung up (reason "max duration"); 0 = no limit
+    )
     # Audio of each call kept until its worker confirms it transcribed it, to replay to another
     # worker if that one dies. Only a worker dead or stuck this long makes a replay fall short.
     replay_max_s: float = 60.0
@@ -121,7 +138,15 @@ class WebhookConfig:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryConfig:
-    sip_info: bool = True  # send each transcript.final into the call as SIP INFO
+    sip_info: bool = True  # send each transcript.final (and dtmf) into the call as SIP INFO
+    # The RFC 6086 Info-Package our INFOs carry (`Info-Package:` header). A peer whose INVITE
+    # lists packages in Recv-Info gets INFOs only if this one is among them; a peer that names
+    # none (most PBXs) gets them unless `sip_info_legacy` is off.
+    info_package: str = "transcript"
+    sip_info_legacy: bool = True
+    # transcript.partial into the call too, at most one per call this often (finals always go).
+    sip_info_partials: bool = False
+    sip_info_partial_interval_ms: int = 1000
     webhook_timeout_s: float = 5.0
     webhook_retries: int = 5  # attempts after the first, with doubling back-off
     webhook_backoff_s: float = 0.5
@@ -303,6 +328,21 @@ def validate(cfg: Config, source: str) -> Config:
         raise ConfigError(source, "vad.threshold", "must be between 0 and 1")
     if cfg.vad.max_utterance_s < 1 or cfg.vad.max_utterance_s > 30:
         raise ConfigError(source, "vad.max_utterance_s", "must be between 1 and 30 seconds")
+    if not 90 <= cfg.sip.min_se_s <= cfg.sip.session_expires_s:
+        raise ConfigError(
+            source, "sip.min_se_s", "must be at least 90 and at most session_expires_s"
+        )
+    if m.rtp_timeout_s < 0 or m.max_call_s < 0:
+        raise ConfigError(source, "media.rtp_timeout_s", "timeouts must not be negative")
+    if not cfg.delivery.info_package or not all(
+        c.isalnum() or c in "-._!%*+`'~" for c in cfg.delivery.info_package
+    ):
+        raise ConfigError(source, "delivery.info_package", "must be a SIP token")
+    for n, name in enumerate(cfg.sip.metadata_headers):
+        if not name or not all(c.isalnum() or c in "-_*." for c in name):
+            raise ConfigError(
+                source, f"sip.metadata_headers[{n}]", f"{name!r} is not a header name"
+            )
     for n, hook in enumerate(cfg.webhooks):
         if not hook.url.startswith(("http://", "https://")):
             raise ConfigError(source, f"webhooks[{n}].url", "must be an http:// or https:// URL")

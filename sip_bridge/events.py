@@ -18,6 +18,7 @@ CALL_STARTED: Final = "call.started"
 TRANSCRIPT_PARTIAL: Final = "transcript.partial"
 TRANSCRIPT_FINAL: Final = "transcript.final"
 CALL_ENDED: Final = "call.ended"
+DTMF: Final = "dtmf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class CallInfo:
     codec: str
     sample_rate: int
     node: str  # which media process took the call, e.g. "host/media1"
+    headers: tuple[tuple[str, str], ...] = ()  # INVITE headers picked by sip.metadata_headers
 
 
 @dataclass(slots=True)
@@ -79,8 +81,19 @@ class CallEvents:
                 "codec": self.info.codec,
                 "sample_rate": self.info.sample_rate,
                 "node": self.info.node,
+                "headers": dict(self.info.headers),
                 "timestamp": round(self.started_at, 3),
             },
+        )
+
+    def dtmf(self, digit: str, at: float, duration_ms: int | None, method: str) -> Event | None:
+        """A key pressed by the caller: ``at`` seconds from the answer, ``method`` "rfc4733"
+        (RTP telephone-event) or "sip-info"; ``None`` once the call has ended."""
+        if self._ended:
+            return None
+        return self._make(
+            DTMF,
+            {"digit": digit, "time": round(at, 3), "duration_ms": duration_ms, "method": method},
         )
 
     def transcript(self, t: Transcript) -> Event | None:

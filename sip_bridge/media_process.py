@@ -30,26 +30,39 @@ import pjsua2 as pj
 import zmq
 
 from media import wire
+from sip_bridge import sip_headers
 from sip_bridge.audio_sender import (
     AudioSender,
     Commit,
     EndCall,
     Forget,
+    Mute,
     SenderSettings,
     StartCall,
 )
 from sip_bridge.audio_tap import CallAudioPort, release
+from sip_bridge.call_watch import MAX_DURATION, RTP_TIMEOUT, CallWatch
 from sip_bridge.config import Config, MediaConfig
 from sip_bridge.events import CallEvents, CallInfo, Event
 from sip_bridge.frame_copy import make_copier
+from sip_bridge.info_policy import InfoPolicy
 from sip_bridge.webhooks import Endpoint, WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
-# Codecs we offer, best first: wideband stays wideband all the way to the model.
-CODEC_PRIORITIES = {"PCMU/8000": 250, "PCMA/8000": 240, "G722/16000": 230}
-# A peer answering one of these to an INFO does not want them: stop sending INFO on that call.
-INFO_REFUSED = {405, 415, 469, 488, 501}
+# Codecs we take, best first (as the answerer we follow the offer's order among these; every
+# other codec of the build is disabled). Wideband stays wideband all the way to the model.
+# The pjsua2-python wheel has no Opus; a PJSIP built with it uses it.
+CODEC_PRIORITIES = {"opus/48000": 254, "G722/16000": 253, "PCMU/8000": 252, "PCMA/8000": 251}
+# RFC 4733 events need their own payload type; PJSIP offers it when this is enabled.
+TELEPHONE_EVENTS = "telephone-event"
+# The Reason header (RFC 3326) of a BYE we send.
+BYE_REASONS = {
+    RTP_TIMEOUT: 'Q.850;cause=102;text="rtp timeout"',
+    MAX_DURATION: 'Q.850;cause=16;text="max duration"',
+}
+WATCH_EVERY_S = 1.0  # how often RTP counters and call limits are looked at
+DTMF_METHODS = {pj.PJSUA_DTMF_METHOD_RFC2833: "rfc4733", pj.PJSUA_DTMF_METHOD_SIP_INFO: "sip-info"}
 
 
 @dataclass(slots=True)
@@ -58,12 +71,18 @@ class _Call:
 
     call_id: str
     sip: BridgeCall
+    info: InfoPolicy
+    watch: CallWatch
+    headers: tuple[tuple[str, str], ...] = ()  # INVITE headers for call.started
     answered_at: float = field(default_factory=time.monotonic)
     port: CallAudioPort | None = None
     events: CallEvents | None = None
-    info_ok: bool = True
+    codec: str = ""
+    media_index: int = -1  # the audio stream in the call's SDP
+    conf_slot: int = -1  # the conference slot our port listens to
+    muted: bool = False
     disconnected_at: float | None = None
-    end_reason: str = ""
+    end_reason: str = ""  # set when we end the call ourselves, else from the SIP state
 
 
 class BridgeCall(pj.Call):  # type: ignore[misc]
@@ -80,6 +99,9 @@ class BridgeCall(pj.Call):  # type: ignore[misc]
 
     def onCallTsxState(self, prm: Any) -> None:  # noqa: N802
         self.owner.on_tsx_state(self, prm)
+
+    def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802
+        self.owner.on_dtmf(self, prm)
 
 
 class BridgeAccount(pj.Account):  # type: ignore[misc]
@@ -111,7 +133,7 @@ def _set_media_config(ep_cfg: Any, m: MediaConfig) -> None:
         # No discard: PJSIP's progressive (and static) discard dropped 10 ms G.711 frames of
         # steady 20 ms streams here (received audio correlated 0.4-0.67 with the source instead
         # of 0.999). The buffer stays bounded by jbMax either way.
-        jbDiscardAlgo=0,
+        jbDiscardAlgo={"none": 0, "static": 1, "progressive": 2}[jb.discard],
     )
     doc = pj.JsonDocument()
     doc.loadString(json.dumps(obj))
@@ -172,13 +194,22 @@ class MediaProcess:
         tcfg.port = cfg.media_sip_port(self.index)
         tcfg.boundAddress = "127.0.0.1"
         self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        taken = []
         for codec in self.ep.codecEnum2():  # ids look like "PCMU/8000/1"
             name = "/".join(codec.codecId.split("/")[:2])
-            self.ep.codecSetPriority(codec.codecId, CODEC_PRIORITIES.get(name, 0))
+            priority = CODEC_PRIORITIES.get(name, 0)
+            self.ep.codecSetPriority(codec.codecId, priority)
+            if priority:
+                taken.append(name)
+        log.info("media process %d: codecs %s (and RFC 4733 telephone-event)", self.index,
+                 ", ".join(sorted(taken, key=lambda n: -CODEC_PRIORITIES[n])))  # fmt: skip
         self.ep.libStart()
 
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:transcribe@127.0.0.1:{tcfg.port}"
+        acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL  # RFC 4028, when the peer asks
+        acfg.callConfig.timerSessExpiresSec = cfg.sip.session_expires_s
+        acfg.callConfig.timerMinSESec = cfg.sip.min_se_s
         rtp = acfg.mediaConfig.transportConfig
         rtp.port = m.rtp_port_base + self.index * m.rtp_ports_per_process
         rtp.portRange = m.rtp_ports_per_process
@@ -198,10 +229,21 @@ class MediaProcess:
 
     def on_incoming_call(self, acc: BridgeAccount, prm: Any) -> None:
         sip_call = BridgeCall(self, acc, prm.callId)
-        call = _Call(sip_call.bridge_call_id, sip_call)
+        fields = sip_headers.parse_headers(prm.rdata.wholeMsg)
+        d = self.cfg.delivery
+        info = InfoPolicy.for_peer(
+            d.sip_info, d.info_package, sip_headers.recv_info(fields), d.sip_info_legacy,
+            d.sip_info_partials, d.sip_info_partial_interval_ms / 1000.0,
+        )  # fmt: skip
+        now = time.monotonic()
+        watch = CallWatch(now, self.cfg.media.rtp_timeout_s, self.cfg.media.max_call_s)
+        picked = sip_headers.select(fields, self.cfg.sip.metadata_headers)
+        call = _Call(sip_call.bridge_call_id, sip_call, info, watch, tuple(picked.items()), now)
         self.calls[call.call_id] = call
         op = pj.CallOpParam()
         op.statusCode = 200
+        # RFC 6086: we take the framework and no package (DTMF INFO is a legacy usage).
+        op.txOption.headers.append(_header("Recv-Info", ""))
         try:
             sip_call.answer(op)
         except pj.Error as exc:
@@ -212,17 +254,58 @@ class MediaProcess:
         return self.calls.get(sip_call.bridge_call_id)
 
     def on_media_state(self, sip_call: BridgeCall) -> None:
+        """After each SDP negotiation: the first taps the call's audio; a re-INVITE may put
+        the call on hold or take it off (muted meanwhile), or change the codec, which gives the
+        stream a new conference slot that our port must listen to again."""
         call = self._call_for(sip_call)
-        if call is None or call.port is not None:
-            return  # a re-INVITE on a call whose audio is already tapped
+        if call is None or call.disconnected_at is not None:
+            return
         info = sip_call.getInfo()
+        live = (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD)
         for mi, media in enumerate(info.media):
-            if media.type != pj.PJMEDIA_TYPE_AUDIO or media.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
+            if media.type != pj.PJMEDIA_TYPE_AUDIO:
+                continue
+            held = media.status != pj.PJSUA_CALL_MEDIA_ACTIVE
+            if media.status not in live:
+                if call.port is not None:
+                    self._set_hold(call, True)
                 continue
             stream = sip_call.getStreamInfo(mi)
-            rate = 16000 if stream.codecClockRate >= 16000 else 8000
-            self._tap(call, sip_call.getAudioMedia(mi), info, f"{stream.codecName}/{rate}", rate)
+            codec = f"{stream.codecName}/{stream.codecClockRate}"
+            audio = sip_call.getAudioMedia(mi)
+            if call.port is None:
+                rate = 16000 if stream.codecClockRate >= 16000 else 8000
+                call.media_index = mi
+                self._tap(call, audio, info, codec, rate)
+            else:
+                self._retap(call, mi, audio, codec)
+            self._set_hold(call, held)
             return
+
+    def _set_hold(self, call: _Call, held: bool) -> None:
+        if held != call.muted:
+            call.muted = held
+            self.sender.queue.put(Mute(call.call_id, held))
+            log.info("call %s: %s", call.call_id, "on hold (audio not transcribed)" if held
+                     else "off hold")  # fmt: skip
+        call.watch.hold(held, time.monotonic())
+
+    def _retap(self, call: _Call, mi: int, audio: Any, codec: str) -> None:
+        slot = audio.getPortId()
+        if slot == call.conf_slot and mi == call.media_index and codec == call.codec:
+            return
+        assert call.port is not None
+        try:
+            audio.startTransmit(call.port)
+        except pj.Error as exc:
+            log.error("call %s: audio lost after re-INVITE (%s); hanging up", call.call_id,
+                      exc.info())  # fmt: skip
+            self._end_call(call, "media error")
+            return
+        log.info("call %s: audio re-attached after a re-INVITE (%s, was %s)", call.call_id, codec,
+                 call.codec)  # fmt: skip
+        call.conf_slot, call.media_index, call.codec = slot, mi, codec
+        call.watch.media_restarted(time.monotonic())
 
     def _tap(self, call: _Call, audio: Any, info: Any, codec: str, rate: int) -> None:
         port = CallAudioPort(call.call_id, self.sender.queue, self.copy)
@@ -240,12 +323,15 @@ class MediaProcess:
             self._abandon_tap(call, port, exc, started=True)
             return
         call.port = port
+        call.conf_slot = audio.getPortId()
+        call.codec = codec
         node = f"{socket.gethostname()}/media{self.index}"
         call.events = CallEvents(
             CallInfo(
-                call.call_id, info.callIdString, info.remoteUri, info.localUri, codec, rate, node
+                call.call_id, info.callIdString, info.remoteUri, info.localUri, codec, rate, node,
+                call.headers,
             )
-        )
+        )  # fmt: skip
         self._emit(call, call.events.started())
         log.info(
             "call %s: answered (sip %s, from %s, %s)",
@@ -268,7 +354,8 @@ class MediaProcess:
         info = sip_call.getInfo()
         if info.state != pj.PJSIP_INV_STATE_DISCONNECTED:
             return
-        call.end_reason = f"{info.lastStatusCode} {info.lastReason}".strip()
+        if not call.end_reason:
+            call.end_reason = f"{info.lastStatusCode} {info.lastReason}".strip()
         call.disconnected_at = time.monotonic()
         self._untap(call)
         if call.events is None:
@@ -282,29 +369,42 @@ class MediaProcess:
         tsx = prm.e.body.tsxState.tsx
         if call is None or tsx.method != "INFO" or tsx.role != pj.PJSIP_ROLE_UAC:
             return
-        if tsx.state in (pj.PJSIP_TSX_STATE_COMPLETED, pj.PJSIP_TSX_STATE_TERMINATED):
-            code = tsx.statusCode
-            if code in INFO_REFUSED and call.info_ok:
-                call.info_ok = False
-                log.warning(
-                    "call %s: peer refused INFO (%d %s); captions continue by webhook only",
-                    call.call_id, code, tsx.statusText,
-                )  # fmt: skip
+        done = (pj.PJSIP_TSX_STATE_COMPLETED, pj.PJSIP_TSX_STATE_TERMINATED)
+        if tsx.state in done and call.info.answered(tsx.statusCode):
+            log.warning(
+                "call %s: peer refused INFO (%d %s); captions continue by webhook only",
+                call.call_id, tsx.statusCode, tsx.statusText,
+            )  # fmt: skip
+
+    def on_dtmf(self, sip_call: BridgeCall, prm: Any) -> None:
+        call = self._call_for(sip_call)
+        if call is None or call.events is None:
+            return
+        method = DTMF_METHODS.get(prm.method, "unknown")
+        log.debug("call %s: DTMF %r method %d duration %d", call.call_id, prm.digit, prm.method,
+                  prm.duration)  # fmt: skip
+        # PJSIP reports an RFC 4733 digit as it starts, before its length is known.
+        duration = prm.duration if 0 < prm.duration < 0xFFFF else None
+        at = time.monotonic() - call.answered_at
+        event = call.events.dtmf(str(prm.digit), at, duration, method)
+        if event is not None:
+            log.info("call %s: DTMF %s (%s)", call.call_id, prm.digit, method)
+            self._emit(call, event)
 
     # -- results ------------------------------------------------------------------------------
 
     def _emit(self, call: _Call, event: Event) -> None:
         self.webhooks.submit(event)
-        if event.type == "transcript.final" and self.cfg.delivery.sip_info:
+        if call.disconnected_at is None and call.info.wants(event.type, time.monotonic()):
             self._send_info(call, event)
 
     def _send_info(self, call: _Call, event: Event) -> None:
-        if not call.info_ok or call.disconnected_at is not None:
-            return
         prm = pj.CallSendRequestParam()
         prm.method = "INFO"
         prm.txOption.contentType = "application/json"
         prm.txOption.msgBody = event.body.decode()
+        prm.txOption.headers.append(_header("Info-Package", self.cfg.delivery.info_package))
+        prm.txOption.headers.append(_header("Content-Disposition", "Info-Package"))
         try:
             call.sip.sendRequest(prm)
         except pj.Error as exc:
@@ -357,9 +457,34 @@ class MediaProcess:
             call.port = None
             self.sender.queue.put(EndCall(call.call_id))
 
-    def _hangup(self, call: _Call, code: int) -> None:
+    def _end_call(self, call: _Call, reason: str) -> None:
+        """We hang up a call ourselves; ``reason`` goes into call.ended and the BYE."""
+        if call.end_reason or call.disconnected_at is not None:
+            return
+        call.end_reason = reason
+        log.info("call %s: hanging up: %s", call.call_id, reason)
+        self._hangup(call, 200, BYE_REASONS.get(reason))
+
+    def _watch(self, now: float) -> None:
+        """RTP counters and call limits: end the calls that went quiet or ran too long."""
+        for call in list(self.calls.values()):
+            if call.disconnected_at is not None or call.end_reason:
+                continue
+            if call.port is not None and call.media_index >= 0:
+                try:
+                    stat = call.sip.getStreamStat(call.media_index)
+                    call.watch.rtp(stat.rtcp.rxStat.pkt, now)
+                except pj.Error:
+                    pass  # no stream right now (mid re-INVITE): no count this time
+            reason = call.watch.expired(now)
+            if reason is not None:
+                self._end_call(call, reason)
+
+    def _hangup(self, call: _Call, code: int, reason_header: str | None = None) -> None:
         op = pj.CallOpParam()
         op.statusCode = code
+        if reason_header:
+            op.txOption.headers.append(_header("Reason", reason_header))
         try:
             call.sip.hangup(op)
         except pj.Error as exc:
@@ -394,6 +519,7 @@ class MediaProcess:
     def run(self) -> None:
         poller = zmq.Poller()
         poller.register(self.results, zmq.POLLIN)
+        next_watch = time.monotonic() + WATCH_EVERY_S
         while not self._stop:
             self.ep.libHandleEvents(10)
             for _ in range(100):
@@ -401,7 +527,11 @@ class MediaProcess:
                     break
                 self._on_result(self.results.recv_multipart(copy=False))
             self._reap()
-            self._check_flush_deadlines(time.monotonic())
+            now = time.monotonic()
+            self._check_flush_deadlines(now)
+            if now >= next_watch:
+                next_watch = now + WATCH_EVERY_S
+                self._watch(now)
         self.shutdown()
 
     def shutdown(self) -> None:
@@ -426,6 +556,13 @@ class MediaProcess:
         self.results.close(0)
         self.ep.libDestroy()
         self.ctx.term()
+
+
+def _header(name: str, value: str) -> Any:
+    h = pj.SipHeader()
+    h.hName = name
+    h.hValue = value
+    return h
 
 
 def main(cfg: Config, index: int, on_ready: Callable[[], None] | None = None) -> int:

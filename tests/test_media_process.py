@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +12,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 import zmq
 
 from media import wire
 from sip_bridge.webhooks import verify
 from tests.support import speech
-from tests.support.ports import free_udp_port
+from tests.support.lone_media import FakeWorkerSide, lone_media
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
 from tests.support.sipp import SippCall, can_play_pcap
 from tests.support.webhook_receiver import WebhookReceiver
@@ -34,83 +31,12 @@ pytestmark = [
 ]
 
 
-class FakeWorkerSide:
-    """The worker's end of the wire: a real PULL socket; records every message per call. It
-    heartbeats like a worker (from a thread, every 100 ms), or the media process would hold the
-    calls back for want of a live worker."""
-
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str, heartbeat_endpoint: str) -> None:
-        self.pull = ctx.socket(zmq.PULL)
-        self.pull.bind(endpoint)
-        self.messages: dict[str, list[wire.Message]] = {}
-        self._stop = threading.Event()
-        pub = ctx.socket(zmq.PUB)
-        pub.bind(heartbeat_endpoint)
-        self._beats = threading.Thread(target=self._beat, args=(pub,), daemon=True)
-        self._beats.start()
-
-    def _beat(self, pub: zmq.Socket[Any]) -> None:
-        beat = wire.encode(wire.Heartbeat(wire.new_call_id(), 0, 0, 0.0, 0.0, 0.0))
-        while not self._stop.wait(0.1):
-            pub.send_multipart(beat)
-        pub.close(0)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._beats.join(5)
-        self.pull.close(0)
-
-    log_path: Path | None = None  # the media process's log, quoted when a wait times out
-
-    def wait_for(self, predicate: Any, timeout_s: float) -> None:
-        deadline = timeout_s * 1000
-        while not predicate(self.messages):
-            if not self.pull.poll(int(deadline)):
-                log = self.log_path.read_text()[-3000:] if self.log_path else ""
-                counts = {k: len(v) for k, v in self.messages.items()}
-                raise AssertionError(f"timeout; messages per call {counts}; media log:\n{log}")
-            msg = wire.decode(self.pull.recv_multipart())
-            self.messages.setdefault(getattr(msg, "call_id", ""), []).append(msg)
-
-
 @pytest.fixture()
 def media(
     tmp_path: Path,
 ) -> Iterator[tuple[int, FakeWorkerSide, zmq.Context[Any], WebhookReceiver]]:
-    ctx: zmq.Context[Any] = zmq.Context()
-    sip_port, result_port, worker_port = free_udp_port(), free_udp_port(), free_udp_port()
-    beat_port = free_udp_port()
-    # RTP below the ephemeral port range (32768+), where bound-to-0 sockets of other tests land.
-    cfg = {
-        "sip": {"address": "127.0.0.1", "port": free_udp_port()},
-        "media": {
-            "processes": 1, "sip_port_base": sip_port, "result_port_base": result_port,
-            "rtp_port_base": 31200, "rtp_ports_per_process": 100, "call_end_flush_s": 3.0,
-        },
-        "inference": {"workers": 1, "port_base": worker_port, "heartbeat_port_base": beat_port},
-        "runtime_dir": str(tmp_path / "run"),
-    }  # fmt: skip
-    rx = WebhookReceiver()
-    cfg["webhooks"] = [{"url": rx.url, "secret": "k"}]
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    worker = FakeWorkerSide(ctx, f"tcp://127.0.0.1:{worker_port}", f"tcp://127.0.0.1:{beat_port}")
-    worker.log_path = tmp_path / "media.log"
-    log = open(tmp_path / "media.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sip_bridge.cli", "media", "--index", "0", "--config", str(path)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        yield sip_port, worker, ctx, rx
-    finally:
-        proc.terminate()
-        code = proc.wait(30)
-        worker.close()
-        ctx.term()
-        rx.close()
-        log.close()
-        assert code == 0, (tmp_path / "media.log").read_text()[-3000:]
+    with lone_media(tmp_path) as m:
+        yield m.port, m.worker, m.ctx, m.rx
 
 
 def sipp_call(tmp: Path, port: int, pcm: np.ndarray, name: str, linger: float) -> SippCall:

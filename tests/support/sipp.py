@@ -306,7 +306,8 @@ class SippCall:
 
     ``audio_s``: the pcap's duration (as returned by ``write_rtp_pcap``); ``linger_s``: how long
     to stay after both the audio's end and the last INFO; ``service``: the request-URI user part;
-    ``guard_s``: sipp's own ``-timeout`` (defaults to audio + linger + 30 s).
+    ``guard_s``: sipp's own ``-timeout`` (defaults to audio + linger + 30 s); ``scenario``: XML
+    to run instead (see ``sipp_steps``), when the call must do more than play and hang up.
     """
 
     def __init__(
@@ -323,8 +324,9 @@ class SippCall:
         service: str = "transcribe",
         guard_s: float | None = None,
         work_dir: Path | None = None,
+        scenario: str | None = None,
     ) -> None:
-        if codec not in CODECS:
+        if codec not in CODECS and scenario is None:
             raise SippError(f"sipp can play {sorted(CODECS)}, not {codec!r}")
         self.target = f"{target_host}:{target_port}"
         self.pcap = Path(pcap).resolve()
@@ -338,6 +340,7 @@ class SippCall:
         self._own_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="sipp-"))
         self.call_id = f"harness-{uuid.uuid4().hex[:16]}-1@127.0.0.1"
+        self.scenario = scenario  # XML to run instead of the play-and-collect flow
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -371,11 +374,11 @@ class SippCall:
     def start(self) -> SippCall:
         if self._proc is not None:
             raise SippError("already started")
-        if not self.pcap.is_file():
+        if self.scenario is None and not self.pcap.is_file():
             raise SippError(f"no pcap at {self.pcap}")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.scenario_path.write_text(
-            uac_scenario(self.codec, self.pcap, self.audio_s, self.linger_s)
+            self.scenario or uac_scenario(self.codec, self.pcap, self.audio_s, self.linger_s)
         )
         self._proc = subprocess.Popen(
             self.command(),

@@ -1,0 +1,122 @@
+"""One PJSUA2 media process on its own (``sip-bridge media --index 0``), with the test playing the
+inference worker on real ZeroMQ sockets, so it sees exactly what a worker would receive and can
+answer. Test support for the media process's tests; no Kamailio, no model.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+import zmq
+
+from media import wire
+from tests.support.ports import free_udp_port
+from tests.support.webhook_receiver import WebhookReceiver
+
+
+class FakeWorkerSide:
+    """The worker's end of the wire: a real PULL socket; records every message per call. It
+    heartbeats like a worker (from a thread, every 100 ms), or the media process would hold the
+    calls back for want of a live worker."""
+
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, heartbeat_endpoint: str) -> None:
+        self.pull = ctx.socket(zmq.PULL)
+        self.pull.bind(endpoint)
+        self.messages: dict[str, list[wire.Message]] = {}
+        self._stop = threading.Event()
+        pub = ctx.socket(zmq.PUB)
+        pub.bind(heartbeat_endpoint)
+        self._beats = threading.Thread(target=self._beat, args=(pub,), daemon=True)
+        self._beats.start()
+
+    def _beat(self, pub: zmq.Socket[Any]) -> None:
+        beat = wire.encode(wire.Heartbeat(wire.new_call_id(), 0, 0, 0.0, 0.0, 0.0))
+        while not self._stop.wait(0.1):
+            pub.send_multipart(beat)
+        pub.close(0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._beats.join(5)
+        self.pull.close(0)
+
+    log_path: Path | None = None  # the media process's log, quoted when a wait times out
+
+    def wait_for(self, predicate: Any, timeout_s: float) -> None:
+        deadline = timeout_s * 1000
+        while not predicate(self.messages):
+            if not self.pull.poll(int(deadline)):
+                log = self.log_path.read_text()[-3000:] if self.log_path else ""
+                counts = {k: len(v) for k, v in self.messages.items()}
+                raise AssertionError(f"timeout; messages per call {counts}; media log:\n{log}")
+            msg = wire.decode(self.pull.recv_multipart())
+            self.messages.setdefault(getattr(msg, "call_id", ""), []).append(msg)
+
+
+@dataclass
+class LoneMedia:
+    port: int  # the media process's SIP port (sipp calls it directly)
+    worker: FakeWorkerSide
+    ctx: zmq.Context[Any]
+    rx: WebhookReceiver
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+@contextmanager
+def lone_media(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Iterator[LoneMedia]:
+    """Run one media process with a fake worker side and a webhook receiver; on exit, stop it
+    and check it exited 0. ``overrides``: config keys to change (nested dicts)."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    sip_port, result_port, worker_port = free_udp_port(), free_udp_port(), free_udp_port()
+    beat_port = free_udp_port()
+    # RTP below the ephemeral port range (32768+), where bound-to-0 sockets of other tests land.
+    cfg = {
+        "sip": {"address": "127.0.0.1", "port": free_udp_port()},
+        "media": {
+            "processes": 1, "sip_port_base": sip_port, "result_port_base": result_port,
+            "rtp_port_base": 31200, "rtp_ports_per_process": 100, "call_end_flush_s": 3.0,
+        },
+        "inference": {"workers": 1, "port_base": worker_port, "heartbeat_port_base": beat_port},
+        "runtime_dir": str(tmp_path / "run"),
+    }  # fmt: skip
+    rx = WebhookReceiver()
+    cfg["webhooks"] = [{"url": rx.url, "secret": "k"}]
+    _merge(cfg, overrides or {})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    worker = FakeWorkerSide(ctx, f"tcp://127.0.0.1:{worker_port}", f"tcp://127.0.0.1:{beat_port}")
+    worker.log_path = tmp_path / "media.log"
+    log = open(tmp_path / "media.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sip_bridge.cli", "media", "--index", "0", "--config", str(path)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        yield LoneMedia(sip_port, worker, ctx, rx, tmp_path / "media.log")
+    finally:
+        proc.terminate()
+        code = proc.wait(30)
+        worker.close()
+        ctx.term()
+        rx.close()
+        log.close()
+        assert code == 0, (tmp_path / "media.log").read_text()[-3000:]

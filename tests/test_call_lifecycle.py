@@ -1,0 +1,168 @@
+"""The life of a call in one real media process, driven by real sipp calls: codec refusal, caller
+metadata, session timers, DTMF both ways, hold and codec change by re-INVITE, INFO refusals, and
+the calls the bridge ends itself (no RTP, too long). The test plays the inference worker on real
+ZeroMQ sockets (``lone_media``), so it sees what reaches a worker."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from media import wire
+from tests.support import speech
+from tests.support.dtmf_rtp import with_dtmf
+from tests.support.lone_media import LoneMedia, lone_media
+from tests.support.rtp_pcap import (
+    PT_PCMA,
+    join_with_silence,
+    rtp_packets,
+    write_packets_pcap,
+    write_rtp_pcap,
+)
+from tests.support.sipp import SippCall, SippResult, can_play_pcap
+from tests.support.sipp_steps import PCMU_WITH_EVENTS, Scenario, sdp
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not (speech.available() and shutil.which("sipp") and can_play_pcap()),
+        reason="needs sipp (with CAP_NET_RAW) and asterisk-core-sounds-en-wav",
+    ),
+]
+
+PCMA_WITH_EVENTS = {8: "PCMA/8000", 101: "telephone-event/8000"}
+
+
+def run(m: LoneMedia, tmp: Path, name: str, xml: str, timeout: float = 60) -> SippResult:
+    call = SippCall(
+        "127.0.0.1", m.port, tmp / "none.pcap", audio_s=0, guard_s=timeout, scenario=xml,
+        work_dir=tmp / name,
+    )  # fmt: skip
+    result = call.start().wait(timeout + 10)
+    assert result.ok, f"{result.errors}\n{result.stderr}\nmedia log:\n{m.log_text()[-3000:]}"
+    return result
+
+
+def events(m: LoneMedia, count_ended: int = 1) -> list[dict[str, object]]:
+    """Every webhook event, once ``count_ended`` calls have ended (10 s at most)."""
+
+    def enough(posts: list[object]) -> bool:
+        return sum(p.json()["type"] == "call.ended" for p in m.rx.posts) >= count_ended
+
+    assert m.rx.wait_for(enough, 15), m.log_text()[-3000:]
+    return [p.json() for p in m.rx.posts]
+
+
+def speech_pcm(stride: int) -> np.ndarray:
+    (prompt,) = speech.select(1, min_s=2.0, max_s=4.0, stride=stride)
+    return join_with_silence([prompt.pcm()], lead_s=0.5, tail_s=0.5)
+
+
+def test_an_offer_with_no_codec_of_ours_gets_488_with_a_warning(tmp_path: Path) -> None:
+    with lone_media(tmp_path) as m:
+        xml = Scenario(offer=sdp({18: "G729/8000", 3: "GSM/8000"})).render_refused(488)
+        result = run(m, tmp_path, "g729", xml)
+        assert m.rx.posts == []  # no call, no events
+    (refusal,) = [x for x in result.messages if x.status == 488]
+    warning = refusal.header("Warning") or ""
+    assert warning.startswith("399 ") and "codec" in warning, warning
+
+
+def test_metadata_session_timer_dtmf_and_hold_in_one_call(tmp_path: Path) -> None:
+    pcm = speech_pcm(stride=2)
+    packets = [(i * 0.02, p) for i, p in enumerate(rtp_packets(pcm))]
+    seconds = len(packets) * 0.02
+    presses = [(0.2, "1"), (seconds - 0.4, "#")]
+    pcap = tmp_path / "dtmf.pcap"
+    write_packets_pcap(pcap, with_dtmf(packets, presses))
+    # Speech played while on hold (as music on hold would be): must not reach a worker.
+    held = join_with_silence([p.pcm() for p in speech.select(3, min_s=3.0, max_s=6.0)])
+    held_pcap = tmp_path / "held.pcap"
+    held_s = write_rtp_pcap(held_pcap, held)
+    pcma = tmp_path / "pcma.pcap"
+    write_rtp_pcap(pcma, pcm, PT_PCMA)
+    scenario = Scenario(
+        offer=sdp({0: "PCMU/8000", 9: "G722/8000", 101: "telephone-event/8000"}),
+        headers=(
+            "X-Customer-Id: 42", "x-queue: sales", "Other: not copied",
+            "Session-Expires: 600;refresher=uac", "Supported: timer",
+        ),
+    )  # fmt: skip
+    scenario.play(pcap, seconds + 0.3).dtmf_info("7", 250)
+    scenario.reinvite(sdp(PCMU_WITH_EVENTS, "sendonly", version=2)).play(held_pcap, held_s)
+    scenario.reinvite(sdp(PCMA_WITH_EVENTS, "sendrecv", version=3)).play(pcma, seconds + 1.0)
+    scenario.bye()
+    with lone_media(tmp_path) as m:
+        result = run(m, tmp_path, "life", scenario.render())
+        evs = events(m)
+        m.worker.wait_for(lambda msgs: any(isinstance(x, wire.CallEnd)
+                                           for v in msgs.values() for x in v), 10)  # fmt: skip
+        log = m.log_text()
+    # The answer: session timer as asked, Info-Package framework advertised.
+    ok = next(
+        x for x in result.messages if x.status == 200 and "INVITE" in (x.header("CSeq") or "")
+    )
+    assert (ok.header("Session-Expires") or "").startswith("600")
+    assert "timer" in (ok.header("Require") or "")
+    assert ok.header("Recv-Info") is not None
+    # call.started: caller metadata to join captions to a CRM.
+    started = evs[0]
+    assert started["type"] == "call.started"
+    assert started["headers"] == {"X-Customer-Id": "42", "x-queue": "sales"}
+    assert started["codec"] == "PCMU/8000" and started["sip_call_id"] == result.call_id
+    assert "sipp" in str(started["from"]) and "transcribe" in str(started["to"])
+    # DTMF: RFC 4733 events in the RTP, and SIP INFO, both become dtmf events, in order.
+    dtmf = [e for e in evs if e["type"] == "dtmf"]
+    assert [(e["digit"], e["method"]) for e in dtmf] == [
+        ("1", "rfc4733"), ("#", "rfc4733"), ("7", "sip-info")
+    ], dtmf  # fmt: skip
+    assert dtmf[0]["time"] < dtmf[1]["time"] < dtmf[2]["time"]  # type: ignore[operator]
+    # ... and go back into the call as INFO, in the Info-Package.
+    infos = [x for x in result.messages if x.direction == "received" and x.method == "INFO"]
+    assert [json.loads(x.body)["digit"] for x in infos] == ["1", "#", "7"]
+    assert all(x.header("Info-Package") == "transcript" for x in infos)
+    # Hold: the call's audio is muted at the media process while held; after the codec change
+    # (a new stream), the speech reaches the worker again.
+    assert "on hold" in log and "off hold" in log and "PCMA/8000" in log
+    (call_id,) = m.worker.messages
+    msgs = m.worker.messages[call_id]
+    audio = [x for x in msgs if isinstance(x, wire.Audio) and x.samples]
+    sent_s = sum(x.samples for x in audio) / 8000
+    # The prompt twice, before and after the hold, each with the gate's hangover and preroll;
+    # the held speech never leaves the process.
+    assert 2 * (seconds - 1.0) < sent_s < 2 * seconds + 2.0 < held_s, (sent_s, seconds, held_s)
+    ended = [e for e in evs if e["type"] == "call.ended"]
+    assert len(ended) == 1 and str(ended[0]["reason"]).startswith("200")
+
+
+def test_a_call_without_rtp_is_ended_by_us_with_a_reason(tmp_path: Path) -> None:
+    pcm = speech_pcm(stride=3)
+    pcap = tmp_path / "a.pcap"
+    seconds = write_rtp_pcap(pcap, pcm)
+    scenario = Scenario().play(pcap, seconds).await_bye(timeout_s=20)
+    with lone_media(tmp_path, {"media": {"rtp_timeout_s": 2.0}}) as m:
+        result = run(m, tmp_path, "quiet", scenario.render())
+        evs = events(m)
+    bye = next(x for x in result.messages if x.direction == "received" and x.method == "BYE")
+    assert "rtp timeout" in (bye.header("Reason") or "")
+    (ended,) = [e for e in evs if e["type"] == "call.ended"]
+    assert str(ended["reason"]).startswith("rtp timeout")
+    # Not before the audio stopped plus the timeout.
+    assert float(ended["duration"]) >= seconds + 2.0  # type: ignore[arg-type]
+
+
+def test_hold_does_not_count_as_lost_media_but_max_duration_ends_the_call(tmp_path: Path) -> None:
+    scenario = Scenario().reinvite(sdp(PCMU_WITH_EVENTS, "inactive", version=2))
+    scenario.await_bye(timeout_s=20)
+    with lone_media(tmp_path, {"media": {"rtp_timeout_s": 1.0, "max_call_s": 4.0}}) as m:
+        result = run(m, tmp_path, "held", scenario.render())
+        evs = events(m)
+    bye = next(x for x in result.messages if x.direction == "received" and x.method == "BYE")
+    assert "max duration" in (bye.header("Reason") or "")
+    (ended,) = [e for e in evs if e["type"] == "call.ended"]
+    assert str(ended["reason"]).startswith("max duration")
+    assert 4.0 <= float(ended["duration"]) < 8.0  # type: ignore[arg-type]
