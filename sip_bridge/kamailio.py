@@ -306,6 +306,9 @@ route[WITHINDLG] {{
             xlog("L_INFO", "BYE $ci: releasing its media process\\n");
             ds_load_update();
         }}
+        if (is_method("OPTIONS")) {{
+            t_on_failure("INDIALOG_OPTIONS");
+        }}
         route(RELAY);
         exit;
     }}
@@ -348,6 +351,14 @@ onreply_route[DISPATCH_REPLY] {{
     if (is_method("INVITE") && status =~ "^2[0-9][0-9]$") {{
         # Confirms the call in dispatcher's table (else it expires after ds_hash_initexpire).
         ds_load_update();
+    }}
+}}
+
+# PJSIP has no handler for OPTIONS inside a dialog and answers 500 "Unhandled by dialog usages";
+# it answers 481 when the dialog is gone. So a 500 proves the call is alive: say 200.
+failure_route[INDIALOG_OPTIONS] {{
+    if (t_check_status("500")) {{
+        t_reply("200", "OK");
     }}
 }}
 

@@ -5,12 +5,15 @@ ZeroMQ sockets (``lone_media``), so it sees what reaches a worker."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import zmq
 
 from media import wire
 from tests.support import speech
@@ -166,3 +169,88 @@ def test_hold_does_not_count_as_lost_media_but_max_duration_ends_the_call(tmp_pa
     (ended,) = [e for e in evs if e["type"] == "call.ended"]
     assert str(ended["reason"]).startswith("max duration")
     assert 4.0 <= float(ended["duration"]) < 8.0  # type: ignore[arg-type]
+
+
+def answer_as_worker(
+    m: LoneMedia, results: list[wire.Transcript], then: tuple[str, list[wire.Transcript]] = ("", [])
+) -> str:
+    """Wait for the call's start at the fake worker, send ``results`` (their call id is filled
+    in) to the media process; then, once its log shows ``then[0]``, send ``then[1]``."""
+    m.worker.wait_for(lambda msgs: len(msgs) == 1, 15)
+    (call_id,) = m.worker.messages
+    start = m.worker.messages[call_id][0]
+    assert isinstance(start, wire.CallStart)
+    reply = m.ctx.socket(zmq.PUSH)
+    reply.connect(start.reply_to)
+    for r in results:
+        reply.send_multipart(wire.encode(dataclasses.replace(r, call_id=call_id)))
+    if then[1]:
+        deadline = time.monotonic() + 10
+        while then[0] not in m.log_text():
+            assert time.monotonic() < deadline, m.log_text()[-3000:]
+            time.sleep(0.05)
+        for r in then[1]:
+            reply.send_multipart(wire.encode(dataclasses.replace(r, call_id=call_id)))
+    reply.close(linger=2000)
+    return call_id
+
+
+def transcript(utterance: int, final: bool, text: str) -> wire.Transcript:
+    return wire.Transcript("0" * 32, utterance, final, text, 0.5, 1.5, 0.9)
+
+
+def test_partials_go_into_info_only_when_asked_and_rate_limited(tmp_path: Path) -> None:
+    results = [transcript(0, False, f"partial {i}") for i in range(5)]
+    results += [transcript(0, True, "the final")]
+    overrides = {"delivery": {"sip_info_partials": True, "sip_info_partial_interval_ms": 5000}}
+    with lone_media(tmp_path, overrides) as m:
+        call = SippCall(
+            "127.0.0.1", m.port, tmp_path / "none.pcap", audio_s=0, guard_s=30,
+            scenario=Scenario().pause(4).bye().render(), work_dir=tmp_path / "partials",
+        ).start()  # fmt: skip
+        answer_as_worker(m, results)
+        result = call.wait(40)
+        evs = events(m)
+    assert result.ok, result.errors
+    infos = [json.loads(b) for b in result.info_bodies]
+    # Five partials within the interval: the first goes into the call; the final always does.
+    assert [(i["type"], i["text"]) for i in infos] == [
+        ("transcript.partial", "partial 0"), ("transcript.final", "the final")
+    ]  # fmt: skip
+    partials = [e for e in evs if e["type"] == "transcript.partial"]
+    assert len(partials) == 5  # webhooks get every one
+
+
+def test_a_peer_refusing_an_info_gets_no_more_and_webhooks_go_on(tmp_path: Path) -> None:
+    scenario = Scenario().refuse_info(469).pause(3).bye()
+    with lone_media(tmp_path) as m:
+        call = SippCall(
+            "127.0.0.1", m.port, tmp_path / "none.pcap", audio_s=0, guard_s=30,
+            scenario=scenario.render(), work_dir=tmp_path / "refuse",
+        ).start()  # fmt: skip
+        # The second final is made after the refusal came back (INFOs already in flight when
+        # it comes cannot be recalled).
+        second = [transcript(1, True, "second")]
+        answer_as_worker(m, [transcript(0, True, "first")], ("peer refused INFO", second))
+        result = call.wait(40)
+        evs = events(m)
+        log = m.log_text()
+    assert result.ok, result.errors
+    assert [json.loads(b)["text"] for b in result.info_bodies] == ["first"]
+    assert [e["text"] for e in evs if e["type"] == "transcript.final"] == ["first", "second"]
+    assert log.count("peer refused INFO (469") == 1
+
+
+def test_a_peer_whose_recv_info_lacks_our_package_gets_no_info(tmp_path: Path) -> None:
+    scenario = Scenario(headers=("Recv-Info: foo",)).pause(3).bye()
+    with lone_media(tmp_path) as m:
+        call = SippCall(
+            "127.0.0.1", m.port, tmp_path / "none.pcap", audio_s=0, guard_s=30,
+            scenario=scenario.render(), work_dir=tmp_path / "recvinfo",
+        ).start()  # fmt: skip
+        answer_as_worker(m, [transcript(0, True, "only by webhook")])
+        result = call.wait(40)
+        evs = events(m)
+    assert result.ok, result.errors
+    assert result.info_bodies == ()
+    assert [e["text"] for e in evs if e["type"] == "transcript.final"] == ["only by webhook"]

@@ -20,6 +20,7 @@ from tests.support.baresip import BaresipCall
 from tests.support.bridge import RunningBridge
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
 from tests.support.sipp import SippCall, SippResult, can_play_pcap, run_calls
+from tests.support.sipp_steps import Scenario, sdp
 from tests.support.webhook_receiver import Post, WebhookReceiver
 
 pytestmark = [
@@ -337,3 +338,70 @@ def test_a_killed_media_process_is_restarted_and_calls_go_on(
     (result,) = run_calls([make_call(tmp_path, bridge, prompts, "after-restart")])
     ended = check_call(result, receiver)
     assert speech.wer([prompts[0].text], [str(ended["text"])]) <= 0.3, ended["text"]
+
+
+def test_through_the_front_options_in_a_call_and_a_codec_refusal(
+    bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    """In-dialog OPTIONS (a PBX's keep-alive of a call) is answered 200 through Kamailio; an offer
+    with no codec of ours gets the media process's 488 with its Warning, passed on untouched."""
+    refused = SippCall(
+        "127.0.0.1", bridge.port, tmp_path / "none.pcap", audio_s=0, guard_s=20,
+        scenario=Scenario(offer=sdp({18: "G729/8000"})).render_refused(488),
+        work_dir=tmp_path / "g729",
+    ).start().wait(30)  # fmt: skip
+    assert refused.ok, refused.errors
+    (answer,) = [m for m in refused.messages if m.status == 488]
+    assert "codec" in (answer.header("Warning") or "")
+    live = SippCall(
+        "127.0.0.1", bridge.port, tmp_path / "none.pcap", audio_s=0, guard_s=20,
+        scenario=Scenario().pause(0.5).options().dtmf_info("9").bye().render(),
+        work_dir=tmp_path / "options",
+    ).start().wait(30)  # fmt: skip
+    assert live.ok, f"{live.errors}\n{bridge.log_text()[-2000:]}"
+    assert any(m.status == 200 and "OPTIONS" in (m.header("CSeq") or "") for m in live.messages)
+    assert receiver.wait_for(
+        lambda posts: any(
+            p.json()["type"] == "call.ended" and p.json()["sip_call_id"] == live.call_id
+            for p in posts
+        ),
+        timeout=30,
+    )
+    events = events_of(receiver, live.call_id)
+    assert [e["type"] for e in events] == ["call.started", "dtmf", "call.ended"]
+    assert events[1]["digit"] == "9"
+
+
+def test_a_caller_hanging_up_mid_utterance_still_gets_its_final(
+    bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    """BYE while the first utterance is still being spoken: the worker transcribes what was heard
+    and the call ends once, with that text."""
+    (prompt,) = speech.select(1, min_s=4.0, max_s=8.0, stride=5)
+    pcm = prompt.pcm()
+    cut = pcm[: int(pcm.size * 0.7)]  # the caller hangs up in the middle of the sentence
+    lead = join_with_silence([cut], lead_s=0.5, tail_s=0.0)
+    pcap = tmp_path / "cut.pcap"
+    seconds = write_rtp_pcap(pcap, lead)
+    result = SippCall(
+        "127.0.0.1", bridge.port, pcap, audio_s=seconds, guard_s=30,
+        scenario=Scenario().play(pcap, seconds).bye().render(), work_dir=tmp_path / "early",
+    ).start().wait(40)  # fmt: skip
+    assert result.ok, result.errors
+
+    def ended(posts: list[Post]) -> list[dict[str, object]]:
+        return [
+            p.json() for p in posts
+            if p.json()["type"] == "call.ended" and p.json()["sip_call_id"] == result.call_id
+        ]  # fmt: skip
+
+    assert receiver.wait_for(lambda posts: ended(posts), timeout=30)
+    events = events_of(receiver, result.call_id)
+    assert [e["type"] for e in events].count("call.ended") == 1
+    (end,) = ended(receiver.posts)
+    words = speech.normalize(str(end["text"]))
+    heard = speech.normalize(prompt.text)[: len(words) + 2]
+    assert words, "the cut utterance was not transcribed"
+    assert speech.wer([" ".join(heard[: len(words)])], [" ".join(words)]) <= 0.34, (
+        end["text"], prompt.text,
+    )  # fmt: skip

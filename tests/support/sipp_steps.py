@@ -109,6 +109,18 @@ class Scenario:
     def dtmf_info(self, digit: str, duration_ms: int = 160) -> Scenario:
         return self.info(f"Signal={digit}\nDuration={duration_ms}\n", "application/dtmf-relay")
 
+    def refuse_info(self, status: int, reason: str = "Bad Info Package") -> Scenario:
+        """Wait for the far end's next INFO and refuse it with ``status``."""
+        self.steps.append(
+            '<recv request="INFO"/>\n'
+            "<send><![CDATA[\n"
+            f"      SIP/2.0 {status} {reason}\n"
+            "      [last_Via:]\n      [last_From:]\n      [last_To:]\n"
+            "      [last_Call-ID:]\n      [last_CSeq:]\n"
+            f"      {_CONTACT}\n      Content-Length: 0\n\n    ]]></send>"
+        )
+        return self
+
     def options(self) -> Scenario:
         """An in-dialog OPTIONS, expecting 200."""
         request = self._request("OPTIONS")
