@@ -9,7 +9,8 @@ Kamailio is the proxy, we do not write one.
 Routing facts this script relies on (measured, see DESIGN.md "Kamailio as the front"):
 
 * Dispatcher alg 10 counts load per Call-ID; the count is released only where the script calls
-  ``ds_load_update()`` as a BYE or CANCEL passes, or ``ds_load_unset()`` in the failure route. So
+  ``ds_load_update()`` as a BYE passes, or ``ds_load_unset()`` in the failure route (also for a
+  cancelled INVITE: a CANCEL that crosses the 200 leaves a call that lives until its BYE). So
   every initial INVITE is record-routed, or BYEs would bypass the front and load would leak.
 * ``ds_next_dst()`` with no destination left drops the current one, after which ``ds_load_unset()``
   silently does nothing: the failure route checks that a next destination exists first.
@@ -239,9 +240,9 @@ request_route {{
     route(REQINIT);
 
     if (is_method("CANCEL")) {{
+        # The call's load is released when the INVITE fails (487, failure route), not here: a
+        # CANCEL can cross the media process's 200, and that call then lives until its BYE.
         if (t_check_trans()) {{
-            xlog("L_INFO", "CANCEL $ci: releasing its media process\\n");
-            ds_load_update();
             t_relay();
         }}
         exit;
@@ -341,6 +342,14 @@ route[DISPATCH] {{
 
 route[RELAY] {{
     if (!t_relay()) {{
+        if (is_method("INVITE") && !has_totag()) {{
+            ds_load_unset();  # no branch went out: no failure route will release the call
+        }}
+        if (is_method("INVITE") && t_is_canceled()) {{
+            # A CANCEL handled on another child got here first; tm has answered 487.
+            xlog("L_INFO", "INVITE $ci: cancelled before it was relayed\\n");
+            exit;
+        }}
         xlog("L_ERR", "$rm $ci: relay to $du failed\\n");
         sl_reply_error();
     }}
@@ -364,6 +373,8 @@ failure_route[INDIALOG_OPTIONS] {{
 
 failure_route[DISPATCH_FAILED] {{
     if (t_is_canceled()) {{
+        xlog("L_INFO", "INVITE $ci: cancelled, releasing its media process\\n");
+        ds_load_unset();
         exit;
     }}
     if (t_check_status("486|408|5[0-9][0-9]") || (t_branch_timeout() && !t_branch_replied())) {{

@@ -405,3 +405,38 @@ def test_a_caller_hanging_up_mid_utterance_still_gets_its_final(
     assert speech.wer([" ".join(heard[: len(words)])], [" ".join(words)]) <= 0.34, (
         end["text"], prompt.text,
     )  # fmt: skip
+
+
+def test_a_cancel_crossing_the_answer_ends_the_call_once_and_frees_the_front(
+    bridge: RunningBridge, receiver: WebhookReceiver
+) -> None:
+    """The bridge answers at once, so a CANCEL sent right behind the INVITE crosses its 200: the
+    caller ACKs and hangs up (RFC 3261 §9.1). Either way the call ends once (or, if the CANCEL
+    won, never started) and the front's call count for the media process goes back to zero."""
+    from sip_bridge import kamailio
+    from tests.support.raw_uac import invite_then_cancel
+
+    outcomes = [invite_then_cancel("127.0.0.1", bridge.port) for _ in range(10)]
+    for ex in outcomes:
+        assert ex.invite_status in (200, 487), ex
+        if ex.invite_status == 200:
+            assert ex.bye_status == 200, ex
+            assert receiver.wait_for(
+                lambda posts, cid=ex.call_id: any(
+                    p.json()["type"] == "call.ended" and p.json()["sip_call_id"] == cid
+                    for p in posts
+                ),
+                timeout=30,
+            ), ex
+            types = [e["type"] for e in events_of(receiver, ex.call_id)]
+            assert types.count("call.started") == types.count("call.ended") == 1, types
+        else:
+            assert events_of(receiver, ex.call_id) == []
+    rundir = Path(bridge.config["runtime_dir"])
+    files = kamailio.KamailioFiles(
+        rundir, rundir / "kamailio.cfg", rundir / "dispatcher.list", rundir / "kamailio.pid",
+        rundir / "kamailio_ctl", rundir,
+    )  # fmt: skip
+    loads = [d.load for d in kamailio.destinations(files)]
+    front = [line for line in bridge.log_text().splitlines() if "raw-" in line or "ERROR" in line]
+    assert loads and all(load == 0 for load in loads), (loads, outcomes, front[-40:])
