@@ -378,8 +378,14 @@ class Endpointer:
             self._split(cut, events)
 
     def _best_cut(self, limit: int) -> int:
-        """The middle of the least speech-like window (or gap) below threshold near ``limit``."""
-        lo = max(limit - self._cut_search, self._utt_start + 1)
+        """The middle of the least speech-like window (or gap) below threshold near ``limit``.
+
+        The search stays in the second half of the allowed length: a piece cut for length is
+        never shorter than half of it, and the window of the previous cut, which straddles the
+        utterance's start, is out of reach.
+        """
+        reach = min(self._cut_search, self._max_len // 2)
+        lo = max(limit - reach, self._utt_start + 1)
         best = limit
         best_prob = self._on
         for start, length, prob in reversed(self._history):

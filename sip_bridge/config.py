@@ -328,6 +328,13 @@ def validate(cfg: Config, source: str) -> Config:
         raise ConfigError(source, "vad.threshold", "must be between 0 and 1")
     if cfg.vad.max_utterance_s < 1 or cfg.vad.max_utterance_s > 30:
         raise ConfigError(source, "vad.max_utterance_s", "must be between 1 and 30 seconds")
+    gate = m.silence_gate
+    if min(gate.preroll_ms, gate.hangover_ms) < cfg.vad.speech_pad_ms:
+        # The gate would drop the audio the VAD pads utterances with, silently.
+        raise ConfigError(
+            source, "media.silence_gate.preroll_ms",
+            "preroll_ms and hangover_ms must be at least vad.speech_pad_ms",
+        )  # fmt: skip
     if not 90 <= cfg.sip.min_se_s <= cfg.sip.session_expires_s:
         raise ConfigError(
             source, "sip.min_se_s", "must be at least 90 and at most session_expires_s"

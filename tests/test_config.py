@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,25 @@ def test_values_are_read(tmp_path: Path) -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="missing.yaml"):
         load(tmp_path / "missing.yaml")
+
+
+def test_the_gate_must_keep_the_audio_the_vad_pads_with(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("vad:\n  speech_pad_ms: 600\n")
+    with pytest.raises(ConfigError, match="media.silence_gate.preroll_ms"):
+        load(path)
+    path.write_text("vad:\n  speech_pad_ms: 600\nmedia:\n  silence_gate:\n    preroll_ms: 600\n")
+    assert load(path).vad.speech_pad_ms == 600
+
+
+def test_telephony_keys_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    for text, key in (
+        ("sip:\n  min_se_s: 30\n", "sip.min_se_s"),
+        ("delivery:\n  info_package: 'a b'\n", "delivery.info_package"),
+        ("sip:\n  metadata_headers: ['X-Ok', 'bad:name']\n", "sip.metadata_headers[1]"),
+        ("media:\n  rtp_timeout_s: -1\n", "media.rtp_timeout_s"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            load(path)

@@ -457,3 +457,21 @@ def test_pause_samples_counts_the_open_pause() -> None:
     assert ep.pause_samples == 5 * W
     feed(ep, [0.9], start=45 * W)
     assert ep.pause_samples == 0
+
+
+def test_a_max_length_below_the_cut_search_never_makes_slivers() -> None:
+    """max_utterance_s under cut_search_s: a cut is searched in the second half of the allowed
+    length only, so no utterance cut for length is shorter than half of it (the search used to
+    reach back to the previous cut and halve the piece again and again)."""
+    settings = EndpointerSettings(max_utterance_s=2.0, cut_search_s=3.0)
+    ep = Endpointer(RATE, settings)
+    rng = np.random.default_rng(0)
+    probs = [0.9] * 400
+    for k in range(15, 400, 15):  # a dip every 0.48 s, some deeper than others
+        probs[k] = float(rng.uniform(0.05, 0.45))
+    ends = ended(feed(ep, probs + [0.0] * 30))
+    cut = [e for e in ends if e.reason == "max_length"]
+    assert len(cut) >= 5
+    assert all(RATE <= e.end_sample - e.start_sample <= 2 * RATE for e in cut), [
+        e.end_sample - e.start_sample for e in cut
+    ]
