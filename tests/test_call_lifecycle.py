@@ -254,3 +254,20 @@ def test_a_peer_whose_recv_info_lacks_our_package_gets_no_info(tmp_path: Path) -
     assert result.ok, result.errors
     assert result.info_bodies == ()
     assert [e["text"] for e in evs if e["type"] == "transcript.final"] == ["only by webhook"]
+
+
+def test_a_session_the_caller_stops_refreshing_is_ended_by_the_session_timer(
+    tmp_path: Path,
+) -> None:
+    """RFC 4028: the caller asks for the shortest session (90 s) and to refresh it itself, then
+    never does; before it expires we hang up (the non-refresher's BYE, at most 32 s early)."""
+    scenario = Scenario(headers=("Session-Expires: 90;refresher=uac", "Supported: timer"))
+    scenario.await_bye(timeout_s=100)
+    with lone_media(tmp_path, {"media": {"rtp_timeout_s": 0}}) as m:  # no RTP here: by design
+        result = run(m, tmp_path, "expiry", scenario.render(), timeout=110)
+        evs = events(m)
+    bye = next(x for x in result.messages if x.direction == "received" and x.method == "BYE")
+    assert bye is not None
+    (ended,) = [e for e in evs if e["type"] == "call.ended"]
+    assert 58.0 <= float(ended["duration"]) <= 90.0, ended  # type: ignore[arg-type]
+    print("session timer end:", ended["reason"], ended["duration"])
