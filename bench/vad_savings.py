@@ -64,6 +64,7 @@ Run from the repository root (needs ``asterisk-core-sounds-en-wav``; about 80 s 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import sys
@@ -81,16 +82,15 @@ import zmq
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.batching import BatchPolicy
 from inference.model_files import ModelFiles, default_cache_dir, ensure_converted
 from inference.moonshine import MIN_CLIP_SECONDS, MoonshineModel
 from inference.providers import choose_providers, session_options
 from inference.speech_model import Transcription
 from inference.worker import MODEL_RATE, Worker, WorkerSettings
 from media import wire
-from media.endpointing import EndpointerSettings
 from media.silence_gate import SilenceGate, SuppressedStream
 from media.silero import SileroVad, VadStream
+from sip_bridge import cli
 from sip_bridge.config import Config, load
 from tests.support import speech
 from tests.support.rtp_pcap import join_with_silence
@@ -283,22 +283,15 @@ class Compute:
 
 
 def worker_settings(cfg: Config, endpoint: str, partials: bool) -> WorkerSettings:
-    """As ``sip-bridge worker`` builds them from the config (``sip_bridge.cli``); partials run in
-    the loop so that all model time is this thread's."""
-    i, v = cfg.inference, cfg.vad
-    return WorkerSettings(
+    """As ``sip-bridge worker`` builds them from the config; partials (when on) run in the loop
+    so that all model time is this thread's, and no heartbeats."""
+    return dataclasses.replace(
+        cli.worker_settings(cfg, 0),
         endpoint=endpoint,
-        policy=BatchPolicy(i.max_batch, float(i.max_wait_ms), i.max_padding),
-        endpointing=EndpointerSettings(
-            threshold=v.threshold,
-            min_silence_ms=v.min_silence_ms,
-            speech_pad_ms=v.speech_pad_ms,
-            min_speech_ms=v.min_speech_ms,
-            max_utterance_s=v.max_utterance_s,
-        ),
-        partial_interval_s=i.partial_interval_ms / 1000.0 if partials else 0.0,
-        early_finals=i.early_finals if partials else False,
+        partial_interval_s=cfg.inference.partial_interval_ms / 1000.0 if partials else 0.0,
+        early_finals=cfg.inference.early_finals if partials else False,
         partial_nice=None,
+        heartbeat_endpoint=None,
     )
 
 

@@ -12,10 +12,14 @@ import dataclasses
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import yaml
 
 from sip_bridge.config import Config, ConfigError, load, validate
+
+if TYPE_CHECKING:
+    from inference.worker import WorkerSettings
 
 log = logging.getLogger("sip_bridge")
 
@@ -28,13 +32,37 @@ def _setup_logging(cfg: Config, role: str) -> None:
     )
 
 
-def _run_worker(cfg: Config, index: int) -> int:
+def worker_settings(cfg: Config, index: int) -> WorkerSettings:
+    """Worker ``index``'s settings, from the config (``inference`` and ``vad``)."""
     from inference.batching import BatchPolicy
+    from inference.worker import WorkerSettings
+    from media.endpointing import EndpointerSettings
+
+    i, v = cfg.inference, cfg.vad
+    return WorkerSettings(
+        endpoint=cfg.worker_endpoint(index),
+        policy=BatchPolicy(i.max_batch, float(i.max_wait_ms), i.max_padding),
+        endpointing=EndpointerSettings(
+            threshold=v.threshold,
+            min_silence_ms=v.min_silence_ms,
+            speech_pad_ms=v.speech_pad_ms,
+            min_speech_ms=v.min_speech_ms,
+            max_utterance_s=v.max_utterance_s,
+        ),
+        partial_interval_s=i.partial_interval_ms / 1000.0,
+        early_finals=i.early_finals,
+        partial_nice=None if i.partial_nice < 0 else i.partial_nice,
+        index=index,
+        heartbeat_endpoint=cfg.heartbeat_endpoint(index),
+        heartbeat_interval_s=i.heartbeat_interval_ms / 1000.0,
+    )
+
+
+def _run_worker(cfg: Config, index: int) -> int:
     from inference.model_files import ensure_converted
     from inference.moonshine import MoonshineModel
     from inference.providers import choose_providers
-    from inference.worker import Worker, WorkerSettings
-    from media.endpointing import EndpointerSettings
+    from inference.worker import Worker
     from media.silero import SileroVad
     from sip_bridge.supervisor import notify_ready
 
@@ -53,23 +81,7 @@ def _run_worker(cfg: Config, index: int) -> int:
         warm_up_max_batch=warm_up,
         warm_up_seconds=(2.0, 5.0, v.max_utterance_s),
     )
-    settings = WorkerSettings(
-        endpoint=cfg.worker_endpoint(index),
-        policy=BatchPolicy(i.max_batch, float(i.max_wait_ms), i.max_padding),
-        endpointing=EndpointerSettings(
-            threshold=v.threshold,
-            min_silence_ms=v.min_silence_ms,
-            speech_pad_ms=v.speech_pad_ms,
-            min_speech_ms=v.min_speech_ms,
-            max_utterance_s=v.max_utterance_s,
-        ),
-        partial_interval_s=i.partial_interval_ms / 1000.0,
-        early_finals=i.early_finals,
-        partial_nice=None if i.partial_nice < 0 else i.partial_nice,
-        index=index,
-        heartbeat_endpoint=cfg.heartbeat_endpoint(index),
-        heartbeat_interval_s=i.heartbeat_interval_ms / 1000.0,
-    )
+    settings = worker_settings(cfg, index)
     worker = Worker(settings, model, SileroVad())
 
     import signal

@@ -23,10 +23,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support import speech
 from tests.support.ports import free_udp_port
 from tests.support.procs import kill, wait_or_kill
 
@@ -45,13 +45,6 @@ class BaresipResult:
     exit_code: int
     timed_out: bool
     output: str
-
-
-def _wav_rate(path: Path) -> int:
-    with wave.open(str(path)) as w:
-        if w.getsampwidth() != 2 or w.getnchannels() != 1:
-            raise BaresipError(f"{path}: baresip's aufile needs 16-bit mono")
-        return int(w.getframerate())
 
 
 def write_config(config_dir: Path, source_wav: Path, sip_port: int, codec: str = "G722") -> None:
@@ -107,7 +100,7 @@ class BaresipCall:
         work_dir: Path | None = None,
     ) -> None:
         expected_rate = 16000 if codec.upper() == "G722" else 8000
-        rate = _wav_rate(Path(source_wav))
+        rate = speech.wav_rate(Path(source_wav))
         if rate != expected_rate:
             raise BaresipError(f"{source_wav}: {rate} Hz, but {codec} needs {expected_rate} Hz")
         self.target_uri = target_uri

@@ -36,11 +36,11 @@ import subprocess
 import tempfile
 import threading
 import time
-import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support import speech
 from tests.support.ports import free_udp_port, free_udp_ports
 from tests.support.procs import kill, wait_or_kill
 
@@ -128,13 +128,6 @@ class LinphoneResult:
     def answers(self, method: str) -> list[SipMessage]:
         """Final responses received to ``method`` requests (by CSeq), in order."""
         return [m for m in self.messages if m.is_final_answer_to(method)]
-
-
-def wav_rate(path: Path) -> int:
-    with wave.open(str(path)) as w:
-        if w.getsampwidth() != 2 or w.getnchannels() != 1:
-            raise LinphoneError(f"{path}: linphonec's file player needs 16-bit mono")
-        return int(w.getframerate())
 
 
 def write_config(path: Path, codec: str, rtp_port: int, user: str = "linphonec") -> None:
@@ -257,7 +250,7 @@ class LinphoneCall:
         self._reader: threading.Thread | None = None
 
     def _check_wav(self, path: Path) -> None:
-        rate = wav_rate(path)
+        rate = speech.wav_rate(path)
         if rate != WAV_RATES[self.codec]:
             raise LinphoneError(
                 f"{path}: {rate} Hz, but {self.codec} needs {WAV_RATES[self.codec]} Hz"

@@ -47,6 +47,14 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").copy(), w.getframerate()
 
 
+def wav_rate(path: Path) -> int:
+    """The sample rate of a 16-bit mono wav file (what the clients' file players take)."""
+    with wave.open(str(path)) as w:
+        if w.getsampwidth() != 2 or w.getnchannels() != 1:
+            raise ValueError(f"{path}: a client's file player needs 16-bit mono")
+        return int(w.getframerate())
+
+
 def write_wav(path: Path, pcm: np.ndarray, rate: int) -> None:
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
