@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from sip_bridge.webhooks import verify
 from tests.support import speech
 from tests.support.baresip import BaresipCall
-from tests.support.bridge import RunningBridge
+from tests.support.bridge import RunningBridge, serving
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
 from tests.support.sipp import SippCall, SippResult, can_play_pcap, run_calls
 from tests.support.sipp_steps import Scenario, sdp
@@ -46,20 +45,10 @@ def receiver() -> Iterator[WebhookReceiver]:
 def bridge(
     tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver
 ) -> Iterator[RunningBridge]:
-    work = tmp_path_factory.mktemp("bridge")
-    b = RunningBridge(work, {"inference": {"workers": 2}}, receiver.url)
-    try:
-        b.wait_ready(timeout=600)
+    with serving(
+        tmp_path_factory.mktemp("bridge"), {"inference": {"workers": 2}}, receiver.url
+    ) as b:
         yield b
-    finally:
-        code = b.stop()
-        assert code == 0, f"serve exited {code}:\n{b.log_text()[-4000:]}"
-        # SIGTERM stopped every part: no process started with this config (or its Kamailio
-        # config) is left.
-        left = subprocess.run(
-            ["pgrep", "-af", str(b.config_path.parent)], capture_output=True, text=True
-        ).stdout
-        assert left == "", left
 
 
 def make_call(

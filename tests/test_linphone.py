@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.support import speech
-from tests.support.bridge import RunningBridge
+from tests.support.bridge import RunningBridge, serving
 from tests.support.linphone import LinphoneCall, LinphoneResult
 from tests.support.rtp_pcap import join_with_silence
 from tests.support.webhook_receiver import Post, WebhookReceiver
@@ -53,18 +52,8 @@ def receiver() -> Iterator[WebhookReceiver]:
 def bridge(
     tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver
 ) -> Iterator[RunningBridge]:
-    work = tmp_path_factory.mktemp("bridge")
-    b = RunningBridge(work, {"media": {"processes": 1}}, receiver.url)
-    try:
-        b.wait_ready(timeout=600)
+    with serving(tmp_path_factory.mktemp("bridge"), {"media": {"processes": 1}}, receiver.url) as b:
         yield b
-    finally:
-        code = b.stop()
-        assert code == 0, f"serve exited {code}:\n{b.log_text()[-4000:]}"
-        left = subprocess.run(
-            ["pgrep", "-af", str(b.config_path.parent)], capture_output=True, text=True
-        ).stdout
-        assert left == "", left
 
 
 def prompts_wav(path: Path, prompts: list[speech.Prompt], rate: int = 8000) -> float:

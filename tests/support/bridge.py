@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +119,22 @@ class RunningBridge:
 
     def log_text(self) -> str:
         return "".join(self.lines)
+
+
+@contextmanager
+def serving(
+    work: Path, overrides: dict[str, Any], webhook_url: str | None, ready_s: float = 600
+) -> Iterator[RunningBridge]:
+    """``sip-bridge serve`` for a test module: yields it once ready; on exit stops it (SIGTERM)
+    and checks that it exited 0 and left no process started with its config behind."""
+    bridge = RunningBridge(work, overrides, webhook_url)
+    try:
+        bridge.wait_ready(timeout=ready_s)
+        yield bridge
+    finally:
+        code = bridge.stop()
+        assert code == 0, f"serve exited {code}:\n{bridge.log_text()[-4000:]}"
+        left = subprocess.run(
+            ["pgrep", "-af", str(bridge.config_path.parent)], capture_output=True, text=True
+        ).stdout
+        assert left == "", left
