@@ -1,14 +1,17 @@
 """G.711 codecs and RTP-in-pcap files for sipp's ``play_pcap_audio``.
 
 Owns: μ-law / A-law encoding and decoding (ITU-T G.711, bit-exact with the classic Sun reference
-code and with Python's old ``audioop``), and writing a classic libpcap file of one RTP stream
+code and with Python's old ``audioop``), writing a classic libpcap file of one RTP stream
 (Ethernet / IPv4 / UDP / RTP, one packet per 20 ms, packet times 20 ms apart so sipp paces them in
-real time). Test support only: it never touches a socket and needs no library beyond numpy.
+real time), and the network's faults made on the packet list before it is written: jitter with
+reordering, loss, and a sender clock that runs fast or slow. Test support only: it never touches a
+socket and needs no library beyond numpy.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +163,62 @@ def rtp_packets(
     return packets
 
 
+TimedPacket = tuple[float, bytes]  # (send time in seconds from the stream's start, RTP packet)
+
+
+def paced(packets: Sequence[bytes], ptime_s: float = PTIME_MS / 1000) -> list[TimedPacket]:
+    """The packets as a steady sender sends them: one every ``ptime_s``."""
+    return [(i * ptime_s, rtp) for i, rtp in enumerate(packets)]
+
+
+def jittered(packets: Sequence[TimedPacket], max_jitter_s: float, seed: int) -> list[TimedPacket]:
+    """Each packet held back by its own random delay, uniform in [0, ``max_jitter_s``], then put
+    in the order they now leave.
+
+    Two packets whose delays differ by more than their spacing swap: with 80 ms on 20 ms packets,
+    about 28 % of neighbours. sipp sends a pcap in file order, so the result is sorted by time
+    (stably: equal times keep their order).
+    """
+    if max_jitter_s < 0:
+        raise ValueError(f"jitter must be >= 0 s, not {max_jitter_s}")
+    delays = np.random.default_rng(seed).uniform(0.0, max_jitter_s, len(packets))
+    held = [(t + float(d), rtp) for (t, rtp), d in zip(packets, delays, strict=True)]
+    return sorted(held, key=lambda packet: packet[0])
+
+
+def lossy(packets: Sequence[TimedPacket], rate: float, seed: int) -> list[TimedPacket]:
+    """The packets less ``round(rate * len(packets))`` of them, picked at random (independent
+    losses, not bursts); the rest keep their times and order."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"loss rate must be in [0, 1), not {rate}")
+    count = round(rate * len(packets))
+    dropped = set(np.random.default_rng(seed).choice(len(packets), count, replace=False).tolist())
+    return [packet for i, packet in enumerate(packets) if i not in dropped]
+
+
+def drifted(packets: Sequence[TimedPacket], clock_error: float) -> list[TimedPacket]:
+    """The packets as sent by a sender whose clock runs ``clock_error`` fast (+0.005: 0.5 % fast)
+    or slow (negative).
+
+    Its 20 ms are 20 / 1.005 ms of real time, so a fast sender sends 0.5 % more audio per second
+    than the receiver plays. Send times scale; the RTP timestamps, which count the sender's own
+    samples, do not change.
+    """
+    if clock_error <= -1.0:
+        raise ValueError(f"clock error must be > -1, not {clock_error}")
+    return [(t / (1.0 + clock_error), rtp) for t, rtp in packets]
+
+
+def rtp_sequence(packet: bytes) -> int:
+    """The RTP sequence number of a packet from :func:`rtp_packets`."""
+    return int(struct.unpack_from("!H", packet, 2)[0])
+
+
+def rtp_timestamp(packet: bytes) -> int:
+    """The RTP timestamp of a packet from :func:`rtp_packets`."""
+    return int(struct.unpack_from("!I", packet, 4)[0])
+
+
 def _ipv4_checksum(header: bytes) -> int:
     words = struct.unpack(f"!{len(header) // 2}H", header)
     total = sum(words)
@@ -180,7 +239,7 @@ def _frame(udp_payload: bytes, ident: int) -> bytes:
 
 
 def write_packets_pcap(
-    path: Path | str, packets: list[tuple[float, bytes]], *, start_time: float = 1_700_000_000.0
+    path: Path | str, packets: Sequence[TimedPacket], *, start_time: float = 1_700_000_000.0
 ) -> None:
     """Write RTP packets, each with its send time (seconds from the start), in a libpcap file.
 
