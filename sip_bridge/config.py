@@ -47,10 +47,14 @@ class JitterBufferConfig:
     init_ms: int = 120
     min_prefetch_ms: int = 100
     max_prefetch_ms: int = 200
-    max_ms: int = 500
-    # How PJSIP sheds the audio of a sender whose clock runs fast: "none" (only when the buffer
-    # is full, then the oldest frames), "static" or "progressive" (frames beyond the measured
-    # burst level, a few per second).
+    # The most audio held. With no discard the buffer shrinks only by running dry, so a sender
+    # whose clock runs fast, or a burst after a network stall, raises the call's latency up to
+    # this; then each new frame pushes out the oldest (0.5 % fast: 10 ms every 2 s).
+    max_ms: int = 250
+    # "none": frames go only when the buffer is full. "static" / "progressive": PJSIP shrinks
+    # the buffer towards its measured burst level (20-40 ms here), which holds latency flat
+    # against any drift but, on a busy host, runs it dry again and again: each time 100 ms of
+    # silence goes in and frames go out (bench/clock_drift.py).
     discard: Literal["none", "static", "progressive"] = "none"
 
 
@@ -328,6 +332,12 @@ def validate(cfg: Config, source: str) -> Config:
         raise ConfigError(source, "vad.threshold", "must be between 0 and 1")
     if cfg.vad.max_utterance_s < 1 or cfg.vad.max_utterance_s > 30:
         raise ConfigError(source, "vad.max_utterance_s", "must be between 1 and 30 seconds")
+    jb = m.jitter_buffer
+    if not 0 < jb.min_prefetch_ms <= jb.max_prefetch_ms <= jb.max_ms or jb.init_ms > jb.max_ms:
+        raise ConfigError(
+            source, "media.jitter_buffer",
+            "need 0 < min_prefetch_ms <= max_prefetch_ms <= max_ms and init_ms <= max_ms",
+        )  # fmt: skip
     gate = m.silence_gate
     if min(gate.preroll_ms, gate.hangover_ms) < cfg.vad.speech_pad_ms:
         # The gate would drop the audio the VAD pads utterances with, silently.

@@ -130,9 +130,10 @@ def _set_media_config(ep_cfg: Any, m: MediaConfig) -> None:
         jbMinPre=jb.min_prefetch_ms,
         jbMaxPre=jb.max_prefetch_ms,
         jbMax=jb.max_ms,
-        # No discard: PJSIP's progressive (and static) discard dropped 10 ms G.711 frames of
-        # steady 20 ms streams here (received audio correlated 0.4-0.67 with the source instead
-        # of 0.999). The buffer stays bounded by jbMax either way.
+        # Default "none": PJSIP's progressive (and static) discard squeeze the buffer to the
+        # burst level, 20-40 ms; here it then runs dry, refills with 100 ms of silence and
+        # discards again, all the time (received audio correlates 0.4-0.9 with the source, not
+        # 0.999). With none, jbMax bounds what a fast sender clock adds (bench/clock_drift.py).
         jbDiscardAlgo={"none": 0, "static": 1, "progressive": 2}[jb.discard],
     )
     doc = pj.JsonDocument()

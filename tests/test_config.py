@@ -74,6 +74,7 @@ def test_telephony_keys_are_checked(tmp_path: Path) -> None:
         ("delivery:\n  info_package: 'a b'\n", "delivery.info_package"),
         ("sip:\n  metadata_headers: ['X-Ok', 'bad:name']\n", "sip.metadata_headers[1]"),
         ("media:\n  rtp_timeout_s: -1\n", "media.rtp_timeout_s"),
+        ("media:\n  jitter_buffer:\n    max_ms: 150\n", "media.jitter_buffer"),
     ):
         path.write_text(text)
         with pytest.raises(ConfigError, match=re.escape(key)):
