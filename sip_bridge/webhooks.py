@@ -1,11 +1,13 @@
 """Signed webhook delivery: one thread per endpoint, so a slow or dead endpoint delays no other.
 
-Each event is POSTed as its JSON body with ``X-Signature: <hex HMAC-SHA256 of the body under the
-endpoint's secret>``, ``X-Event-Type`` and ``X-Event-Id``. A failed POST (connection error, timeout,
-non-2xx) is retried with doubling back-off up to ``retries`` times, then dropped with an error
-log. Order is kept per endpoint, hence per call. The queue is bounded; when full, the event is
-dropped and counted (never blocks the caller: it runs next to the SIP loop). Secrets are never
-logged.
+Each event is POSTed as its JSON body with ``X-Event-Type``, ``X-Event-Id`` (``<call_id>-<seq>``,
+the same on every attempt: the receiver's idempotency key) and, in the Stripe style,
+``X-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the endpoint's secret>``,
+signed afresh at each attempt: a receiver checks the HMAC and that ``t`` is recent, so a captured
+request cannot be replayed later. A failed POST (connection error, timeout, non-2xx) is retried
+with doubling back-off up to ``retries`` times, then dropped with an error log. Order is kept per
+endpoint, hence per call. The queue is bounded; when full, the event is dropped and counted (never
+blocks the caller: it runs next to the SIP loop). Secrets are never logged.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hmac
 import logging
 import queue
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -25,12 +28,34 @@ from sip_bridge.events import Event
 log = logging.getLogger(__name__)
 
 
-def sign(secret: str, body: bytes) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+SIGNATURE_TOLERANCE_S = 300  # what verify() accepts between signing and checking, by default
 
 
-def verify(secret: str, body: bytes, signature: str) -> bool:
-    return hmac.compare_digest(sign(secret, body), signature)
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``X-Signature`` value for ``body`` signed at ``timestamp`` (unix seconds)."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify(
+    secret: str,
+    body: bytes,
+    header: str,
+    tolerance_s: float = SIGNATURE_TOLERANCE_S,
+    now: float | None = None,
+) -> bool:
+    """Check an ``X-Signature`` header as a receiver should: one of its ``v1`` HMACs matches
+    ``"<t>.<body>"`` under ``secret``, and ``t`` lies within ``tolerance_s`` of ``now``."""
+    parts = [item.partition("=") for item in header.split(",")]
+    stamps = [v.strip() for k, _, v in parts if k.strip() == "t"]
+    macs = [v.strip() for k, _, v in parts if k.strip() == "v1"]
+    if len(stamps) != 1 or not stamps[0].isdigit() or not macs:
+        return False
+    t = int(stamps[0])
+    if abs((time.time() if now is None else now) - t) > tolerance_s:
+        return False
+    expected = sign(secret, body, t).rpartition("v1=")[2]
+    return any(hmac.compare_digest(expected, m) for m in macs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +93,7 @@ class _EndpointSender:
             headers={
                 "Content-Type": "application/json",
                 "User-Agent": "sip-bridge",
-                "X-Signature": sign(self.endpoint.secret, event.body),
+                "X-Signature": sign(self.endpoint.secret, event.body, int(time.time())),
                 "X-Event-Type": event.type,
                 "X-Event-Id": f"{event.call_id}-{event.seq}",
             },

@@ -11,10 +11,24 @@ def event(seq: int) -> Event:
 
 
 def test_signature_round_trip() -> None:
-    sig = sign("k", b"body")
-    assert verify("k", b"body", sig)
-    assert not verify("other", b"body", sig)
-    assert not verify("k", b"body!", sig)
+    sig = sign("k", b"body", 1_800_000_000)
+    assert sig.startswith("t=1800000000,v1=")
+    now = 1_800_000_010.0
+    assert verify("k", b"body", sig, now=now)
+    assert not verify("other", b"body", sig, now=now)
+    assert not verify("k", b"body!", sig, now=now)
+
+
+def test_a_signature_binds_its_time_and_expires() -> None:
+    sig = sign("k", b"body", 1_800_000_000)
+    assert not verify("k", b"body", sig, now=1_800_000_301.0)  # replayed 5 min later
+    assert verify("k", b"body", sig, now=1_800_000_301.0, tolerance_s=600)
+    mac = sig.split("v1=")[1]
+    assert not verify("k", b"body", f"t=1800000100,v1={mac}", now=1_800_000_100.0)  # new t
+    # Several v1 values (a secret being rotated): any one may match.
+    assert verify("k", b"body", f"t=1800000000,v1={'0' * 64},v1={mac}", now=1_800_000_000.0)
+    for bad in ("", "v1=" + mac, "t=x,v1=" + mac, "t=1800000000", "t=1,t=2,v1=" + mac):
+        assert not verify("k", b"body", bad, now=1_800_000_000.0)
 
 
 def test_delivers_in_order_signed_and_retries_a_failing_endpoint() -> None:
