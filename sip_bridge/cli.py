@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -93,6 +93,77 @@ def _run_worker(cfg: Config, index: int) -> int:
     return 0
 
 
+def _read_audio(path: str) -> tuple[Any, int]:
+    """A wav file as int16 mono at 8 or 16 kHz (other rates resampled to 16 kHz, channels mixed)."""
+    import wave
+
+    import numpy as np
+    import soxr
+
+    try:
+        with wave.open(path) as w:
+            width, channels, rate = w.getsampwidth(), w.getnchannels(), w.getframerate()
+            data = w.readframes(w.getnframes())
+    except (OSError, EOFError, wave.Error) as exc:
+        raise ValueError(f"{path}: not a readable wav file ({exc or type(exc).__name__})") from exc
+    if width != 2:
+        raise ValueError(f"{path}: {8 * width}-bit samples; convert it to 16-bit PCM")
+    pcm = np.frombuffer(data, dtype="<i2").reshape(-1, channels).mean(axis=1)
+    if rate not in (8000, 16000):
+        pcm, rate = soxr.resample(pcm, rate, 16000), 16000
+    return np.clip(np.round(pcm), -32768, 32767).astype(np.int16), rate
+
+
+def _progress(done: float, total_s: float) -> None:
+    bar = "#" * int(done * 30)
+    print(f"\r[{bar:<30}] {done:4.0%} of {total_s / 60:.1f} min", end="", file=sys.stderr,
+          flush=True)  # fmt: skip
+
+
+def _run_transcribe(cfg: Config, path: str, as_json: bool) -> int:
+    import json
+
+    from inference.file_pipeline import transcribe
+    from inference.model_files import ensure_converted
+    from inference.moonshine import MoonshineModel
+    from inference.providers import choose_providers
+    from media import wire
+    from media.silence_gate import SilenceGate
+
+    try:
+        pcm, rate = _read_audio(path)
+    except ValueError as exc:
+        print(f"sip-bridge: {exc}", file=sys.stderr)
+        return 2
+    i, g = cfg.inference, cfg.media.silence_gate
+    files = ensure_converted(cfg.model_cache_path())
+    providers = choose_providers(i.provider, i.device_id, i.gpu_mem_limit_mb * 1024 * 1024)
+    model = MoonshineModel(files, providers, threads=i.threads, max_padding=i.max_padding)
+    gate = SilenceGate(rate, g.threshold_dbfs, g.hangover_ms, g.preroll_ms)
+    total_s = len(pcm) / rate
+    bar = sys.stderr.isatty() and total_s > 30
+
+    def show(t: wire.Transcript) -> None:
+        if bar:
+            print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
+        if as_json:
+            line = {"utterance": t.utterance, "start": round(t.start, 3), "end": round(t.end, 3),
+                    "text": t.text, "confidence": round(t.confidence, 3)}  # fmt: skip
+            print(json.dumps(line, ensure_ascii=False), flush=True)
+        else:
+            print(f"[{t.start:8.2f} - {t.end:8.2f}] {t.text}", flush=True)
+
+    try:
+        transcribe(pcm, rate, worker_settings(cfg, 0), model, gate, on_final=show,
+                   on_progress=(lambda d: _progress(d, total_s)) if bar else None)  # fmt: skip
+    except BrokenPipeError:  # `| head`: the reader has gone; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    if bar:
+        print(file=sys.stderr)
+    return 0
+
+
 def _run_media(cfg: Config, index: int) -> int:
     from sip_bridge import media_process
     from sip_bridge.supervisor import notify_ready
@@ -108,8 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         ("check-config", "validate a config file and print the effective configuration"),
         ("worker", "run one inference worker (started by serve)"),
         ("media", "run one PJSUA2 media process (started by serve)"),
+        ("transcribe", "transcribe a wav file through the same pipeline as a call, no SIP"),
     ):
         p = sub.add_parser(name, help=help_)
+        if name == "transcribe":
+            p.add_argument("file", help="a wav file (16-bit; any rate, resampled if needed)")
+            p.add_argument("--json", action="store_true", help="one JSON object per utterance")
         p.add_argument("--config", metavar="FILE", help="YAML config (default: built-in defaults)")
         if name in ("worker", "media"):
             p.add_argument("--index", type=int, default=0)
@@ -128,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
         return 0
+    if args.command == "transcribe":  # stdout is the transcript; only problems on stderr
+        _setup_logging(dataclasses.replace(cfg, log_level="WARNING"), "transcribe")
+        return _run_transcribe(cfg, args.file, args.json)
     role = args.command if args.command == "serve" else f"{args.command}[{args.index}]"
     _setup_logging(cfg, role)
     if args.command == "serve":

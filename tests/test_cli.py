@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soxr
 import yaml
+
+from tests.support import speech
+from tests.support.rtp_pcap import join_with_silence
 
 CLI = [sys.executable, "-m", "sip_bridge.cli"]
 
@@ -91,3 +98,38 @@ def test_a_sip_port_held_by_another_server_is_named(tmp_path: Path) -> None:
     assert f"udp:127.0.0.1:{port} is held by another SIP server" in proc.stderr
     left = subprocess.run(["pgrep", "-f", str(cfg)], capture_output=True, text=True)
     assert left.stdout == "", f"processes left behind: {left.stdout}"
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not speech.available(), reason="needs asterisk-core-sounds-en-wav")
+def test_transcribe_runs_a_file_through_the_call_pipeline(tmp_path: Path) -> None:
+    prompts = speech.select(3, min_s=2.0, max_s=6.0, stride=11)
+    pcm = join_with_silence([p.pcm() for p in prompts], gap_s=1.5)
+    wav = tmp_path / "call.wav"
+    speech.write_wav(wav, pcm, 8000)
+    # The same call as 44.1 kHz stereo: mixed down and resampled to 16 kHz on the way in.
+    hifi = soxr.resample(pcm.astype(np.float32), 8000, 44100)
+    stereo = np.repeat(np.clip(hifi, -32768, 32767).astype(np.int16)[:, None], 2, axis=1)
+    wav44 = tmp_path / "call44.wav"
+    with wave.open(str(wav44), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(44100)
+        w.writeframes(stereo.tobytes())
+    refs = " ".join(p.text for p in prompts)
+    for path in (wav, wav44):
+        proc = run("transcribe", "--json", str(path), timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        lines = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert [x["utterance"] for x in lines] == list(range(len(prompts)))  # one per prompt
+        assert all(a["end"] <= b["start"] for a, b in zip(lines, lines[1:], strict=False))
+        text = " ".join(x["text"] for x in lines)
+        assert speech.wer([refs], [text]) <= 0.2, (refs, text)
+
+
+def test_transcribe_refuses_what_is_not_a_wav_file(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.wav"
+    bogus.write_text("not audio")
+    proc = run("transcribe", str(bogus))
+    assert proc.returncode == 2
+    assert "not a readable wav file" in proc.stderr and "Traceback" not in proc.stderr
