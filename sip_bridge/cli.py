@@ -164,6 +164,30 @@ def _run_transcribe(cfg: Config, path: str, as_json: bool) -> int:
     return 0
 
 
+def _run_calls(cfg: Config, as_json: bool) -> int:
+    import json
+    import time
+
+    from sip_bridge import active_calls
+
+    calls = active_calls.read_all(cfg.runtime_path())
+    now = time.time()
+    for c in calls:
+        c["duration"] = round(max(now - float(c.get("started", now)), 0.0), 1)
+    if as_json:
+        print(json.dumps(calls, ensure_ascii=False, indent=1))
+        return 0
+    if not calls:
+        print("no calls in progress")
+        return 0
+    print(f"{'call id':<32}  {'duration':>8}  {'codec':<10}  {'node':<16}  from -> to")
+    for c in calls:
+        held = "  (on hold)" if c.get("on_hold") else ""
+        print(f"{c['call_id']:<32}  {c['duration']:>7.0f}s  {c['codec']:<10}  {c['node']:<16}  "
+              f"{c['from']} -> {c['to']}{held}")  # fmt: skip
+    return 0
+
+
 def _run_media(cfg: Config, index: int) -> int:
     from sip_bridge import media_process
     from sip_bridge.supervisor import notify_ready
@@ -180,11 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         ("worker", "run one inference worker (started by serve)"),
         ("media", "run one PJSUA2 media process (started by serve)"),
         ("transcribe", "transcribe a wav file through the same pipeline as a call, no SIP"),
+        ("calls", "list the calls in progress on this host (of the server using this config)"),
     ):
         p = sub.add_parser(name, help=help_)
         if name == "transcribe":
             p.add_argument("file", help="a wav file (16-bit; any rate, resampled if needed)")
             p.add_argument("--json", action="store_true", help="one JSON object per utterance")
+        if name == "calls":
+            p.add_argument("--json", action="store_true", help="a JSON list of the calls")
         p.add_argument("--config", metavar="FILE", help="YAML config (default: built-in defaults)")
         if name in ("worker", "media"):
             p.add_argument("--index", type=int, default=0)
@@ -203,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
         return 0
+    if args.command == "calls":
+        return _run_calls(cfg, args.json)
     if args.command == "transcribe":  # stdout is the transcript; only problems on stderr
         _setup_logging(dataclasses.replace(cfg, log_level="WARNING"), "transcribe")
         return _run_transcribe(cfg, args.file, args.json)

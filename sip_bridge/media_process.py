@@ -16,7 +16,6 @@ they are released explicitly here (DESIGN.md: it segfaults otherwise).
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import signal
 import socket
@@ -30,7 +29,7 @@ import pjsua2 as pj
 import zmq
 
 from media import wire
-from sip_bridge import sip_headers
+from sip_bridge import active_calls, pjsip_settings, sip_headers
 from sip_bridge.audio_sender import (
     AudioSender,
     Commit,
@@ -42,7 +41,7 @@ from sip_bridge.audio_sender import (
 )
 from sip_bridge.audio_tap import CallAudioPort, release
 from sip_bridge.call_watch import MAX_DURATION, RTP_TIMEOUT, CallWatch
-from sip_bridge.config import Config, MediaConfig
+from sip_bridge.config import Config
 from sip_bridge.events import CallEvents, CallInfo, Event
 from sip_bridge.frame_copy import make_copier
 from sip_bridge.info_policy import InfoPolicy
@@ -50,12 +49,6 @@ from sip_bridge.webhooks import Endpoint, WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
-# Codecs we take, best first (as the answerer we follow the offer's order among these; every
-# other codec of the build is disabled). Wideband stays wideband all the way to the model.
-# The pjsua2-python wheel has no Opus; a PJSIP built with it uses it.
-CODEC_PRIORITIES = {"opus/48000": 254, "G722/16000": 253, "PCMU/8000": 252, "PCMA/8000": 251}
-# RFC 4733 events need their own payload type; PJSIP offers it when this is enabled.
-TELEPHONE_EVENTS = "telephone-event"
 # The Reason header (RFC 3326) of a BYE we send.
 BYE_REASONS = {
     RTP_TIMEOUT: 'Q.850;cause=102;text="rtp timeout"',
@@ -113,34 +106,6 @@ class BridgeAccount(pj.Account):  # type: ignore[misc]
         self.owner.on_incoming_call(self, prm)
 
 
-def _set_media_config(ep_cfg: Any, m: MediaConfig) -> None:
-    """Media settings. They go through pjsua2's JSON reader because SWIG cannot assign the
-    jitter buffer's discard enum from Python."""
-    doc = pj.JsonDocument()
-    doc.writeObject(ep_cfg.medConfig)
-    obj = json.loads(doc.saveString())
-    jb = m.jitter_buffer
-    obj["MediaConfig"].update(
-        clockRate=16000,  # the bridge runs wideband; 8 kHz ports are resampled to by PJSIP
-        sndClockRate=16000,
-        ecTailLen=0,  # we never play audio: no echo canceller
-        noVad=True,
-        maxMediaPorts=max(254, 4 * m.calls_per_process + 8),
-        jbInit=jb.init_ms,
-        jbMinPre=jb.min_prefetch_ms,
-        jbMaxPre=jb.max_prefetch_ms,
-        jbMax=jb.max_ms,
-        # Default "none": PJSIP's progressive (and static) discard squeeze the buffer to the
-        # burst level, 20-40 ms; here it then runs dry, refills with 100 ms of silence and
-        # discards again, all the time (received audio correlates 0.4-0.9 with the source, not
-        # 0.999). With none, jbMax bounds what a fast sender clock adds (bench/clock_drift.py).
-        jbDiscardAlgo={"none": 0, "static": 1, "progressive": 2}[jb.discard],
-    )
-    doc = pj.JsonDocument()
-    doc.loadString(json.dumps(obj))
-    doc.readObject(ep_cfg.medConfig)
-
-
 class MediaProcess:
     def __init__(self, cfg: Config, index: int) -> None:
         self.cfg = cfg
@@ -173,6 +138,7 @@ class MediaProcess:
         self.ep = pj.Endpoint()
         self.account: BridgeAccount | None = None
         self.results: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
+        self._calls_path = active_calls.path_for(cfg.runtime_path(), index)
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -187,7 +153,7 @@ class MediaProcess:
         ep_cfg.uaConfig.userAgent = "sip-bridge"
         ep_cfg.logConfig.level = 2
         ep_cfg.logConfig.consoleLevel = 2
-        _set_media_config(ep_cfg, m)
+        pjsip_settings.set_media_config(ep_cfg, m)
         self.ep.libInit(ep_cfg)
         self.ep.audDevManager().setNullDev()
 
@@ -195,31 +161,18 @@ class MediaProcess:
         tcfg.port = cfg.media_sip_port(self.index)
         tcfg.boundAddress = "127.0.0.1"
         self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-        taken = []
-        for codec in self.ep.codecEnum2():  # ids look like "PCMU/8000/1"
-            name = "/".join(codec.codecId.split("/")[:2])
-            priority = CODEC_PRIORITIES.get(name, 0)
-            self.ep.codecSetPriority(codec.codecId, priority)
-            if priority:
-                taken.append(name)
+        taken = pjsip_settings.set_codecs(self.ep)
         log.info("media process %d: codecs %s (and RFC 4733 telephone-event)", self.index,
-                 ", ".join(sorted(taken, key=lambda n: -CODEC_PRIORITIES[n])))  # fmt: skip
+                 ", ".join(taken))  # fmt: skip
         self.ep.libStart()
 
-        acfg = pj.AccountConfig()
-        acfg.idUri = f"sip:transcribe@127.0.0.1:{tcfg.port}"
-        acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL  # RFC 4028, when the peer asks
-        acfg.callConfig.timerSessExpiresSec = cfg.sip.session_expires_s
-        acfg.callConfig.timerMinSESec = cfg.sip.min_se_s
+        acfg = pjsip_settings.account_config(cfg, self.index)
         rtp = acfg.mediaConfig.transportConfig
-        rtp.port = m.rtp_port_base + self.index * m.rtp_ports_per_process
-        rtp.portRange = m.rtp_ports_per_process
-        rtp.publicAddress = cfg.public_address
-        if cfg.sip.address not in ("0.0.0.0", "::"):
-            rtp.boundAddress = cfg.sip.address
         self.account = BridgeAccount(self)
         self.account.create(acfg, True)
         self.sender.start()
+        self._calls_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._publish_calls()  # none yet: replaces what a previous run of this index left
         log.info(
             "media process %d: SIP on 127.0.0.1:%d, RTP %d-%d on %s, %d calls max",
             self.index, tcfg.port, rtp.port, rtp.port + rtp.portRange - 1, cfg.public_address,
@@ -287,6 +240,7 @@ class MediaProcess:
         if held != call.muted:
             call.muted = held
             self.sender.queue.put(Mute(call.call_id, held))
+            self._publish_calls()
             log.info("call %s: %s", call.call_id, "on hold (audio not transcribed)" if held
                      else "off hold")  # fmt: skip
         call.watch.hold(held, time.monotonic())
@@ -334,6 +288,7 @@ class MediaProcess:
             )
         )  # fmt: skip
         self._emit(call, call.events.started())
+        self._publish_calls()
         log.info(
             "call %s: answered (sip %s, from %s, %s)",
             call.call_id, info.callIdString, info.remoteUri, codec,
@@ -491,8 +446,31 @@ class MediaProcess:
         except pj.Error as exc:
             log.warning("call %s: hangup failed: %s", call.call_id, exc.info())
 
+    def _publish_calls(self) -> None:
+        """What ``sip-bridge calls`` shows: this process's answered calls."""
+        listed = [
+            {
+                "call_id": c.call_id,
+                "sip_call_id": c.events.info.sip_call_id,
+                "from": c.events.info.from_uri,
+                "to": c.events.info.to_uri,
+                "codec": c.codec,
+                "started": round(c.events.started_at, 3),
+                "on_hold": c.muted,
+                "node": c.events.info.node,
+            }  # fmt: skip
+            for c in self.calls.values()
+            if c.events is not None
+        ]
+        try:
+            active_calls.publish(self._calls_path, listed)
+        except OSError as exc:
+            log.warning("media process %d: cannot publish its calls: %s", self.index, exc)
+
     def _forget(self, call: _Call) -> None:
         self.calls.pop(call.call_id, None)
+        if call.events is not None:
+            self._publish_calls()
         self.sender.queue.put(Forget(call.call_id))
         self._doomed.append(call)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -429,3 +431,37 @@ def test_a_cancel_crossing_the_answer_ends_the_call_once_and_frees_the_front(
     loads = [d.load for d in kamailio.destinations(files)]
     front = [line for line in bridge.log_text().splitlines() if "raw-" in line or "ERROR" in line]
     assert loads and all(load == 0 for load in loads), (loads, outcomes, front[-40:])
+
+
+def test_calls_lists_the_calls_in_progress(
+    bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    """``sip-bridge calls`` (same config) shows a call while it lasts, on hold or not, and not
+    after."""
+    cli = [sys.executable, "-m", "sip_bridge.cli", "calls", "--json", "--config",
+           str(bridge.config_path)]  # fmt: skip
+    scenario = Scenario().pause(1.0).reinvite(sdp({0: "PCMU/8000"}, "sendonly", 2)).pause(6.0)
+    call = SippCall(
+        "127.0.0.1", bridge.port, tmp_path / "none.pcap", audio_s=0, guard_s=30,
+        scenario=scenario.bye().render(), work_dir=tmp_path / "listed",
+    ).start()  # fmt: skip
+    try:
+        assert bridge.wait_for_log("on hold (audio not transcribed)", timeout=15)
+        listed = json.loads(subprocess.run(cli, capture_output=True, text=True, check=True).stdout)
+        mine = [c for c in listed if c["sip_call_id"] == call.call_id]
+        assert len(mine) == 1, listed
+        assert mine[0]["on_hold"] is True and mine[0]["codec"] == "PCMU/8000"
+        assert 0 < mine[0]["duration"] < 30 and "sipp" in mine[0]["from"]
+        result = call.wait(40)
+    finally:
+        call.kill()
+    assert result.ok, result.errors
+    assert receiver.wait_for(
+        lambda posts: any(
+            p.json()["type"] == "call.ended" and p.json()["sip_call_id"] == call.call_id
+            for p in posts
+        ),
+        timeout=30,
+    )
+    listed = json.loads(subprocess.run(cli, capture_output=True, text=True, check=True).stdout)
+    assert all(c["sip_call_id"] != call.call_id for c in listed), listed
