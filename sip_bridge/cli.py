@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -188,6 +189,44 @@ def _run_calls(cfg: Config, as_json: bool) -> int:
     return 0
 
 
+def _demo_wav(given: str | None) -> str | None:
+    """The wav to play: the one given, else a recorded prompt of Debian's Asterisk sounds."""
+    if given:
+        return given
+    prompt = Path("/usr/share/asterisk/sounds/en/conf-getpin.wav")
+    return str(prompt) if prompt.is_file() else None
+
+
+def _run_demo(cfg: Config, wav_arg: str | None, to: str | None) -> int:
+    from sip_bridge import kamailio
+    from sip_bridge.demo import run
+
+    wav = _demo_wav(wav_arg)
+    if wav is None:
+        print("sip-bridge: give a wav file to play (or install asterisk-core-sounds-en-wav)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    host, port = kamailio.probe_address(cfg)
+    target = to or f"sip:transcribe@{host}:{port}"
+
+    def show(event: dict[str, Any]) -> None:
+        if event.get("type") == "dtmf":
+            print(f"[{event.get('time', 0):7.2f}] DTMF {event.get('digit')}", flush=True)
+        elif event.get("type", "").startswith("transcript."):
+            mark = "" if event["type"] == "transcript.final" else "  (partial)"
+            print(f"[{event.get('start', 0):7.2f}] {event.get('text', '')}{mark}", flush=True)
+
+    print(f"calling {target}, playing {wav}", file=sys.stderr)
+    result = run(target, Path(wav), show, timeout_s=600)
+    if result.status != 200:
+        print(f"sip-bridge: the call was not answered ({result.status})", file=sys.stderr)
+        return 1
+    if not result.captions:
+        print("sip-bridge: no captions came back in the call", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _run_media(cfg: Config, index: int) -> int:
     from sip_bridge import media_process
     from sip_bridge.supervisor import notify_ready
@@ -205,11 +244,17 @@ def main(argv: list[str] | None = None) -> int:
         ("media", "run one PJSUA2 media process (started by serve)"),
         ("transcribe", "transcribe a wav file through the same pipeline as a call, no SIP"),
         ("calls", "list the calls in progress on this host (of the server using this config)"),
+        ("demo", "call the running server, play a wav file and print the captions"),
     ):
         p = sub.add_parser(name, help=help_)
         if name == "transcribe":
             p.add_argument("file", help="a wav file (16-bit; any rate, resampled if needed)")
             p.add_argument("--json", action="store_true", help="one JSON object per utterance")
+        if name == "demo":
+            p.add_argument("file", nargs="?", help="a wav file (default: a recorded prompt)")
+            p.add_argument(
+                "--to", metavar="URI", help="whom to call (default: this config's front)"
+            )
         if name == "calls":
             p.add_argument("--json", action="store_true", help="a JSON list of the calls")
         p.add_argument("--config", metavar="FILE", help="YAML config (default: built-in defaults)")
@@ -232,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "calls":
         return _run_calls(cfg, args.json)
+    if args.command == "demo":
+        _setup_logging(dataclasses.replace(cfg, log_level="WARNING"), "demo")
+        return _run_demo(cfg, args.file, args.to)
     if args.command == "transcribe":  # stdout is the transcript; only problems on stderr
         _setup_logging(dataclasses.replace(cfg, log_level="WARNING"), "transcribe")
         return _run_transcribe(cfg, args.file, args.json)

@@ -465,3 +465,21 @@ def test_calls_lists_the_calls_in_progress(
     )
     listed = json.loads(subprocess.run(cli, capture_output=True, text=True, check=True).stdout)
     assert all(c["sip_call_id"] != call.call_id for c in listed), listed
+
+
+def test_demo_calls_the_server_and_prints_the_captions_of_the_call(
+    bridge: RunningBridge, tmp_path: Path
+) -> None:
+    """``sip-bridge demo FILE`` is a PJSUA2 caller: the captions it prints came back as INFO."""
+    prompts = speech.select(2, min_s=2.0, max_s=5.0, stride=13)
+    wav = tmp_path / "demo.wav"
+    speech.write_wav(wav, join_with_silence([p.pcm() for p in prompts], gap_s=1.5), 8000)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sip_bridge.cli", "demo", "--config", str(bridge.config_path),
+         str(wav)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line.split("] ", 1)[1] for line in proc.stdout.splitlines() if "] " in line]
+    refs = " ".join(p.text for p in prompts)
+    assert speech.wer([refs], [" ".join(lines)]) <= 0.25, (refs, proc.stdout)
