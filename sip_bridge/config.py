@@ -151,10 +151,14 @@ class DeliveryConfig:
     # transcript.partial into the call too, at most one per call this often (finals always go).
     sip_info_partials: bool = False
     sip_info_partial_interval_ms: int = 1000
+    # Webhook events are spooled on disk (runtime_dir/spool-media<N>.sqlite) before delivery and
+    # retried with jittered back-off doubling from webhook_backoff_s up to webhook_max_backoff_s,
+    # until webhook_horizon_s after the event; then parked as dead letters.
     webhook_timeout_s: float = 5.0
-    webhook_retries: int = 5  # attempts after the first, with doubling back-off
     webhook_backoff_s: float = 0.5
-    webhook_queue: int = 10000  # events waiting for delivery, per media process
+    webhook_max_backoff_s: float = 300.0
+    webhook_horizon_s: float = 86400.0
+    webhook_spool_max: int = 100000  # events pending per endpoint and media process; then dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,13 +249,22 @@ def _convert(value: Any, typ: Any, key: str, source: str) -> Any:
     raise ConfigError(source, key, f"unsupported type {typ}")
 
 
+# Keys that existed once, and what replaced them: an old config fails with directions.
+REMOVED_KEYS = {
+    "delivery.webhook_retries": "removed: failed webhooks are now retried until "
+    "delivery.webhook_horizon_s, then parked as dead letters",
+    "delivery.webhook_queue": "removed: events are spooled on disk; "
+    "delivery.webhook_spool_max bounds them per endpoint",
+}
+
+
 def _build(cls: type[T], data: dict[str, Any], prefix: str, source: str) -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in data:
         if key not in names:
             where = f"{prefix}.{key}" if prefix else str(key)
-            raise ConfigError(source, where, "unknown key")
+            raise ConfigError(source, where, REMOVED_KEYS.get(where, "unknown key"))
     kwargs = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in data:
@@ -360,6 +373,16 @@ def validate(cfg: Config, source: str) -> Config:
             raise ConfigError(
                 source, f"sip.metadata_headers[{n}]", f"{name!r} is not a header name"
             )
+    d = cfg.delivery
+    for key in ("webhook_timeout_s", "webhook_backoff_s"):
+        if getattr(d, key) <= 0:
+            raise ConfigError(source, f"delivery.{key}", "must be positive")
+    if d.webhook_max_backoff_s < d.webhook_backoff_s:
+        raise ConfigError(source, "delivery.webhook_max_backoff_s", "must be >= webhook_backoff_s")
+    if d.webhook_horizon_s < 0:
+        raise ConfigError(source, "delivery.webhook_horizon_s", "must not be negative")
+    if d.webhook_spool_max < 1:
+        raise ConfigError(source, "delivery.webhook_spool_max", "must be at least 1")
     for n, hook in enumerate(cfg.webhooks):
         if not hook.url.startswith(("http://", "https://")):
             raise ConfigError(source, f"webhooks[{n}].url", "must be an http:// or https:// URL")

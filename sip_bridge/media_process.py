@@ -132,7 +132,10 @@ class MediaProcess:
         d = cfg.delivery
         self.webhooks = WebhookDispatcher(
             [Endpoint(h.url, h.secret) for h in cfg.webhooks],
-            d.webhook_timeout_s, d.webhook_retries, d.webhook_backoff_s, d.webhook_queue,
+            cfg.runtime_path() / f"spool-media{index}.sqlite",
+            timeout=d.webhook_timeout_s, backoff=d.webhook_backoff_s,
+            max_backoff=d.webhook_max_backoff_s, horizon=d.webhook_horizon_s,
+            spool_max=d.webhook_spool_max,
         )  # fmt: skip
         self.copy = make_copier()
         self.ep = pj.Endpoint()

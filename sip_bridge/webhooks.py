@@ -1,13 +1,18 @@
-"""Signed webhook delivery: one thread per endpoint, so a slow or dead endpoint delays no other.
+"""Signed webhook delivery from the durable spool: one thread per endpoint, so a slow or dead
+endpoint delays no other, and nothing here ever blocks the SIP loop on the network.
+
+:meth:`WebhookDispatcher.submit` only writes the event to the spool (:mod:`sip_bridge.spool`, one
+SQLite insert per event for all endpoints) and wakes the senders. Each endpoint's thread sends
+what the spool says is due (per call in ``seq`` order), deletes what was delivered and records
+failures, which the spool retries with jittered exponential back-off up to a horizon, then parks
+as dead letters. A restarted media process with the same spool file resumes the backlog.
 
 Each event is POSTed as its JSON body with ``X-Event-Type``, ``X-Event-Id`` (``<call_id>-<seq>``,
-the same on every attempt: the receiver's idempotency key) and, in the Stripe style,
-``X-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the endpoint's secret>``,
-signed afresh at each attempt: a receiver checks the HMAC and that ``t`` is recent, so a captured
-request cannot be replayed later. A failed POST (connection error, timeout, non-2xx) is retried
-with doubling back-off up to ``retries`` times, then dropped with an error log. Order is kept per
-endpoint, hence per call. The queue is bounded; when full, the event is dropped and counted (never
-blocks the caller: it runs next to the SIP loop). Secrets are never logged.
+the same on every attempt and after a restart: the receiver's idempotency key, as delivery is
+at-least-once) and, in the Stripe style, ``X-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of
+"<t>.<body>" under the endpoint's secret>``, signed afresh at each attempt: a receiver checks the
+HMAC and that ``t`` is recent, so a captured request cannot be replayed later. Secrets are never
+logged.
 """
 
 from __future__ import annotations
@@ -15,20 +20,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import queue
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from sip_bridge.events import Event
+from sip_bridge.spool import Delivery, RetryPolicy, Spool
 
 log = logging.getLogger(__name__)
 
 
 SIGNATURE_TOLERANCE_S = 300  # what verify() accepts between signing and checking, by default
+IDLE_WAIT_S = 30.0  # a sender with nothing due looks again this often even if not woken
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -67,111 +74,203 @@ class Endpoint:
 @dataclass(slots=True)
 class DeliveryStats:
     delivered: int = 0
-    retried: int = 0
-    failed: int = 0
-    dropped_queue_full: int = 0
+    retried: int = 0  # failed attempts that will be retried
+    parked: int = 0  # events moved to the dead letters
+    dropped_spool_full: int = 0  # events not spooled: the endpoint had ``spool_max`` pending
 
 
 class _EndpointSender:
     def __init__(
-        self, endpoint: Endpoint, timeout: float, retries: int, backoff: float, size: int
+        self,
+        endpoint: Endpoint,
+        path: Path,
+        policy: RetryPolicy,
+        timeout: float,
+        lock: threading.Lock,
     ) -> None:
         self.endpoint = endpoint
-        self.timeout, self.retries, self.backoff = timeout, retries, backoff
-        self.queue: queue.Queue[Event | None] = queue.Queue(maxsize=size)
+        self.path, self.policy, self.timeout = path, policy, timeout
         self.stats = DeliveryStats()
-        self._stop = threading.Event()
+        self.lock = lock  # the dispatcher's: guards ``pending`` and ``dropping``
+        self.pending = 0  # rows in the spool for this endpoint
+        self.dropping = False  # over spool_max, logged once per episode
+        self.wake = threading.Event()
+        self.closing = threading.Event()  # send what is due, then stop
+        self.stop = threading.Event()  # stop after the current POST
+        self._down = False
         self.thread = threading.Thread(
             target=self._run, name=f"webhook {endpoint.url}", daemon=True
         )
 
-    def _post(self, event: Event) -> None:
+    def _post(self, d: Delivery) -> None:
         req = urllib.request.Request(
             self.endpoint.url,
-            data=event.body,
+            data=d.body,
             method="POST",
             headers={
                 "Content-Type": "application/json",
                 "User-Agent": "sip-bridge",
-                "X-Signature": sign(self.endpoint.secret, event.body, int(time.time())),
-                "X-Event-Type": event.type,
-                "X-Event-Id": f"{event.call_id}-{event.seq}",
+                "X-Signature": sign(self.endpoint.secret, d.body, int(time.time())),
+                "X-Event-Type": d.type,
+                "X-Event-Id": d.event_id,
             },
         )
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 (configured URL)
             resp.read()
 
-    def _deliver(self, event: Event) -> None:
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
-            try:
-                self._post(event)
-                self.stats.delivered += 1
-                return
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                if attempt == self.retries:
-                    self.stats.failed += 1
-                    log.error(
-                        "call %s: webhook %s gave up on %s seq %d after %d attempts: %s",
-                        event.call_id, self.endpoint.url, event.type, event.seq, attempt + 1, exc,
-                    )  # fmt: skip
-                    return
-                self.stats.retried += 1
-                log.warning(
-                    "call %s: webhook %s failed (%s), retry in %.1f s",
-                    event.call_id, self.endpoint.url, exc, delay,
+    def _attempt(self, spool: Spool, d: Delivery) -> int:
+        """POST one delivery and record the outcome; how many rows left the spool."""
+        url = self.endpoint.url
+        try:
+            self._post(d)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            parked = spool.failed(d, time.time(), str(exc))
+            if parked:
+                self.stats.parked += parked
+                log.error(
+                    "call %s: webhook %s gave up on %s seq %d after %d attempts over %.0f s (%s);"
+                    " %d event(s) parked as dead letters",
+                    d.call_id, url, d.type, d.seq, d.attempts + 1, time.time() - d.created_at,
+                    exc, parked,
                 )  # fmt: skip
-                if self._stop.wait(delay):
-                    return
-                delay = min(delay * 2, 30.0)
+                return parked
+            self.stats.retried += 1
+            if not self._down:
+                self._down = True
+                log.warning("call %s: webhook %s failed (%s); retrying with back-off",
+                            d.call_id, url, exc)  # fmt: skip
+            return 0
+        spool.delivered(d)
+        self.stats.delivered += 1
+        if self._down:
+            self._down = False
+            log.info("webhook %s: delivering again", url)
+            spool.retry_now(url, time.time())  # its other calls need not sit out their back-off
+        return 1
 
     def _run(self) -> None:
-        while True:
-            event = self.queue.get()
-            if event is None:
-                return
-            self._deliver(event)
+        while not self.stop.is_set():
+            try:
+                spool = Spool(self.path, self.policy)
+                try:
+                    self._loop(spool)
+                    return
+                finally:
+                    spool.close()
+            except Exception:  # the disk, mostly: keep the thread, the events stay spooled
+                log.exception("webhook %s: spool error; trying again in %.0f s",
+                              self.endpoint.url, IDLE_WAIT_S)  # fmt: skip
+                if self.closing.is_set() or self.stop.wait(IDLE_WAIT_S):
+                    return
+
+    def _loop(self, spool: Spool) -> None:
+        url = self.endpoint.url
+        while not self.stop.is_set():
+            self.wake.clear()  # before looking: a submit from now on wakes the wait below
+            batch = spool.due(url, time.time())
+            for d in batch:
+                if self.stop.is_set():
+                    return
+                gone = self._attempt(spool, d)
+                if gone:
+                    with self.lock:
+                        self.pending -= gone
+            if batch:
+                continue
+            if self.closing.is_set():
+                return  # nothing due now; what backs off stays spooled for the next start
+            next_at = spool.next_due_at(url)
+            wait = IDLE_WAIT_S if next_at is None else next_at - time.time()
+            self.wake.wait(min(max(wait, 0.0), IDLE_WAIT_S))
 
 
 class WebhookDispatcher:
+    """Spools every submitted event for each endpoint and delivers it from one thread per
+    endpoint. ``spool_max`` bounds the events pending per endpoint (in the spool, on disk):
+    beyond it a new event is not spooled for that endpoint, counted and logged (ERROR once per
+    episode), so a long-dead endpoint cannot fill the disk."""
+
     def __init__(
         self,
         endpoints: Sequence[Endpoint],
+        spool_path: str | Path,
         timeout: float = 5.0,
-        retries: int = 5,
         backoff: float = 0.5,
-        queue_size: int = 10000,
+        max_backoff: float = 300.0,
+        horizon: float = 86400.0,
+        spool_max: int = 100_000,
     ) -> None:
-        self._senders = [
-            _EndpointSender(e, timeout, retries, backoff, queue_size) for e in endpoints
-        ]
+        self.spool_max = spool_max
+        self._lock = threading.Lock()
+        self._senders: list[_EndpointSender] = []
+        self._spool: Spool | None = None
+        if not endpoints:
+            return  # no spool file either
+        path = Path(spool_path)
+        policy = RetryPolicy(backoff, max_backoff, horizon)
+        self._spool = Spool(path, policy)
+        now = time.time()
+        urls = [e.url for e in endpoints]
+        orphans = self._spool.park_other_endpoints(urls, now)
+        if orphans:
+            log.warning("webhooks: %d spooled event(s) for endpoints no longer configured parked"
+                        " as dead letters in %s", orphans, path)  # fmt: skip
+        self._senders = [_EndpointSender(e, path, policy, timeout, self._lock) for e in endpoints]
         for s in self._senders:
+            s.pending = self._spool.pending_count(s.endpoint.url)
+            if s.pending:
+                # The back-off a previous process chose is stale: try its backlog now.
+                self._spool.retry_now(s.endpoint.url, now)
+                log.info("webhook %s: %d event(s) spooled before a restart, resuming",
+                         s.endpoint.url, s.pending)  # fmt: skip
             s.thread.start()
 
     def submit(self, event: Event) -> None:
-        for s in self._senders:
-            try:
-                s.queue.put_nowait(event)
-            except queue.Full:
-                s.stats.dropped_queue_full += 1
-                log.error(
-                    "call %s: webhook %s queue full, dropped %s seq %d",
-                    event.call_id, s.endpoint.url, event.type, event.seq,
-                )  # fmt: skip
+        """Spool ``event`` for every endpoint (one SQLite transaction, no network)."""
+        if self._spool is None:
+            return
+        with self._lock:
+            take = []
+            for s in self._senders:
+                if s.pending >= self.spool_max:
+                    s.stats.dropped_spool_full += 1
+                    if not s.dropping:
+                        s.dropping = True
+                        log.error(
+                            "call %s: webhook %s has %d events spooled"
+                            " (delivery.webhook_spool_max); dropping new ones, first %s seq %d",
+                            event.call_id, s.endpoint.url, s.pending, event.type, event.seq,
+                        )  # fmt: skip
+                    continue
+                if s.dropping:
+                    s.dropping = False
+                    log.warning("webhook %s: spooling again (%d dropped so far)", s.endpoint.url,
+                                s.stats.dropped_spool_full)  # fmt: skip
+                s.pending += 1
+                take.append(s)
+            self._spool.add(event, [s.endpoint.url for s in take], time.time())
+        for s in take:
+            s.wake.set()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Deliver what is queued (within ``timeout``), then stop the threads."""
+        """Send what is due now (within ``timeout``), then stop the threads. Whatever is not
+        delivered stays spooled for the next start."""
+        deadline = time.monotonic() + timeout
         for s in self._senders:
-            try:
-                s.queue.put(None, timeout=timeout)
-            except queue.Full:
-                s._stop.set()
+            s.closing.set()
+            s.wake.set()
         for s in self._senders:
-            s.thread.join(timeout)
-            if s.thread.is_alive():
-                s._stop.set()
-                log.warning("webhook %s: %d events undelivered at shutdown", s.endpoint.url,
-                            s.queue.qsize())  # fmt: skip
+            s.thread.join(max(0.0, deadline - time.monotonic()))
+            s.stop.set()
+        with self._lock:
+            if self._spool is not None:
+                for s in self._senders:
+                    left = self._spool.pending_count(s.endpoint.url)
+                    if left:
+                        log.warning("webhook %s: %d event(s) left spooled at shutdown",
+                                    s.endpoint.url, left)  # fmt: skip
+                self._spool.close()
+                self._spool = None
 
     def stats(self) -> dict[str, DeliveryStats]:
         return {s.endpoint.url: s.stats for s in self._senders}

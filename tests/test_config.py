@@ -38,6 +38,18 @@ def test_errors_name_the_file_and_the_key(tmp_path: Path, text: str, key: str) -
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("key", "replacement"),
+    [("webhook_retries", "delivery.webhook_horizon_s"), ("webhook_queue", "webhook_spool_max")],
+)
+def test_a_removed_key_names_its_replacement(tmp_path: Path, key: str, replacement: str) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text(f"delivery:\n  {key}: 5\n")
+    with pytest.raises(ConfigError, match=replacement) as info:
+        load(path)
+    assert info.value.key == f"delivery.{key}"
+
+
 def test_values_are_read(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
     path.write_text(
@@ -72,6 +84,9 @@ def test_telephony_keys_are_checked(tmp_path: Path) -> None:
     for text, key in (
         ("sip:\n  min_se_s: 30\n", "sip.min_se_s"),
         ("delivery:\n  info_package: 'a b'\n", "delivery.info_package"),
+        ("delivery:\n  webhook_backoff_s: 0\n", "delivery.webhook_backoff_s"),
+        ("delivery:\n  webhook_max_backoff_s: 0.1\n", "delivery.webhook_max_backoff_s"),
+        ("delivery:\n  webhook_spool_max: 0\n", "delivery.webhook_spool_max"),
         ("sip:\n  metadata_headers: ['X-Ok', 'bad:name']\n", "sip.metadata_headers[1]"),
         ("media:\n  rtp_timeout_s: -1\n", "media.rtp_timeout_s"),
         ("media:\n  jitter_buffer:\n    max_ms: 150\n", "media.jitter_buffer"),
