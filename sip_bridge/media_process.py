@@ -55,6 +55,7 @@ BYE_REASONS = {
     MAX_DURATION: 'Q.850;cause=16;text="max duration"',
 }
 WATCH_EVERY_S = 1.0  # how often RTP counters and call limits are looked at
+DTMF_DIGITS = "0123456789*#ABCD"
 DTMF_METHODS = {pj.PJSUA_DTMF_METHOD_RFC2833: "rfc4733", pj.PJSUA_DTMF_METHOD_SIP_INFO: "sip-info"}
 
 
@@ -339,15 +340,19 @@ class MediaProcess:
         call = self._call_for(sip_call)
         if call is None or call.events is None:
             return
-        method = DTMF_METHODS.get(prm.method, "unknown")
-        log.debug("call %s: DTMF %r method %d duration %d", call.call_id, prm.digit, prm.method,
-                  prm.duration)  # fmt: skip
+        method = DTMF_METHODS.get(prm.method)
+        digit = str(prm.digit).upper()
+        if method is None or len(digit) != 1 or digit not in DTMF_DIGITS:
+            # E.g. an RFC 4733 hook flash ("R"), or a SIP INFO "Signal=E": not a key of the pad.
+            log.info("call %s: DTMF event %r (method %d) ignored: not 0-9, *, #, A-D",
+                     call.call_id, prm.digit, prm.method)  # fmt: skip
+            return
         # PJSIP reports an RFC 4733 digit as it starts, before its length is known.
         duration = prm.duration if 0 < prm.duration < 0xFFFF else None
         at = time.monotonic() - call.answered_at
-        event = call.events.dtmf(str(prm.digit), at, duration, method)
+        event = call.events.dtmf(digit, at, duration, method)
         if event is not None:
-            log.info("call %s: DTMF %s (%s)", call.call_id, prm.digit, method)
+            log.info("call %s: DTMF %s (%s)", call.call_id, digit, method)
             self._emit(call, event)
 
     # -- results ------------------------------------------------------------------------------

@@ -95,7 +95,8 @@ def test_metadata_session_timer_dtmf_and_hold_in_one_call(tmp_path: Path) -> Non
             "Session-Expires: 600;refresher=uac", "Supported: timer",
         ),
     )  # fmt: skip
-    scenario.play(pcap, seconds + 0.3).dtmf_info("7", 250)
+    # "b" is the pad's B; "E" is no key of the pad (and not in the event contract): ignored.
+    scenario.play(pcap, seconds + 0.3).dtmf_info("7", 250).dtmf_info("b").dtmf_info("E")
     scenario.reinvite(sdp(PCMU_WITH_EVENTS, "sendonly", version=2)).play(held_pcap, held_s)
     scenario.reinvite(sdp(PCMA_WITH_EVENTS, "sendrecv", version=3)).play(pcma, seconds + 1.0)
     scenario.bye()
@@ -121,12 +122,12 @@ def test_metadata_session_timer_dtmf_and_hold_in_one_call(tmp_path: Path) -> Non
     # DTMF: RFC 4733 events in the RTP, and SIP INFO, both become dtmf events, in order.
     dtmf = [e for e in evs if e["type"] == "dtmf"]
     assert [(e["digit"], e["method"]) for e in dtmf] == [
-        ("1", "rfc4733"), ("#", "rfc4733"), ("7", "sip-info")
+        ("1", "rfc4733"), ("#", "rfc4733"), ("7", "sip-info"), ("B", "sip-info")
     ], dtmf  # fmt: skip
     assert dtmf[0]["time"] < dtmf[1]["time"] < dtmf[2]["time"]  # type: ignore[operator]
     # ... and go back into the call as INFO, in the Info-Package.
     infos = [x for x in result.messages if x.direction == "received" and x.method == "INFO"]
-    assert [json.loads(x.body)["digit"] for x in infos] == ["1", "#", "7"]
+    assert [json.loads(x.body)["digit"] for x in infos] == ["1", "#", "7", "B"]
     assert all(x.header("Info-Package") == "transcript" for x in infos)
     # Hold: the call's audio is muted at the media process while held; after the codec change
     # (a new stream), the speech reaches the worker again.

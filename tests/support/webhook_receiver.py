@@ -1,4 +1,9 @@
-"""A real HTTP server on loopback that records webhook POSTs and can be told to fail."""
+"""A real HTTP server on loopback that records webhook POSTs and can be told to fail.
+
+Every body it accepts is checked against the event schemas (``sip_bridge/schemas``) on receipt,
+and :meth:`WebhookReceiver.close` fails if any broke them: every test that receives webhooks
+checks the event contract on everything the bridge really sent.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import json
 import threading
 from dataclasses import dataclass
 from typing import Any
+
+from tests.support.event_schemas import problems
 
 
 @dataclass(frozen=True)
@@ -18,9 +25,18 @@ class Post:
         return json.loads(self.body)
 
 
+def _contract_problem(body: bytes) -> str | None:
+    try:
+        event = json.loads(body)
+    except ValueError as exc:
+        return f"not JSON ({exc})"
+    return problems(event)
+
+
 class WebhookReceiver:
     def __init__(self, fail_first: int = 0) -> None:
         self.posts: list[Post] = []
+        self.invalid: list[str] = []  # one entry per accepted body that broke its schema
         self.fail_first = fail_first
         self.attempts = 0
         self._cond = threading.Condition()
@@ -29,10 +45,13 @@ class WebhookReceiver:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                problem = _contract_problem(body)
                 with receiver._cond:
                     receiver.attempts += 1
                     fail = receiver.attempts <= receiver.fail_first
                     if not fail:
+                        if problem is not None:
+                            receiver.invalid.append(f"{problem}\n    body: {body!r}")
                         receiver.posts.append(Post(body, {k: v for k, v in self.headers.items()}))
                         receiver._cond.notify_all()
                 self.send_response(503 if fail else 200)
@@ -50,8 +69,16 @@ class WebhookReceiver:
     def wait_for(self, predicate: Any, timeout: float) -> bool:
         """Wait until ``predicate(posts)`` holds (re-checked on every POST)."""
         with self._cond:
-            return self._cond.wait_for(lambda: predicate(list(self.posts)), timeout)
+            return bool(self._cond.wait_for(lambda: predicate(list(self.posts)), timeout))
 
     def close(self) -> None:
+        """Stop the server; raise AssertionError if any event received broke its schema."""
         self.server.shutdown()
         self.server.server_close()
+        with self._cond:
+            invalid = list(self.invalid)
+        if invalid:
+            raise AssertionError(
+                f"{len(invalid)} of {len(self.posts)} webhook events broke the event schemas "
+                "(sip_bridge/schemas):\n" + "\n".join(invalid)
+            )
