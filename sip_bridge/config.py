@@ -151,7 +151,7 @@ class DeliveryConfig:
     # transcript.partial into the call too, at most one per call this often (finals always go).
     sip_info_partials: bool = False
     sip_info_partial_interval_ms: int = 1000
-    # Webhook events are spooled on disk (runtime_dir/spool-media<N>.sqlite) before delivery and
+    # Webhook events are spooled on disk (spool_dir/spool-media<N>.sqlite) before delivery and
     # retried with jittered back-off doubling from webhook_backoff_s up to webhook_max_backoff_s,
     # until webhook_horizon_s after the event; then parked as dead letters.
     webhook_timeout_s: float = 5.0
@@ -159,6 +159,9 @@ class DeliveryConfig:
     webhook_max_backoff_s: float = 300.0
     webhook_horizon_s: float = 86400.0
     webhook_spool_max: int = 100000  # events pending per endpoint and media process; then dropped
+    # Where the spool lives: a disk that survives reboots. "" = $XDG_STATE_HOME/sip-bridge or
+    # ~/.local/state/sip-bridge.
+    spool_dir: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +190,15 @@ class Config:
         if base:
             return Path(base) / "sip-bridge"
         return Path(f"/tmp/sip-bridge-{os.getuid()}")
+
+    def spool_path(self, index: int) -> Path:
+        """Media process ``index``'s webhook spool."""
+        if self.delivery.spool_dir:
+            base = Path(self.delivery.spool_dir).expanduser()
+        else:
+            state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+            base = Path(state) / "sip-bridge"
+        return base / f"spool-media{index}.sqlite"
 
     def model_cache_path(self) -> Path:
         if self.inference.model_cache:

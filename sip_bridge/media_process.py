@@ -133,7 +133,7 @@ class MediaProcess:
         d = cfg.delivery
         self.webhooks = WebhookDispatcher(
             [Endpoint(h.url, h.secret) for h in cfg.webhooks],
-            cfg.runtime_path() / f"spool-media{index}.sqlite",
+            cfg.spool_path(index),
             timeout=d.webhook_timeout_s, backoff=d.webhook_backoff_s,
             max_backoff=d.webhook_max_backoff_s, horizon=d.webhook_horizon_s,
             spool_max=d.webhook_spool_max,

@@ -94,3 +94,15 @@ def test_telephony_keys_are_checked(tmp_path: Path) -> None:
         path.write_text(text)
         with pytest.raises(ConfigError, match=re.escape(key)):
             load(path)
+
+
+def test_the_webhook_spool_lives_on_a_lasting_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert Config().spool_path(2) == tmp_path / "state" / "sip-bridge" / "spool-media2.sqlite"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    assert Config().spool_path(0) == Path.home() / ".local/state/sip-bridge/spool-media0.sqlite"
+    path = tmp_path / "c.yaml"
+    path.write_text("delivery:\n  spool_dir: /var/lib/sip-bridge\n")
+    assert load(path).spool_path(1) == Path("/var/lib/sip-bridge/spool-media1.sqlite")

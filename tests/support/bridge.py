@@ -39,6 +39,7 @@ class RunningBridge:
             },
             "inference": {"workers": 1, "port_base": base + 51, "heartbeat_port_base": base + 71},
             "runtime_dir": str(work / "run"),
+            "delivery": {"spool_dir": str(work / "spool")},
             "log_level": "INFO",
         }
         if webhook_url:

@@ -97,6 +97,7 @@ def lone_media(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Itera
         },
         "inference": {"workers": 1, "port_base": worker_port, "heartbeat_port_base": beat_port},
         "runtime_dir": str(tmp_path / "run"),
+        "delivery": {"spool_dir": str(tmp_path / "spool")},
     }  # fmt: skip
     rx = WebhookReceiver()
     cfg["webhooks"] = [{"url": rx.url, "secret": "k"}]
