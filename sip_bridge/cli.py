@@ -227,6 +227,74 @@ def _run_demo(cfg: Config, wav_arg: str | None, to: str | None) -> int:
     return 0
 
 
+def _spools(cfg: Config) -> list[tuple[str, Path]]:
+    """(media process name, spool file) for every spool file in the spool directory."""
+    base = cfg.spool_path(0).parent
+    return [(p.stem.removeprefix("spool-"), p) for p in sorted(base.glob("spool-media*.sqlite"))]
+
+
+def _run_dead_letters(cfg: Config, as_json: bool) -> int:
+    import json
+    import time
+
+    from sip_bridge.spool import Spool, SpoolError
+
+    rows: list[dict[str, Any]] = []
+    for name, path in _spools(cfg):
+        try:
+            spool = Spool(path)
+        except SpoolError as exc:
+            print(f"sip-bridge: {exc}", file=sys.stderr)
+            return 1
+        try:
+            for d in spool.dead_letters(limit=100_000):
+                rows.append({
+                    "id": f"{name}:{d.id}", "event_id": d.event_id, "type": d.type,
+                    "endpoint": d.endpoint, "attempts": d.attempts, "created_at": d.created_at,
+                    "parked_at": d.parked_at, "last_error": d.last_error,
+                })  # fmt: skip
+        finally:
+            spool.close()
+    if as_json:
+        print(json.dumps(rows, indent=1))
+    elif not rows:
+        print("no dead letters")
+    else:
+        for r in rows:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["parked_at"]))
+            print(f"{r['id']:<14} {r['event_id']:<40} {r['type']:<18} {when}  "
+                  f"{r['attempts']} attempts  {r['endpoint']}  ({r['last_error']})")  # fmt: skip
+    return 0
+
+
+def _run_replay(cfg: Config, ids: list[str], everything: bool) -> int:
+    import time
+
+    from sip_bridge.spool import Spool
+
+    if not ids and not everything:
+        print("sip-bridge: name dead letters to replay (as listed by dead-letters) or --all",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    wanted: dict[str, list[int]] = {}
+    for item in ids:
+        name, _, number = item.partition(":")
+        if not number.isdigit():
+            print(f"sip-bridge: {item!r} is not a dead letter id like media0:12", file=sys.stderr)
+            return 2
+        wanted.setdefault(name, []).append(int(number))
+    total = 0
+    for name, path in _spools(cfg):
+        spool = Spool(path)
+        try:
+            chosen = [d.id for d in spool.dead_letters(limit=100_000)] if everything else []
+            total += spool.replay(chosen or wanted.get(name, []), time.time())
+        finally:
+            spool.close()
+    print(f"{total} dead letters back in the queue; a running server sends them within 30 s")
+    return 0
+
+
 def _run_media(cfg: Config, index: int) -> int:
     from sip_bridge import media_process
     from sip_bridge.supervisor import notify_ready
@@ -245,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         ("transcribe", "transcribe a wav file through the same pipeline as a call, no SIP"),
         ("calls", "list the calls in progress on this host (of the server using this config)"),
         ("demo", "call the running server, play a wav file and print the captions"),
+        ("dead-letters", "list the webhook events given up on (past delivery.webhook_horizon_s)"),
+        ("replay", "send dead letters again: the ids dead-letters lists, or --all"),
     ):
         p = sub.add_parser(name, help=help_)
         if name == "transcribe":
@@ -255,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(
                 "--to", metavar="URI", help="whom to call (default: this config's front)"
             )
+        if name == "dead-letters":
+            p.add_argument("--json", action="store_true", help="a JSON list")
+        if name == "replay":
+            p.add_argument("ids", nargs="*", metavar="ID", help="e.g. media0:12")
+            p.add_argument("--all", action="store_true", help="every dead letter")
         if name == "calls":
             p.add_argument("--json", action="store_true", help="a JSON list of the calls")
         p.add_argument("--config", metavar="FILE", help="YAML config (default: built-in defaults)")
@@ -277,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "calls":
         return _run_calls(cfg, args.json)
+    if args.command == "dead-letters":
+        return _run_dead_letters(cfg, args.json)
+    if args.command == "replay":
+        return _run_replay(cfg, args.ids, args.all)
     if args.command == "demo":
         _setup_logging(dataclasses.replace(cfg, log_level="WARNING"), "demo")
         return _run_demo(cfg, args.file, args.to)

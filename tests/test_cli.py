@@ -133,3 +133,32 @@ def test_transcribe_refuses_what_is_not_a_wav_file(tmp_path: Path) -> None:
     proc = run("transcribe", str(bogus))
     assert proc.returncode == 2
     assert "not a readable wav file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_dead_letters_are_listed_and_replayed(tmp_path: Path) -> None:
+    from sip_bridge.events import CallEvents, CallInfo
+    from sip_bridge.spool import RetryPolicy, Spool
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"delivery:\n  spool_dir: {tmp_path / 'spool'}\n")
+    events = CallEvents(CallInfo("a" * 32, "x@pbx", "<sip:a@pbx>", "<sip:b@us>", "PCMU/8000",
+                                 8000, "host/media1"))  # fmt: skip
+    spool = Spool(tmp_path / "spool" / "spool-media1.sqlite", RetryPolicy(horizon_s=10))
+    spool.add(events.started(), ["http://127.0.0.1:9/hook"], now=1000.0)
+    (due,) = spool.due("http://127.0.0.1:9/hook", now=1000.0)
+    assert spool.failed(due, now=1011.0, error="connection refused") == 1  # past the horizon
+    spool.close()
+
+    listed = json.loads(run("dead-letters", "--json", "--config", str(cfg)).stdout)
+    assert [(r["id"], r["event_id"], r["type"]) for r in listed] == [
+        ("media1:1", f"{'a' * 32}-1", "call.started")
+    ]
+    assert listed[0]["last_error"] == "connection refused"
+    assert run("replay", "--config", str(cfg)).returncode == 2  # nothing named
+    assert run("replay", "bogus", "--config", str(cfg)).returncode == 2
+    proc = run("replay", "media1:1", "--config", str(cfg))
+    assert proc.returncode == 0 and proc.stdout.startswith("1 dead letters back"), proc.stderr
+    assert json.loads(run("dead-letters", "--json", "--config", str(cfg)).stdout) == []
+    spool = Spool(tmp_path / "spool" / "spool-media1.sqlite")
+    assert spool.pending_count() == 1
+    spool.close()
