@@ -208,6 +208,10 @@ def _run_demo(cfg: Config, wav_arg: str | None, to: str | None) -> int:
         return 2
     host, port = kamailio.probe_address(cfg)
     target = to or f"sip:transcribe@{host}:{port}"
+    if to is None and not kamailio.probe(cfg, timeout=1.0):
+        print(f"sip-bridge: nothing answers SIP on {host}:{port}; is `sip-bridge serve` running"
+              " with this config?", file=sys.stderr)  # fmt: skip
+        return 1
 
     def show(event: dict[str, Any]) -> None:
         if event.get("type") == "dtmf":

@@ -162,3 +162,14 @@ def test_dead_letters_are_listed_and_replayed(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool" / "spool-media1.sqlite")
     assert spool.pending_count() == 1
     spool.close()
+
+
+def test_demo_says_when_no_server_answers(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed: nothing listens there
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"sip:\n  address: 127.0.0.1\n  port: {port}\n")
+    proc = run("demo", "--config", str(cfg), timeout=20)
+    assert proc.returncode == 1
+    assert f"nothing answers SIP on 127.0.0.1:{port}" in proc.stderr
