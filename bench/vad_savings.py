@@ -72,21 +72,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import soxr
-import zmq
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from inference.file_pipeline import OfflineCall
 from inference.model_files import ModelFiles, default_cache_dir, ensure_converted
 from inference.moonshine import MIN_CLIP_SECONDS, MoonshineModel
 from inference.providers import choose_providers, session_options
 from inference.speech_model import Transcription
-from inference.worker import MODEL_RATE, Worker, WorkerSettings
+from inference.worker import MODEL_RATE, WorkerSettings
 from media import wire
 from media.silence_gate import SilenceGate, SuppressedStream
 from media.silero import SileroVad, VadStream
@@ -295,76 +294,28 @@ def worker_settings(cfg: Config, endpoint: str, partials: bool) -> WorkerSetting
     )
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def with_vad(
-    media: MediaSide,
-    call_id: str,
-    model: MoonshineModel,
-    cfg: Config,
-    partials: bool,
-    ctx: zmq.Context[Any],
-    run: int,
+    media: MediaSide, call_id: str, model: MoonshineModel, cfg: Config, partials: bool
 ) -> Compute:
     """Feed the media side's messages, tick by tick, into a real worker; collect its finals."""
-    clock = _Clock()
     timed, vad = TimedModel(model), TimedVad()
-    results: zmq.Socket[Any] = ctx.socket(zmq.PULL)
-    reply_to = f"inproc://vad-savings-results-{run}"
-    results.bind(reply_to)
-    settings = worker_settings(cfg, f"inproc://vad-savings-worker-{run}", partials)
-    worker = Worker(settings, timed, vad, ctx, clock)
-    finals: dict[int, str] = {}
-    done = False
-
-    def drain() -> None:
-        nonlocal done
-        while True:
-            try:
-                msg = wire.decode(results.recv_multipart(flags=zmq.NOBLOCK))
-            except zmq.Again:
-                return
-            if isinstance(msg, wire.Transcript) and msg.final:
-                finals[msg.utterance] = msg.text
-            elif isinstance(msg, wire.CallDone):
-                done = True
-
+    settings = worker_settings(cfg, "", partials)
     started = time.process_time()
-    worker.handle(wire.encode(wire.CallStart(call_id, RATE, reply_to, "bench")))
+    call = OfflineCall(settings, timed, vad, RATE, call_id)
     for tick in media.ticks:
-        clock.now += TICK_S
-        for frames in tick:
-            worker.handle(frames)
-        worker.step(0.0)
-        drain()
-    worker.handle(wire.encode(wire.CallEnd(call_id, media.frames * FRAME, RATE)))
-    for _ in range(3000):  # a minute of the call's time, far more than any flush needs
-        if done:
-            break
-        clock.now += TICK_S
-        worker.step(0.0)
-        drain()
+        call.tick(tick)
+    stats = call.worker.stats
+    finals = call.finish(media.frames * FRAME)
     total = time.process_time() - started
-    worker.close()
-    results.close(0)
-    if not done:
-        raise RuntimeError("the worker never sent CallDone")
-    s = worker.stats
     return Compute(
         "VAD, finals + partials" if partials else "VAD, finals only",
-        [finals[k] for k in sorted(finals)],
+        [t.text for t in finals],
         timed,
         vad.cpu_s,
         total - timed.cpu_s - vad.cpu_s,
-        utterances=s.utterances,
-        early_used=s.early_finals_used,
-        early_wasted=s.early_finals_wasted,
+        utterances=stats.utterances,
+        early_used=stats.early_finals_used,
+        early_wasted=stats.early_finals_wasted,
     )
 
 
@@ -512,27 +463,23 @@ def main() -> None:
         f"{cfg.inference.partial_interval_ms} ms"
     )
 
-    ctx: zmq.Context[Any] = zmq.Context()
     wire_rows: list[tuple[HalfSilentCall, MediaSide]] = []
-    try:
-        for run, rms in enumerate(noise):
-            call = build_call(prompts, rms)
-            call_id = wire.new_call_id()
-            media = media_side(call, cfg, call_id)
-            wire_rows.append((call, media))
-            base = without_vad(call, model, v.max_utterance_s)
-            cut = prompts_cut(call, model)
-            runs = [with_vad(media, call_id, model, cfg, False, ctx, 2 * run)]
-            if partials:
-                runs.append(with_vad(media, call_id, model, cfg, True, ctx, 2 * run + 1))
+    for rms in noise:
+        call = build_call(prompts, rms)
+        call_id = wire.new_call_id()
+        media = media_side(call, cfg, call_id)
+        wire_rows.append((call, media))
+        base = without_vad(call, model, v.max_utterance_s)
+        cut = prompts_cut(call, model)
+        runs = [with_vad(media, call_id, model, cfg, False)]
+        if partials:
+            runs.append(with_vad(media, call_id, model, cfg, True))
+        for way in (base, cut, *runs):
+            way.encoder_cpu_s = encoder.cpu_s(way.model.clips)
+        print_compute(call, media, base, cut, runs, ref)
+        if args.texts:
             for way in (base, cut, *runs):
-                way.encoder_cpu_s = encoder.cpu_s(way.model.clips)
-            print_compute(call, media, base, cut, runs, ref)
-            if args.texts:
-                for way in (base, cut, *runs):
-                    print(f"  {way.way}: {' | '.join(way.texts)}")
-    finally:
-        ctx.term()
+                print(f"  {way.way}: {' | '.join(way.texts)}")
     print_wire(wire_rows)
 
 
