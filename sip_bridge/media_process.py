@@ -323,6 +323,11 @@ class MediaProcess:
             self._forget(call)
         else:
             log.info("call %s: ended (%s), waiting for last results", call.call_id, call.end_reason)
+        # The pjsua2 Call goes now, in its DISCONNECTED callback as pjsua2 intends, not when the
+        # last results are in: PJSUA hands this slot to the next call at once, and deleting a
+        # Call later clears that slot's user data and hangs up whatever call holds it then.
+        # Nothing touches ``call.sip`` after this (every use checks ``disconnected_at``).
+        release(sip_call)
 
     def on_tsx_state(self, sip_call: BridgeCall, prm: Any) -> None:
         call = self._call_for(sip_call)
@@ -483,7 +488,8 @@ class MediaProcess:
         self._doomed.append(call)
 
     def _reap(self) -> None:
-        """Release PJSUA2 call objects outside of their own callbacks."""
+        """Release the PJSUA2 call objects of calls forgotten before they disconnected (those
+        that did are released in their DISCONNECTED callback); a no-op for the others."""
         while self._doomed:
             call = self._doomed.pop()
             release(call.sip)

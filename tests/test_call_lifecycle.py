@@ -272,3 +272,21 @@ def test_a_session_the_caller_stops_refreshing_is_ended_by_the_session_timer(
     (ended,) = [e for e in evs if e["type"] == "call.ended"]
     assert 58.0 <= float(ended["duration"]) <= 90.0, ended  # type: ignore[arg-type]
     print("session timer end:", ended["reason"], ended["duration"])
+
+
+def test_a_new_call_in_the_slot_of_one_still_finishing_is_not_touched(tmp_path: Path) -> None:
+    """PJSUA reuses call slots round robin (4 here). Four short calls end and wait for their
+    worker's last results (this fake worker never sends them: call_end_flush_s, 3 s); the fifth
+    call takes the first one's slot. When the first one is finally let go, the fifth must go on:
+    deleting a pjsua2 Call whose slot was reused hung up the new call (and lost its events)."""
+    with lone_media(tmp_path) as m:
+        for i in range(4):
+            run(m, tmp_path, f"short{i}", Scenario().pause(0.2).bye().render())
+        fifth = run(m, tmp_path, "fifth", Scenario().pause(5.0).bye().render())
+        evs = events(m, count_ended=5)
+    assert fifth.bye_status == 200
+    assert not any(x.direction == "received" and x.method == "BYE" for x in fifth.messages)
+    ended = [e for e in evs if e["type"] == "call.ended"]
+    assert len(ended) == 5 and len({e["call_id"] for e in ended}) == 5
+    last = next(e for e in ended if e["sip_call_id"] == fifth.call_id)
+    assert float(last["duration"]) >= 5.0  # type: ignore[arg-type]
