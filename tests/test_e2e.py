@@ -210,7 +210,8 @@ def test_a_worker_killed_mid_call_loses_no_utterance_and_comes_back(
     prompts = speech.select(4, min_s=2.0, max_s=5.0, stride=23)
     refs = " ".join(p.text for p in prompts)
     (clean,) = run_calls([make_call(tmp_path, bridge, prompts, "clean")])
-    clean_error = speech.wer([refs], [str(check_call(clean, receiver)["text"])])
+    clean_text = str(check_call(clean, receiver)["text"])
+    clean_error = speech.wer([refs], [clean_text])
 
     seen = len(receiver.posts)
     call = make_call(tmp_path, bridge, prompts, "faulted").start()
@@ -253,7 +254,11 @@ def test_a_worker_killed_mid_call_loses_no_utterance_and_comes_back(
     finals = [e for e in events_of(receiver, result.call_id) if e["type"] == "transcript.final"]
     utterances = [e["utterance"] for e in finals]
     assert utterances == sorted(set(utterances)), utterances  # none twice, in order
-    assert error <= clean_error + 0.02, (ended["text"], refs)
+    # Nothing lost: the transcript is the clean call's but for at most two words. The moved
+    # utterance is cut afresh from the replay, which can change how a word comes out ("key
+    # words" for "keywords", seen under CI load); a lost utterance would cost 4 words or more.
+    moved = speech.edit_distance(speech.normalize(clean_text), speech.normalize(str(ended["text"])))
+    assert moved <= 2, (ended["text"], clean_text, refs)
     # The supervisor restarts the worker, and the media processes take it back.
     assert bridge.wait_for_count(ready, readies + 1, timeout=120), bridge.log_text()[-3000:]
     # Every media process takes it back.
