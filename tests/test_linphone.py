@@ -121,33 +121,58 @@ def check_linphone(result: LinphoneResult) -> None:
     assert [a.status for a in result.answers("BYE")] == [200]
 
 
-def test_pcmu_call_from_linphonec_is_transcribed(
-    bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
-) -> None:
-    prompts = speech.select(3, min_s=2.0, max_s=5.0, stride=7)
-    speech_s = prompts_wav(tmp_path / "source.wav", prompts)
+def call_and_hang_up(
+    bridge: RunningBridge,
+    receiver: WebhookReceiver,
+    wav: Path,
+    codec: str,
+    user: str,
+    finals: int,
+    speech_s: float,
+    work_dir: Path,
+) -> tuple[dict[str, object], LinphoneResult]:
+    """Place a linphonec call playing ``wav``, wait for ``finals`` captions, hang up; the call's
+    call.started event and linphonec's result."""
     call = LinphoneCall(
-        f"sip:transcribe@127.0.0.1:{bridge.port}", tmp_path / "source.wav", "PCMU",
-        user="lp-pcmu", work_dir=tmp_path / "linphonec",
-    ).start()  # fmt: skip
+        f"sip:transcribe@127.0.0.1:{bridge.port}", wav, codec, user=user, work_dir=work_dir
+    ).start()
     try:
         assert call.wait_established(1, timeout=15), call.output[-3000:]
-        started = started_call(receiver, "lp-pcmu")
-        sip_call_id = str(started["sip_call_id"])
-        assert started["codec"] == "PCMU/8000"
-        assert wait_finals(receiver, sip_call_id, len(prompts), timeout=speech_s + 20)
+        started = started_call(receiver, user)
+        assert wait_finals(receiver, str(started["sip_call_id"]), finals, timeout=speech_s + 20)
         call.hang_up()
         result = call.finish()
     finally:
         call.kill()
     check_linphone(result)
+    return started, result
+
+
+def check_transcript(
+    receiver: WebhookReceiver, sip_call_id: str, prompts: list[speech.Prompt]
+) -> None:
+    """The call.ended transcript against the prompts: WER at most 0.2."""
+    ended = ended_call(receiver, sip_call_id)
+    refs = " ".join(p.text for p in prompts)
+    assert speech.wer([refs], [str(ended["text"])]) <= 0.2, (refs, ended["text"])
+
+
+def test_pcmu_call_from_linphonec_is_transcribed(
+    bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    prompts = speech.select(3, min_s=2.0, max_s=5.0, stride=7)
+    speech_s = prompts_wav(tmp_path / "source.wav", prompts)
+    started, result = call_and_hang_up(
+        bridge, receiver, tmp_path / "source.wav", "PCMU", "lp-pcmu", len(prompts), speech_s,
+        tmp_path / "linphonec",
+    )  # fmt: skip
+    sip_call_id = str(started["sip_call_id"])
+    assert started["codec"] == "PCMU/8000"
     assert result.call_id == sip_call_id
     (invite,) = result.sent("INVITE")
     assert invite.audio_payloads[0] == "0" and len(invite.audio_payloads) == 2  # + telephone-event
     assert "c=IN IP4 127.0.0.1" in invite.body and "a=candidate" not in invite.body
-    ended = ended_call(receiver, sip_call_id)
-    refs = " ".join(p.text for p in prompts)
-    assert speech.wer([refs], [str(ended["text"])]) <= 0.2, (refs, ended["text"])
+    check_transcript(receiver, sip_call_id, prompts)
 
 
 def test_call_held_and_resumed_by_linphonec_is_transcribed_after_the_resume(
@@ -192,9 +217,7 @@ def test_call_held_and_resumed_by_linphonec_is_transcribed_after_the_resume(
     after_refs = " ".join(p.text for p in after)
     assert resumed, "nothing transcribed after the resume; the call's log:\n" + "\n".join(call_log)
     assert speech.wer([after_refs], [after_text]) <= 0.2, (after_refs, after_text)
-    ended = ended_call(receiver, sip_call_id)
-    refs = " ".join(p.text for p in prompts)
-    assert speech.wer([refs], [str(ended["text"])]) <= 0.2, (refs, ended["text"])
+    check_transcript(receiver, sip_call_id, prompts)
 
 
 def test_g722_call_from_linphonec_is_transcribed_wideband(
@@ -202,21 +225,12 @@ def test_g722_call_from_linphonec_is_transcribed_wideband(
 ) -> None:
     prompts = speech.select(2, min_s=2.0, max_s=5.0, stride=19)
     speech_s = prompts_wav(tmp_path / "source16k.wav", prompts, rate=16000)
-    call = LinphoneCall(
-        f"sip:transcribe@127.0.0.1:{bridge.port}", tmp_path / "source16k.wav", "G722",
-        user="lp-g722", work_dir=tmp_path / "linphonec",
-    ).start()  # fmt: skip
-    try:
-        assert call.wait_established(1, timeout=15), call.output[-3000:]
-        started = started_call(receiver, "lp-g722")
-        sip_call_id = str(started["sip_call_id"])
-        assert (started["codec"], started["sample_rate"]) == ("G722/16000", 16000)
-        assert wait_finals(receiver, sip_call_id, len(prompts), timeout=speech_s + 20)
-        call.hang_up()
-        result = call.finish()
-    finally:
-        call.kill()
-    check_linphone(result)
+    started, result = call_and_hang_up(
+        bridge, receiver, tmp_path / "source16k.wav", "G722", "lp-g722", len(prompts), speech_s,
+        tmp_path / "linphonec",
+    )  # fmt: skip
+    sip_call_id = str(started["sip_call_id"])
+    assert (started["codec"], started["sample_rate"]) == ("G722/16000", 16000)
     (invite,) = result.sent("INVITE")
     assert invite.audio_payloads[0] == "9" and len(invite.audio_payloads) == 2
     # The captions came in the call as INFO too; linphonec answered 200 to each one that arrived
@@ -226,6 +240,4 @@ def test_g722_call_from_linphonec_is_transcribed_wideband(
     assert infos and all(re.search(r'"type":\s*"transcript.final"', i.body) for i in infos)
     answers = {m.cseq: m.status for m in result.messages if m.direction == "sent" and m.status}
     assert [answers.get(i.cseq) for i in infos] == [200] * len(infos), result.messages
-    ended = ended_call(receiver, sip_call_id)
-    refs = " ".join(p.text for p in prompts)
-    assert speech.wer([refs], [str(ended["text"])]) <= 0.2, (refs, ended["text"])
+    check_transcript(receiver, sip_call_id, prompts)
