@@ -281,16 +281,14 @@ class Compute:
         return max(self.model.cpu_s - self.encoder_cpu_s, 0.0)
 
 
-def worker_settings(cfg: Config, endpoint: str, partials: bool) -> WorkerSettings:
-    """As ``sip-bridge worker`` builds them from the config; partials (when on) run in the loop
-    so that all model time is this thread's, and no heartbeats."""
+def worker_settings(cfg: Config, partials: bool) -> WorkerSettings:
+    """As ``sip-bridge worker`` builds them from the config (OfflineCall sets the endpoints);
+    partials (when on) run in the loop so that all model time is this thread's."""
     return dataclasses.replace(
         cli.worker_settings(cfg, 0),
-        endpoint=endpoint,
         partial_interval_s=cfg.inference.partial_interval_ms / 1000.0 if partials else 0.0,
         early_finals=cfg.inference.early_finals if partials else False,
         partial_nice=None,
-        heartbeat_endpoint=None,
     )
 
 
@@ -299,7 +297,7 @@ def with_vad(
 ) -> Compute:
     """Feed the media side's messages, tick by tick, into a real worker; collect its finals."""
     timed, vad = TimedModel(model), TimedVad()
-    settings = worker_settings(cfg, "", partials)
+    settings = worker_settings(cfg, partials)
     started = time.process_time()
     call = OfflineCall(settings, timed, vad, RATE, call_id)
     for tick in media.ticks:
