@@ -17,6 +17,8 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
+from sip_bridge import tenants
+
 
 class ConfigError(Exception):
     def __init__(self, source: str, key: str, problem: str) -> None:
@@ -141,6 +143,70 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantMatch:
+    """One way to recognise a tenant's calls; every key given must hold (a rule with a dialled
+    number and a source matches calls to that number from that address only)."""
+
+    to_user: str = ""  # a regex the whole To user (the dialled number) must match: "5550100"
+    header: str = ""  # "Name: value": the INVITE has this header with exactly this value
+    source: str = ""  # the sender's IP address or network, "192.0.2.10" or "10.1.0.0/16"
+
+    def describe(self) -> str:
+        parts = [f"to_user ~ {self.to_user}" if self.to_user else "",
+                 f"header {self.header}" if self.header else "",
+                 f"source {self.source}" if self.source else ""]  # fmt: skip
+        return " and ".join(p for p in parts if p)
+
+    def header_name_value(self) -> tuple[str, str]:
+        name, _, value = self.header.partition(":")
+        return name.strip(), value.strip()
+
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        return ipaddress.ip_network(self.source, strict=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantConfig:
+    name: str
+    # The tenant's calls are those matching any of these rules (tenants are tried in order;
+    # the first whose rule matches takes the call).
+    match: tuple[TenantMatch, ...] = ()
+    max_calls: int = 0  # calls of this tenant at once, over every media process; 0 = no limit
+    limit_status: int = 486  # a call over max_calls gets 486 Busy Here, or 503 with Retry-After
+    webhooks: tuple[WebhookConfig, ...] = ()  # this tenant's calls only (with their secrets)
+    sip_info: bool | None = None  # captions into the call as SIP INFO; None = delivery.sip_info
+    model: str = "moonshine-base-en"  # tenants.MODELS lists those available
+    language: str = "en"
+    # Bearer tokens of the captions page and API that see this tenant's calls (only).
+    captions_tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownTenantConfig:
+    """Calls that no tenant's rule matches (only when tenants are configured)."""
+
+    tenant: str = ""  # "" = refuse them; or the name of the tenant that takes them
+    status: int = 403  # the SIP answer that refuses them
+    reason: str = "No tenant for this call"
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionsConfig:
+    """The live captions page and its API (Server-Sent Events), served by ``serve``."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1"  # where the page and API listen (HTTP; put TLS in front)
+    port: int = 8090
+    # The media processes publish every event to the captions server on 127.0.0.1:feed_port.
+    feed_port: int = 5790
+    # Bearer tokens that see every tenant's calls. With none here and none for any tenant, one
+    # is made at each start and written to runtime_dir/captions.token (mode 0600).
+    tokens: tuple[str, ...] = ()
+    keep_ended: int = 20  # ended calls still listed (and on the page), newest first
+    history: int = 10000  # events kept so a client that reconnects gets what it missed
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryConfig:
     sip_info: bool = True  # send each transcript.final (and dtmf) into the call as SIP INFO
     # The RFC 6086 Info-Package our INFOs carry (`Info-Package:` header). A peer whose INVITE
@@ -170,8 +236,12 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     vad: VadConfig = field(default_factory=VadConfig)
+    # Every call's events, whatever its tenant (the operator's); tenants add their own.
     webhooks: tuple[WebhookConfig, ...] = ()
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
+    tenants: tuple[TenantConfig, ...] = ()
+    unknown_tenant: UnknownTenantConfig = field(default_factory=UnknownTenantConfig)
     runtime_dir: str = ""  # "" = $XDG_RUNTIME_DIR/sip-bridge or /tmp/sip-bridge-<uid>
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -257,6 +327,9 @@ def _convert(value: Any, typ: Any, key: str, source: str) -> Any:
             raise ConfigError(source, key, f"expected a string, got {value!r}")
         return value
     if origin is types.UnionType:
+        options = [a for a in get_args(typ) if a is not type(None)]
+        if len(options) == 1 and len(get_args(typ)) == 2:  # X | None
+            return None if value is None else _convert(value, options[0], key, source)
         raise ConfigError(source, key, "unsupported type")
     raise ConfigError(source, key, f"unsupported type {typ}")
 
@@ -400,7 +473,26 @@ def validate(cfg: Config, source: str) -> Config:
             raise ConfigError(source, f"webhooks[{n}].url", "must be an http:// or https:// URL")
         if not hook.secret:
             raise ConfigError(source, f"webhooks[{n}].secret", "must not be empty")
+    _check_captions(cfg, source, used)
+    tenants.check(cfg, source)
     return cfg
+
+
+def _check_captions(cfg: Config, source: str, used: dict[int, str]) -> None:
+    c = cfg.captions
+    try:
+        ipaddress.ip_address(c.address)
+    except ValueError:
+        raise ConfigError(
+            source, "captions.address", f"{c.address!r} is not an IP address"
+        ) from None
+    for key, port in (("captions.port", c.port), ("captions.feed_port", c.feed_port)):
+        _check_port(source, key, port)
+        if c.enabled and port in used:
+            raise ConfigError(source, key, f"port {port} is also used by {used[port]}")
+        used[port] = key
+    if c.keep_ended < 0 or c.history < 100:
+        raise ConfigError(source, "captions.history", "keep_ended >= 0 and history >= 100, please")
 
 
 def load(path: str | Path | None) -> Config:

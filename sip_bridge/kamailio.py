@@ -31,7 +31,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sip_bridge import tenant_routing
 from sip_bridge.config import Config
+from sip_bridge.tenants import TENANT_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +178,10 @@ def render_config(cfg: Config, files: KamailioFiles) -> str:
         sock = f"udp:{internal[0]}:{internal[1]}"
         ping_from = f"sip:front@{internal[0]}:{internal[1]}"
         default_socket = f'modparam("dispatcher", "ds_default_socket", "{sock}")\n'
-    modules = "\n".join(f'loadmodule "{name}.so"' for name in _MODULES)
+    names = (*_MODULES, *tenant_routing.modules(cfg))
+    modules = "\n".join(f'loadmodule "{name}.so"' for name in names)
+    tenant_route = tenant_routing.route(cfg)
+    use_tenants = "    route(TENANT);\n" if tenant_route else ""
     listens = "\n".join(_listen_lines(cfg))
     if cfg.sip.answer_options:
         options_body = '    sl_send_reply("200", "OK");'
@@ -235,7 +240,7 @@ modparam("dispatcher", "ds_probing_threshold", 1)
 modparam("dispatcher", "ds_inactive_threshold", 1)
 # A media process at its call limit still answers OPTIONS (200, or 486 from some stacks): alive.
 modparam("dispatcher", "ds_ping_reply_codes", "class=2;code=486")
-{default_socket}
+{default_socket}{tenant_routing.modparams(cfg)}
 request_route {{
     route(REQINIT);
 
@@ -285,7 +290,9 @@ request_route {{
     if (is_present_hf("Route")) {{
         remove_hf("Route");
     }}
-    record_route();
+    # Only the front says whose call this is.
+    remove_hf("{TENANT_HEADER}");
+{use_tenants}    record_route();
     route(DISPATCH);
 }}
 
@@ -323,6 +330,7 @@ route[WITHINDLG] {{
     sl_send_reply("404", "Not Here");
 }}
 
+{tenant_route}
 route[OPTIONS] {{
 {options_body}
 }}
@@ -331,7 +339,7 @@ route[DISPATCH] {{
     if (!ds_select_dst("{DISPATCH_SET}", "10")) {{
         xlog("L_WARN", "INVITE $ci: every media process is full or down, 503\\n");
         append_to_reply("Retry-After: {RETRY_AFTER_S}\\r\\n");
-        sl_send_reply("503", "Service Unavailable");
+        send_reply("503", "Service Unavailable");  # stateful if route[TENANT] made the transaction
         exit;
     }}
     xlog("L_INFO", "INVITE $ci: to $du\\n");

@@ -9,26 +9,28 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import signal
 import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sip_bridge import config, kamailio
 from sip_bridge.config import Config
-from tests.support.ports import free_udp_ports
+from tests.support.kamailio_front import (
+    SIPP_TIMEOUT_S,
+    Front,
+    free_udp_port,
+    stop_process,
+    uac_call,
+    uac_refused,
+)
 
 needs_kamailio = pytest.mark.skipif(
     shutil.which("kamailio", path="/usr/sbin:/usr/local/sbin:/usr/bin") is None,
     reason="Debian package kamailio not installed",
 )
 needs_sipp = pytest.mark.skipif(shutil.which("sipp") is None, reason="sip-tester not installed")
-
-SIPP_TIMEOUT_S = 20
 
 
 # --- config --------------------------------------------------------------------------------------
@@ -124,335 +126,6 @@ def test_find_kamailio_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> 
         kamailio.find_kamailio()
 
 
-# --- sipp scenarios ------------------------------------------------------------------------------
-
-_UAS_HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="media process stand-in">
-  <recv request="OPTIONS" optional="true" next="options"/>
-  <recv request="INVITE"/>
-"""
-_UAS_TAIL = """
-  <label id="options"/>
-  <send>
-    <![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpOpt[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]>
-  </send>
-  <label id="done"/>
-  <nop/>
-</scenario>
-"""
-_UAS_ANSWER = """  <send>
-    <![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-[last_Record-Route:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Length: 0
-
-]]>
-  </send>
-  <send retrans="500">
-    <![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-[last_Record-Route:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=- 1 1 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-
-]]>
-  </send>
-  <recv request="ACK"/>
-  <recv request="BYE"/>
-  <send next="done">
-    <![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]>
-  </send>
-"""
-# Takes the INVITE and never answers: a hung media process (the front times out after fr_timer).
-_UAS_SILENT = """  <recv request="INVITE" next="done"/>
-"""
-_UAS_BUSY = """  <send>
-    <![CDATA[
-SIP/2.0 486 Busy Here
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]>
-  </send>
-  <recv request="ACK" next="done"/>
-"""
-
-_INVITE = """  <send retrans="500">
-    <![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: pbx <sip:pbx@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:pbx@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=- 1 1 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-
-]]>
-  </send>
-  <recv response="100" optional="true"/>
-"""
-# Answered: ACK and BYE go to the Contact through the recorded route set, as a PBX must send them.
-UAC_CALL = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="pbx call">
-{_INVITE}
-  <recv response="180" optional="true"/>
-  <recv response="200" rrs="true"/>
-  <send>
-    <![CDATA[
-ACK [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: pbx <sip:pbx@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-[routes]
-Contact: <sip:pbx@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-
-]]>
-  </send>
-  <pause/>
-  <send retrans="500">
-    <![CDATA[
-BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: pbx <sip:pbx@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 BYE
-[routes]
-Contact: <sip:pbx@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-
-]]>
-  </send>
-  <recv response="200"/>
-</scenario>
-"""
-# Refused by the front: 503 with Retry-After, and the ACK for it.
-UAC_REFUSED = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="pbx call refused">
-{_INVITE}
-  <recv response="503">
-    <action>
-      <ereg regexp="5" search_in="hdr" header="Retry-After:" check_it="true" assign_to="ra"/>
-    </action>
-  </recv>
-  <Reference variables="ra"/>
-  <send>
-    <![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-[last_Via:]
-From: pbx <sip:pbx@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]>
-  </send>
-</scenario>
-"""
-
-
-# --- processes -----------------------------------------------------------------------------------
-
-
-def free_udp_port(count: int = 1, host: str = "127.0.0.1") -> int:
-    """A port p such that p .. p+count-1 are free on ``host``."""
-    return free_udp_ports(count, host)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=3)
-
-
-class Front:
-    """A running Kamailio plus its sipp media-process stand-ins."""
-
-    def __init__(self, tmp: Path, address: str = "127.0.0.1") -> None:
-        self.tmp = tmp
-        self.address = address
-        self.kamailio_port = free_udp_port(host=address)
-        # Port base - 1 stays free too: the front's loopback socket when the trunk is elsewhere.
-        self.media_base = free_udp_port(3) + 1
-        base = config.load(None)
-        self.cfg = dataclasses.replace(
-            base,
-            sip=dataclasses.replace(base.sip, address=address, port=self.kamailio_port),
-            media=dataclasses.replace(
-                base.media, processes=2, calls_per_process=2, sip_port_base=self.media_base
-            ),
-        )
-        self.files = kamailio.render(self.cfg, tmp / "kamailio")
-        self.kamailio: subprocess.Popen[bytes] | None = None
-        self.backends: dict[int, subprocess.Popen[bytes]] = {}
-        self._uac_count = 0
-
-    def uri(self, index: int) -> str:
-        return f"sip:127.0.0.1:{self.cfg.media_sip_port(index)}"
-
-    def start_kamailio(self) -> None:
-        log = (self.tmp / "kamailio.log").open("wb")
-        self.kamailio = subprocess.Popen(
-            kamailio.command(self.files), stdout=log, stderr=subprocess.STDOUT
-        )
-
-    def start_backend(self, index: int, mode: str = "answer") -> None:
-        """A media process stand-in that answers calls, or is "busy" (486), or "silent"."""
-        body = {"answer": _UAS_ANSWER, "busy": _UAS_BUSY, "silent": _UAS_SILENT}[mode]
-        scenario = self.tmp / f"uas{index}-{mode}.xml"
-        scenario.write_text(_UAS_HEAD + body + _UAS_TAIL)
-        port = self.cfg.media_sip_port(index)
-        self.backends[index] = subprocess.Popen(
-            ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port)]
-            + ["-mp", str(free_udp_port(2)), "-nostdin", "-trace_err"]
-            + ["-error_file", str(self.tmp / f"uas{index}.err")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=self.tmp,
-        )
-
-    def kill_backend(self, index: int) -> None:
-        proc = self.backends.pop(index)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=3)
-
-    def uac(
-        self, scenario: str, calls: int, hold_ms: int = 0, rate: int = 10, limit: int = 0
-    ) -> subprocess.Popen[bytes]:
-        """Start a sipp UAC placing ``calls`` calls through the front, ``limit`` at once at most."""
-        self._uac_count += 1
-        path = self.tmp / f"uac{self._uac_count}.xml"
-        path.write_text(scenario)
-        argv = ["sipp", f"{self.address}:{self.kamailio_port}", "-sf", str(path), "-s", "bridge"]
-        argv += ["-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port(2))]
-        argv += ["-m", str(calls), "-l", str(limit or calls), "-r", str(rate), "-d", str(hold_ms)]
-        argv += ["-timeout", f"{SIPP_TIMEOUT_S}s", "-timeout_error", "-recv_timeout", "5000"]
-        argv += ["-nostdin", "-trace_err", "-error_file", str(self.tmp / "uac.err")]
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=self.tmp,
-        )
-
-    def run_uac(
-        self, scenario: str, calls: int, hold_ms: int = 0, rate: int = 10, limit: int = 0
-    ) -> int:
-        proc = self.uac(scenario, calls, hold_ms, rate, limit)
-        try:
-            return proc.wait(timeout=SIPP_TIMEOUT_S + 5)
-        finally:
-            _stop(proc)
-
-    def destinations(self) -> dict[str, kamailio.Destination]:
-        return {d.uri: d for d in kamailio.destinations(self.files)}
-
-    def wait_for(
-        self, what: str, ok: Callable[[dict[str, kamailio.Destination]], bool], within_s: float
-    ) -> float:
-        """Poll dispatcher.list until ``ok``; return how long it took (fail after ``within_s``)."""
-        start = time.monotonic()
-        last: dict[str, kamailio.Destination] = {}
-        while time.monotonic() - start < within_s:
-            try:
-                last = self.destinations()
-            except kamailio.KamailioError:
-                last = {}  # ctl socket not up yet
-            if last and ok(last):
-                return time.monotonic() - start
-            time.sleep(0.05)
-        pytest.fail(f"{what} not seen within {within_s} s; last: {last}\n{self.log_tail()}")
-
-    def wait_all_active(self) -> None:
-        self.wait_for(
-            "both media processes active",
-            lambda d: len(d) == 2 and all(x.active for x in d.values()),
-            within_s=5,
-        )
-
-    def loads(self) -> dict[str, int]:
-        return {uri: d.load for uri, d in self.destinations().items()}
-
-    def log(self) -> str:
-        path = self.tmp / "kamailio.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log().splitlines()[-40:])
-
-    def close(self) -> None:
-        for proc in self.backends.values():
-            _stop(proc)
-        if self.kamailio is not None:
-            _stop(self.kamailio)
-
-
 @pytest.fixture(params=["127.0.0.1"])
 def front(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Front]:
     if shutil.which("sipp") is None:
@@ -478,7 +151,7 @@ def test_calls_spread_503_when_full_and_load_released_after_bye(front: Front) ->
     front.start_backend(0)
     front.start_backend(1)
     front.wait_all_active()
-    held = front.uac(UAC_CALL, calls=4, hold_ms=3000, rate=50)
+    held = front.uac(uac_call(), calls=4, hold_ms=3000, rate=50)
     try:
         # Alg 10 puts each call on the least loaded process: 2 + 2.
         front.wait_for(
@@ -487,13 +160,13 @@ def test_calls_spread_503_when_full_and_load_released_after_bye(front: Front) ->
             within_s=3,
         )
         # Both at maxload: the 5th call is refused at the front, with Retry-After.
-        assert front.run_uac(UAC_REFUSED, calls=1) == 0, front.log_tail()
+        assert front.run_uac(uac_refused(), calls=1) == 0, front.log_tail()
         assert held.wait(timeout=SIPP_TIMEOUT_S) == 0, front.log_tail()
     finally:
-        _stop(held)
+        stop_process(held)
     # The BYEs passed the front (record-routed; twice, on 127.0.0.2) and released the load.
     assert front.loads() == {front.uri(0): 0, front.uri(1): 0}
-    assert front.run_uac(UAC_CALL, calls=4, hold_ms=200, rate=50) == 0, front.log_tail()
+    assert front.run_uac(uac_call(), calls=4, hold_ms=200, rate=50) == 0, front.log_tail()
     assert front.loads() == {front.uri(0): 0, front.uri(1): 0}
 
 
@@ -503,7 +176,7 @@ def test_busy_media_process_fails_over_to_the_other(front: Front) -> None:
     front.start_backend(1)
     front.wait_all_active()
     # Whichever process alg 10 picks first, every call ends up answered by the one that is free.
-    assert front.run_uac(UAC_CALL, calls=2, hold_ms=1000, rate=50) == 0, front.log_tail()
+    assert front.run_uac(uac_call(), calls=2, hold_ms=1000, rate=50) == 0, front.log_tail()
     assert front.loads() == {front.uri(0): 0, front.uri(1): 0}
     # Two calls at once: whichever went first, the second met the busy one and moved on.
     assert f"486 from a media process, trying {front.uri(1)}" in front.log()
@@ -514,7 +187,7 @@ def test_silent_media_process_times_out_and_fails_over(front: Front) -> None:
     front.start_backend(0, mode="silent")
     front.start_backend(1)
     front.wait_all_active()
-    assert front.run_uac(UAC_CALL, calls=2, hold_ms=500, rate=50) == 0, front.log_tail()
+    assert front.run_uac(uac_call(), calls=2, hold_ms=500, rate=50) == 0, front.log_tail()
     assert f"408 from a media process, trying {front.uri(1)}" in front.log()
     assert front.loads() == {front.uri(0): 0, front.uri(1): 0}
 
@@ -524,7 +197,7 @@ def test_every_media_process_busy_gives_503_without_leaking_load(front: Front) -
     front.start_backend(0, mode="busy")
     front.start_backend(1, mode="busy")
     front.wait_all_active()
-    assert front.run_uac(UAC_REFUSED, calls=3, rate=50) == 0, front.log_tail()
+    assert front.run_uac(uac_refused(), calls=3, rate=50) == 0, front.log_tail()
     # The DESIGN pitfall: no ds_next_dst() without a next destination, so ds_load_unset() works.
     assert front.loads() == {front.uri(0): 0, front.uri(1): 0}
 
@@ -542,7 +215,7 @@ def test_killed_media_process_is_marked_inactive_and_skipped(front: Front) -> No
         within_s=3,
     )
     # Calls now all go to the survivor (up to its maxload of 2 at once).
-    assert front.run_uac(UAC_CALL, calls=4, hold_ms=200, rate=50, limit=2) == 0, front.log_tail()
+    assert front.run_uac(uac_call(), calls=4, hold_ms=200, rate=50, limit=2) == 0, front.log_tail()
     # Restarted, it is probed back in.
     front.start_backend(0)
     front.wait_all_active()
