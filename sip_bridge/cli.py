@@ -181,11 +181,14 @@ def _run_calls(cfg: Config, as_json: bool) -> int:
     if not calls:
         print("no calls in progress")
         return 0
-    print(f"{'call id':<32}  {'duration':>8}  {'codec':<10}  {'node':<16}  from -> to")
+    tenants = any(c.get("tenant") for c in calls)
+    head = f"{'tenant':<14}  " if tenants else ""
+    print(f"{'call id':<32}  {'duration':>8}  {'codec':<10}  {'node':<16}  {head}from -> to")
     for c in calls:
         held = "  (on hold)" if c.get("on_hold") else ""
+        tenant = f"{c.get('tenant', ''):<14}  " if tenants else ""
         print(f"{c['call_id']:<32}  {c['duration']:>7.0f}s  {c['codec']:<10}  {c['node']:<16}  "
-              f"{c['from']} -> {c['to']}{held}")  # fmt: skip
+              f"{tenant}{c['from']} -> {c['to']}{held}")  # fmt: skip
     return 0
 
 
@@ -299,6 +302,35 @@ def _run_replay(cfg: Config, ids: list[str], everything: bool) -> int:
     return 0
 
 
+def _run_captions(cfg: Config) -> int:
+    from sip_bridge import captions_server
+    from sip_bridge.supervisor import notify_ready
+
+    return captions_server.main(cfg, on_ready=lambda: notify_ready("captions", 0))
+
+
+def _run_captions_url(cfg: Config) -> int:
+    from sip_bridge.captions_server import token_path
+
+    c = cfg.captions
+    if not c.enabled:
+        print("sip-bridge: captions.enabled is false in this config", file=sys.stderr)
+        return 1
+    host = "127.0.0.1" if c.address in ("0.0.0.0", "::") else c.address
+    url = f"http://{host}:{c.port}/"
+    token = c.tokens[0] if c.tokens else None
+    if token is None and not any(t.captions_tokens for t in cfg.tenants):
+        try:
+            token = token_path(cfg).read_text().strip()
+        except OSError:
+            print(f"sip-bridge: no token in {token_path(cfg)}; is `sip-bridge serve` running"
+                  " with this config?", file=sys.stderr)  # fmt: skip
+            return 1
+    # After '#': browsers never send it, and the page removes it from the address bar at once.
+    print(f"{url}#token={token}" if token else f"{url}  (sign in with a tenant's token)")
+    return 0
+
+
 def _run_media(cfg: Config, index: int) -> int:
     from sip_bridge import media_process
     from sip_bridge.supervisor import notify_ready
@@ -319,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         ("demo", "call the running server, play a wav file and print the captions"),
         ("dead-letters", "list the webhook events given up on (past delivery.webhook_horizon_s)"),
         ("replay", "send dead letters again: the ids dead-letters lists, or --all"),
+        ("captions-url", "print the link to the live captions page, with its token"),
+        ("captions", "run the captions page and API (started by serve)"),
     ):
         p = sub.add_parser(name, help=help_)
         if name == "transcribe":
@@ -337,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "calls":
             p.add_argument("--json", action="store_true", help="a JSON list of the calls")
         p.add_argument("--config", metavar="FILE", help="YAML config (default: built-in defaults)")
-        if name in ("worker", "media"):
+        if name in ("worker", "media", "captions"):
             p.add_argument("--index", type=int, default=0)
         p.add_argument(
             "--workers", type=int, metavar="N", help="inference workers (overrides the config)"
@@ -360,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_dead_letters(cfg, args.json)
     if args.command == "replay":
         return _run_replay(cfg, args.ids, args.all)
+    if args.command == "captions-url":
+        return _run_captions_url(cfg)
     if args.command == "demo":
         _setup_logging(dataclasses.replace(cfg, log_level="WARNING"), "demo")
         return _run_demo(cfg, args.file, args.to)
@@ -374,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(cfg, args.config)
     if args.command == "worker":
         return _run_worker(cfg, args.index)
+    if args.command == "captions":
+        return _run_captions(cfg)
     return _run_media(cfg, args.index)
 
 

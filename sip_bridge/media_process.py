@@ -29,7 +29,7 @@ import pjsua2 as pj
 import zmq
 
 from media import wire
-from sip_bridge import active_calls, pjsip_settings, sip_headers
+from sip_bridge import pjsip_settings, sip_headers, tenants
 from sip_bridge.audio_sender import (
     AudioSender,
     Commit,
@@ -40,12 +40,12 @@ from sip_bridge.audio_sender import (
     StartCall,
 )
 from sip_bridge.audio_tap import CallAudioPort, release
+from sip_bridge.call_outputs import CallOutputs
 from sip_bridge.call_watch import MAX_DURATION, RTP_TIMEOUT, CallWatch
 from sip_bridge.config import Config
 from sip_bridge.events import CallEvents, CallInfo, Event
 from sip_bridge.frame_copy import make_copier
 from sip_bridge.info_policy import InfoPolicy
-from sip_bridge.webhooks import Endpoint, WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class _Call:
 
     call_id: str
     sip: BridgeCall
+    tenant: tenants.TenantPolicy
     info: InfoPolicy
     watch: CallWatch
     headers: tuple[tuple[str, str], ...] = ()  # INVITE headers for call.started
@@ -113,6 +114,7 @@ class MediaProcess:
         self.index = index
         self.calls: dict[str, _Call] = {}
         self._doomed: list[_Call] = []  # released on the next loop turn, outside callbacks
+        self._refused: dict[str, BridgeCall] = {}  # INVITEs we refused, until DISCONNECTED
         self._stop = False
         self.ctx: zmq.Context[Any] = zmq.Context()
         workers = range(cfg.inference.workers)
@@ -130,19 +132,12 @@ class MediaProcess:
             ),
         )
         self.stale_results = 0
-        d = cfg.delivery
-        self.webhooks = WebhookDispatcher(
-            [Endpoint(h.url, h.secret) for h in cfg.webhooks],
-            cfg.spool_path(index),
-            timeout=d.webhook_timeout_s, backoff=d.webhook_backoff_s,
-            max_backoff=d.webhook_max_backoff_s, horizon=d.webhook_horizon_s,
-            spool_max=d.webhook_spool_max,
-        )  # fmt: skip
+        self.node = f"{socket.gethostname()}/media{index}"  # as events name it
+        self.outputs = CallOutputs(cfg, index, self.ctx, self.node)
         self.copy = make_copier()
         self.ep = pj.Endpoint()
         self.account: BridgeAccount | None = None
         self.results: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
-        self._calls_path = active_calls.path_for(cfg.runtime_path(), index)
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -175,8 +170,7 @@ class MediaProcess:
         self.account = BridgeAccount(self)
         self.account.create(acfg, True)
         self.sender.start()
-        self._calls_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._publish_calls()  # none yet: replaces what a previous run of this index left
+        self.outputs.start()
         log.info(
             "media process %d: SIP on 127.0.0.1:%d, RTP %d-%d on %s, %d calls max",
             self.index, tcfg.port, rtp.port, rtp.port + rtp.portRange - 1, cfg.public_address,
@@ -188,15 +182,25 @@ class MediaProcess:
     def on_incoming_call(self, acc: BridgeAccount, prm: Any) -> None:
         sip_call = BridgeCall(self, acc, prm.callId)
         fields = sip_headers.parse_headers(prm.rdata.wholeMsg)
+        stamped = sip_headers.value(fields, tenants.TENANT_HEADER)
+        tenant = tenants.policy_for(self.cfg, stamped)
+        if tenant is None:
+            self._refuse(sip_call, stamped)
+            return
         d = self.cfg.delivery
         info = InfoPolicy.for_peer(
-            d.sip_info, d.info_package, sip_headers.recv_info(fields), d.sip_info_legacy,
+            tenant.sip_info, d.info_package, sip_headers.recv_info(fields), d.sip_info_legacy,
             d.sip_info_partials, d.sip_info_partial_interval_ms / 1000.0,
         )  # fmt: skip
         now = time.monotonic()
         watch = CallWatch(now, self.cfg.media.rtp_timeout_s, self.cfg.media.max_call_s)
-        picked = sip_headers.select(fields, self.cfg.sip.metadata_headers)
-        call = _Call(sip_call.bridge_call_id, sip_call, info, watch, tuple(picked.items()), now)
+        ours = tenants.TENANT_HEADER.lower()  # the front's, not the caller's
+        picked = sip_headers.select(
+            [f for f in fields if f[0].lower() != ours], self.cfg.sip.metadata_headers
+        )
+        call = _Call(
+            sip_call.bridge_call_id, sip_call, tenant, info, watch, tuple(picked.items()), now
+        )
         self.calls[call.call_id] = call
         op = pj.CallOpParam()
         op.statusCode = 200
@@ -207,6 +211,20 @@ class MediaProcess:
         except pj.Error as exc:
             log.error("call %s: answering failed: %s", call.call_id, exc.info())
             self._forget(call)
+
+    def _refuse(self, sip_call: BridgeCall, stamped: str | None) -> None:
+        """An INVITE without a tenant of ours: the front relays none, so it came round it."""
+        u = self.cfg.unknown_tenant
+        log.error("call %s: INVITE with %s %r, not a tenant of ours; refused with %d",
+                  sip_call.bridge_call_id, tenants.TENANT_HEADER, stamped, u.status)  # fmt: skip
+        op = pj.CallOpParam()
+        op.statusCode = u.status
+        op.reason = u.reason
+        try:
+            sip_call.answer(op)
+        except pj.Error as exc:
+            log.warning("call %s: refusing failed: %s", sip_call.bridge_call_id, exc.info())
+        self._refused[sip_call.bridge_call_id] = sip_call  # released once DISCONNECTED
 
     def _call_for(self, sip_call: BridgeCall) -> _Call | None:
         return self.calls.get(sip_call.bridge_call_id)
@@ -284,11 +302,10 @@ class MediaProcess:
         call.port = port
         call.conf_slot = audio.getPortId()
         call.codec = codec
-        node = f"{socket.gethostname()}/media{self.index}"
         call.events = CallEvents(
             CallInfo(
-                call.call_id, info.callIdString, info.remoteUri, info.localUri, codec, rate, node,
-                call.headers,
+                call.call_id, info.callIdString, info.remoteUri, info.localUri, codec, rate,
+                self.node, call.headers,
             )
         )  # fmt: skip
         self._emit(call, call.events.started())
@@ -310,6 +327,10 @@ class MediaProcess:
     def on_call_state(self, sip_call: BridgeCall) -> None:
         call = self._call_for(sip_call)
         if call is None:
+            refused = self._refused.get(sip_call.bridge_call_id)
+            if refused is not None and refused.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                del self._refused[sip_call.bridge_call_id]
+                release(refused)
             return
         info = sip_call.getInfo()
         if info.state != pj.PJSIP_INV_STATE_DISCONNECTED:
@@ -363,7 +384,7 @@ class MediaProcess:
     # -- results ------------------------------------------------------------------------------
 
     def _emit(self, call: _Call, event: Event) -> None:
-        self.webhooks.submit(event)
+        self.outputs.event(call.tenant, event)
         if call.disconnected_at is None and call.info.wants(event.type, time.monotonic()):
             self._send_info(call, event)
 
@@ -460,8 +481,8 @@ class MediaProcess:
             log.warning("call %s: hangup failed: %s", call.call_id, exc.info())
 
     def _publish_calls(self) -> None:
-        """What ``sip-bridge calls`` shows: this process's answered calls."""
-        listed = [
+        """What ``sip-bridge calls`` and the captions page list: this process's answered calls."""
+        self.outputs.calls_changed([
             {
                 "call_id": c.call_id,
                 "sip_call_id": c.events.info.sip_call_id,
@@ -471,14 +492,11 @@ class MediaProcess:
                 "started": round(c.events.started_at, 3),
                 "on_hold": c.muted,
                 "node": c.events.info.node,
-            }  # fmt: skip
+                "tenant": c.tenant.name,
+            }
             for c in self.calls.values()
             if c.events is not None
-        ]
-        try:
-            active_calls.publish(self._calls_path, listed)
-        except OSError as exc:
-            log.warning("media process %d: cannot publish its calls: %s", self.index, exc)
+        ])  # fmt: skip
 
     def _forget(self, call: _Call) -> None:
         self.calls.pop(call.call_id, None)
@@ -521,6 +539,7 @@ class MediaProcess:
                 self._on_result(self.results.recv_multipart(copy=False))
             self._reap()
             now = time.monotonic()
+            self.outputs.tick(now)
             self._check_flush_deadlines(now)
             if now >= next_watch:
                 next_watch = now + WATCH_EVERY_S
@@ -539,8 +558,11 @@ class MediaProcess:
             self._untap(call)
             self._finish(call, call.end_reason or "shutdown")
         self._reap()
+        for refused in self._refused.values():
+            release(refused)
+        self._refused.clear()
         self.sender.stop()
-        self.webhooks.close()
+        self.outputs.close()
         if self.account is not None:
             self.account.shutdown()
             release(self.account)

@@ -61,6 +61,12 @@ def select(fields: Iterable[tuple[str, str]], patterns: Iterable[str]) -> dict[s
     return out
 
 
+def value(fields: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The value of the first ``name`` header (case-insensitive), or ``None``."""
+    wanted = name.lower()
+    return next((v for n, v in fields if n.lower() == wanted), None)
+
+
 def recv_info(fields: Iterable[tuple[str, str]]) -> frozenset[str] | None:
     """The Info-Packages the sender will receive (RFC 6086 ``Recv-Info``, lower-cased); ``None``
     if it sent no ``Recv-Info`` at all (a peer that predates Info-Packages). An empty header

@@ -1,11 +1,12 @@
 """``sip-bridge serve``: start, watch and stop every part on one host.
 
 Order of start: model conversion (once, here, so workers never race for it) → inference workers →
-media processes → Kamailio, each part waited for (it reports ready on the control socket), so the
-front takes calls only when everything behind it is up. A part that dies is restarted with a
-doubling back-off (1 s up to 30 s). SIGINT/SIGTERM stop the front first, then the media processes
-(which hang up and flush their calls), then the workers. If anything fails to start, everything
-already started is stopped and ``serve`` exits non-zero: nothing runs half-way.
+media processes → the captions server → Kamailio, each part waited for (it reports ready on the
+control socket), so the front takes calls only when everything behind it is up. A part that dies
+is restarted with a doubling back-off (1 s up to 30 s). SIGINT/SIGTERM stop the front first, then
+the media processes (which hang up and flush their calls), then the captions server, then the
+workers. If anything fails to start, everything already started is stopped and ``serve`` exits
+non-zero: nothing runs half-way.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import zmq
 
 from sip_bridge import kamailio
+from sip_bridge.captions_server import make_token_file
 from sip_bridge.config import Config
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ class StartupError(Exception):
 
 @dataclass(slots=True)
 class Child:
-    role: str  # "worker" | "media" | "front"
+    role: str  # "worker" | "media" | "captions" | "front"
     index: int
     argv: list[str]
     proc: subprocess.Popen[bytes] | None = None
@@ -50,7 +52,7 @@ class Child:
 
     @property
     def name(self) -> str:
-        return self.role if self.role == "front" else f"{self.role} {self.index}"
+        return self.role if self.role in ("front", "captions") else f"{self.role} {self.index}"
 
 
 def notify_ready(role: str, index: int) -> None:
@@ -139,9 +141,16 @@ class Supervisor:
         media = [
             Child("media", i, self._child_argv("media", i)) for i in range(self.cfg.media.processes)
         ]
+        captions = []
+        if self.cfg.captions.enabled:
+            token_file = make_token_file(self.cfg)
+            if token_file is not None:
+                log.info("captions: no token configured; this run's is in %s (`sip-bridge"
+                         " captions-url` prints the page's link)", token_file)  # fmt: skip
+            captions = [Child("captions", 0, self._child_argv("captions", 0))]
         front = Child("front", 0, kamailio.command(files))
-        self.children = [*workers, *media, front]
-        for group in (workers, media):
+        self.children = [*workers, *media, *captions, front]
+        for group in (workers, media, captions):
             for c in group:
                 self._spawn(c)
             self._wait_ready(group, control, READY_TIMEOUT_S)
@@ -190,10 +199,13 @@ class Supervisor:
         self._stop = True
 
     def stop(self) -> None:
-        by_role: dict[str, list[Child]] = {"front": [], "media": [], "worker": []}
+        # The front first (no new calls), then the media processes (which hang up and flush
+        # their calls), then the captions server (it saw their last events), then the workers.
+        order = ("front", "media", "captions", "worker")
+        by_role: dict[str, list[Child]] = {role: [] for role in order}
         for c in self.children:
             by_role[c.role].append(c)
-        for role in ("front", "media", "worker"):
+        for role in order:
             procs = [c for c in by_role[role] if c.proc is not None and c.proc.poll() is None]
             for c in procs:
                 assert c.proc is not None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sip_bridge.config import Config, TenantMatch
+    from sip_bridge.config import Config, TenantMatch, WebhookConfig
 
 # The header the front adds to every INVITE it relays once it knows the tenant. Reserved: the
 # front removes any the caller sent, and it is never copied into call.started ``headers``.
@@ -47,6 +47,15 @@ class TenantPolicy:
     webhook_urls: tuple[str, ...]  # the operator's webhooks (every call) and the tenant's
     sip_info: bool
     model: str
+
+
+def all_webhooks(cfg: Config) -> list[WebhookConfig]:
+    """Every webhook endpoint of the config, the operator's and every tenant's, once per URL
+    (the checks make sure a URL has one secret)."""
+    seen: dict[str, WebhookConfig] = {}
+    for hook in (*cfg.webhooks, *(h for t in cfg.tenants for h in t.webhooks)):
+        seen.setdefault(hook.url, hook)
+    return list(seen.values())
 
 
 def policy_for(cfg: Config, name: str | None) -> TenantPolicy | None:

@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,6 +206,8 @@ class WebhookDispatcher:
         self._spool: Spool | None = None
         if not endpoints:
             return  # no spool file either
+        if len({e.url for e in endpoints}) != len(endpoints):
+            raise ValueError("one endpoint per URL: the spool keys deliveries by URL")
         path = Path(spool_path)
         policy = RetryPolicy(backoff, max_backoff, horizon)
         self._spool = Spool(path, policy)
@@ -225,13 +227,16 @@ class WebhookDispatcher:
                          s.endpoint.url, s.pending)  # fmt: skip
             s.thread.start()
 
-    def submit(self, event: Event) -> None:
-        """Spool ``event`` for every endpoint (one SQLite transaction, no network)."""
+    def submit(self, event: Event, urls: Collection[str] | None = None) -> None:
+        """Spool ``event`` for the endpoints with these URLs (its tenant's and the operator's;
+        ``None``: every endpoint), in one SQLite transaction, no network."""
         if self._spool is None:
             return
         with self._lock:
             take = []
             for s in self._senders:
+                if urls is not None and s.endpoint.url not in urls:
+                    continue
                 if s.pending >= self.spool_max:
                     s.stats.dropped_spool_full += 1
                     if not s.dropping:

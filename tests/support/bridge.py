@@ -38,6 +38,7 @@ class RunningBridge:
                 "rtp_ports_per_process": 100,
             },
             "inference": {"workers": 1, "port_base": base + 51, "heartbeat_port_base": base + 71},
+            "captions": {"port": base + 91, "feed_port": base + 92},
             "runtime_dir": str(work / "run"),
             "delivery": {"spool_dir": str(work / "spool")},
             "log_level": "INFO",

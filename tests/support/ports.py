@@ -28,3 +28,9 @@ def free_udp_ports(count: int, host: str = "127.0.0.1", align: int = 1, attempts
             for s in held:
                 s.close()
     raise RuntimeError(f"no block of {count} free UDP ports found in {attempts} attempts")
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
