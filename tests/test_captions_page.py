@@ -1,0 +1,142 @@
+"""The captions page in a real headless Chromium, against ``sip-bridge serve`` taking a real sipp
+call that plays recorded prompts: the page lists the call while it is live, shows its partials,
+replaces them by the finals, and ends with the final text the webhooks got."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import browser, speech
+from tests.support.bridge import RunningBridge, serving
+from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
+from tests.support.sipp import SippCall, can_play_pcap
+from tests.support.webhook_receiver import WebhookReceiver
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not (speech.available() and shutil.which("kamailio") and shutil.which("sipp")),
+        reason="needs kamailio, sipp and asterisk-core-sounds-en-wav",
+    ),
+    pytest.mark.skipif(not can_play_pcap(), reason="sipp needs CAP_NET_RAW to play pcap audio"),
+    pytest.mark.skipif(not browser.available(), reason="needs chromium, chromium-driver, selenium"),
+]
+
+TOKEN = "page-test-operator-token-0123"
+# Counts every partial line the page ever shows (they are replaced, so look as they come).
+WATCH_PARTIALS = """
+window.partialsSeen = new Set();
+new MutationObserver(() => {
+  for (const el of document.querySelectorAll('.line.partial')) {
+    window.partialsSeen.add(el.closest('.call').dataset.callId + '/' + el.dataset.utterance);
+  }
+}).observe(document.getElementById('calls'),
+           {subtree: true, childList: true, attributes: true, characterData: true});
+"""
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    rx = WebhookReceiver()
+    yield rx
+    rx.close()
+
+
+@pytest.fixture(scope="module")
+def bridge(
+    tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver
+) -> Iterator[RunningBridge]:
+    # Partials every 500 ms, so that each prompt shows some before its final.
+    changes = {"captions": {"tokens": [TOKEN]}, "inference": {"partial_interval_ms": 500}}
+    with serving(tmp_path_factory.mktemp("bridge"), changes, receiver.url) as b:
+        yield b
+
+
+@pytest.fixture
+def page(bridge: RunningBridge, tmp_path: Path) -> Iterator[Any]:
+    with browser.chromium(tmp_path / "profile") as driver:
+        driver.set_script_timeout(10)
+        yield driver
+
+
+def page_url(bridge: RunningBridge) -> str:
+    return f"http://127.0.0.1:{bridge.config['captions']['port']}/"
+
+
+def wait(driver: Any, what: str, condition: Any, timeout: float = 30) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+    except Exception as exc:
+        body = driver.find_element("tag name", "body").text
+        raise AssertionError(f"{what} not seen in {timeout} s; the page says:\n{body}") from exc
+
+
+def card(driver: Any, sip_call_id: str) -> Any:
+    found = driver.find_elements("css selector", f'.call[data-sip-call-id="{sip_call_id}"]')
+    return found[0] if found else None
+
+
+def test_the_page_shows_a_live_call_and_its_final_text(
+    bridge: RunningBridge, receiver: WebhookReceiver, page: Any, tmp_path: Path
+) -> None:
+    prompts = speech.select(2, min_s=3.0, max_s=6.0, stride=3)
+    pcm = join_with_silence([p.pcm() for p in prompts], gap_s=1.5, lead_s=0.5, tail_s=0.5)
+    seconds = write_rtp_pcap(tmp_path / "call.pcap", pcm)
+    page.get(page_url(bridge) + f"#token={TOKEN}")
+    wait(page, "status live", lambda d: d.find_element("id", "status").text == "live")
+    assert "token" not in page.current_url  # the page dropped it from the address bar
+    page.execute_script(WATCH_PARTIALS)
+    call = SippCall("127.0.0.1", bridge.port, tmp_path / "call.pcap", "PCMU", audio_s=seconds,
+                    linger_s=3.0, work_dir=tmp_path / "sipp").start()  # fmt: skip
+    try:
+        live = wait(page, "the live call", lambda d: card(d, call.call_id), timeout=20)
+        assert live.find_element("css selector", ".state").text == "live"
+        assert "transcribe@" in live.find_element("css selector", ".parties").text
+        finals_shown = lambda d: card(d, call.call_id).find_elements("css selector", ".line.final")  # noqa: E731
+        wait(page, "a final while the call is live", finals_shown)
+        assert "ended" not in live.get_attribute("class")
+        result = call.wait()
+    finally:
+        call.kill()
+    assert result.ok, result.stderr
+    wait(page, "the call ended", lambda d: "ended" in card(d, call.call_id).get_attribute("class"))
+    ended = card(page, call.call_id)
+    shown = [e.text for e in ended.find_elements("css selector", ".line.final .text")]
+    assert ended.find_elements("css selector", ".line.partial") == []  # all replaced
+    seen = page.execute_script("return [...window.partialsSeen]")
+    assert seen, "no partial was ever shown"
+
+    # The page's finals are the webhook's, word for word, and they say what was played.
+    def of_call(posts: list[Any], kind: str) -> list[Any]:
+        events = [p.json() for p in posts]
+        return [e for e in events if e["sip_call_id"] == call.call_id and e["type"] == kind]
+
+    assert receiver.wait_for(lambda posts: of_call(posts, "call.ended"), timeout=30)
+    finals = [e["text"] for e in of_call(receiver.posts, "transcript.final")]
+    assert shown == finals
+    error = speech.wer([" ".join(p.text for p in prompts)], [" ".join(shown)])
+    assert error <= 0.3, (shown, [p.text for p in prompts])
+    assert ended.find_element("css selector", ".state").text.startswith("ended: ")
+
+
+def test_a_wrong_token_asks_for_the_right_one(bridge: RunningBridge, page: Any) -> None:
+    page.get(page_url(bridge) + "#token=not-the-right-token-at-all")
+    wait(page, "the sign-in form", lambda d: d.find_element("id", "sign-in").is_displayed())
+    assert "not accepted" in page.find_element("id", "sign-in-error").text
+    page.find_element("id", "token").send_keys(TOKEN)
+    page.find_element("css selector", "#sign-in button").click()
+    wait(page, "status live", lambda d: d.find_element("id", "status").text == "live")
+    assert not page.find_element("id", "sign-in").is_displayed()
+    # A reload keeps the session (the HttpOnly cookie), with no token in sight.
+    page.refresh()
+    wait(
+        page, "status live after a reload", lambda d: d.find_element("id", "status").text == "live"
+    )
+    assert page.execute_script("return document.cookie") == ""  # HttpOnly: not for scripts
