@@ -97,3 +97,64 @@ def invite_then_cancel(host: str, port: int, timeout: float = 10.0) -> Exchange:
         return ex
     finally:
         sock.close()
+
+
+def invite_status(
+    host: str,
+    port: int,
+    user: str = "transcribe",
+    local_ip: str = "127.0.0.1",
+    extra: str = "",
+    timeout: float = 10.0,
+) -> int:
+    """Send one INVITE (from ``local_ip``, to ``user``, ``extra`` header lines ending in CRLF)
+    and return its final status; a failure is ACKed, a 200 is ACKed and hung up. 0: none came."""
+    call_id = f"raw-{uuid.uuid4().hex}@{local_ip}"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((local_ip, 0))
+        me = f"{local_ip}:{sock.getsockname()[1]}"
+        branch, tag = f"z9hG4bK{uuid.uuid4().hex[:16]}", uuid.uuid4().hex[:8]
+        ruri = f"sip:{user}@{host}:{port}"
+        sdp = (
+            f"v=0\r\no=raw 1 1 IN IP4 {local_ip}\r\ns=-\r\nc=IN IP4 {local_ip}\r\nt=0 0\r\n"
+            "m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        )
+
+        def request(method: str, uri: str, cseq: int, via: str, to: str, route: str = "",
+                    body: str = "") -> bytes:  # fmt: skip
+            ctype = "Content-Type: application/sdp\r\n" if body else ""
+            return (
+                f"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={via};rport\r\n"
+                f"From: <sip:raw@{local_ip}>;tag={tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\n"
+                f"CSeq: {cseq} {method}\r\nContact: <sip:raw@{me}>\r\nMax-Forwards: 70\r\n"
+                f"{route}{extra if method == 'INVITE' else ''}{ctype}"
+                f"Content-Length: {len(body)}\r\n\r\n{body}"
+            ).encode()
+
+        sock.sendto(request("INVITE", ruri, 1, branch, f"<{ruri}>", body=sdp), (host, port))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                msg = sock.recv(65535).decode(errors="replace")
+            except TimeoutError:
+                return 0
+            if not msg.startswith("SIP/2.0"):
+                continue
+            code, method = _status(msg)
+            if method != "INVITE" or code < 200:
+                continue
+            fields = parse_headers(msg)
+            to = next(v for k, v in fields if k == "To")
+            if code >= 300:
+                sock.sendto(request("ACK", ruri, 1, branch, to), (host, port))
+                return code
+            routes = [v for k, v in fields if k == "Record-Route"]
+            route_set = [r.strip() for line in reversed(routes) for r in reversed(line.split(","))]
+            route = "".join(f"Route: {r}\r\n" for r in route_set)
+            contact = next(v for k, v in fields if k == "Contact").strip("<>").split(">")[0]
+            for method, cseq in (("ACK", 1), ("BYE", 2)):
+                via = f"z9hG4bK{uuid.uuid4().hex[:16]}"
+                sock.sendto(request(method, contact, cseq, via, to, route), (host, port))
+            return code
+    return 0

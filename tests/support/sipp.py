@@ -110,8 +110,11 @@ def can_play_pcap() -> bool:
     return "cap_net_raw" in out
 
 
-def uac_scenario(codec: str, pcap: Path, audio_s: float, linger_s: float) -> str:
-    """The scenario XML (see the module docstring for its flow)."""
+def uac_scenario(
+    codec: str, pcap: Path, audio_s: float, linger_s: float, extra_headers: str = ""
+) -> str:
+    """The scenario XML (see the module docstring for its flow); ``extra_headers``: more
+    INVITE header lines, each ending in a newline."""
     if codec not in CODECS:
         raise SippError(f"sipp can play {sorted(CODECS)}, not {codec!r}")
     pt = CODECS[codec]
@@ -145,7 +148,7 @@ def uac_scenario(codec: str, pcap: Path, audio_s: float, linger_s: float) -> str
       Max-Forwards: 70
       Subject: harness call
       Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO
-      Content-Type: application/sdp
+      {extra_headers}Content-Type: application/sdp
       Content-Length: [len]
 
       v=0
@@ -325,21 +328,25 @@ class SippCall:
         guard_s: float | None = None,
         work_dir: Path | None = None,
         scenario: str | None = None,
+        local_ip: str = "127.0.0.1",
+        extra_headers: str = "",
     ) -> None:
         if codec not in CODECS and scenario is None:
             raise SippError(f"sipp can play {sorted(CODECS)}, not {codec!r}")
         self.target = f"{target_host}:{target_port}"
         self.pcap = Path(pcap).resolve()
         self.codec = codec
-        self.local_port = local_port or free_udp_port()
-        self.media_port = media_port or free_media_port()
+        self.local_ip = local_ip
+        self.extra_headers = extra_headers
+        self.local_port = local_port or free_udp_port(local_ip)
+        self.media_port = media_port or free_media_port(local_ip)
         self.audio_s = audio_s
         self.linger_s = linger_s
         self.service = service
         self.guard_s = guard_s if guard_s is not None else audio_s + linger_s + 30.0
         self._own_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="sipp-"))
-        self.call_id = f"harness-{uuid.uuid4().hex[:16]}-1@127.0.0.1"
+        self.call_id = f"harness-{uuid.uuid4().hex[:16]}-1@{local_ip}"
         self.scenario = scenario  # XML to run instead of the play-and-collect flow
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -352,14 +359,14 @@ class SippCall:
         return self.work_dir / "messages.log"
 
     def command(self) -> list[str]:
-        cid_prefix = self.call_id.removesuffix("-1@127.0.0.1")
+        cid_prefix = self.call_id.removesuffix(f"-1@{self.local_ip}")
         return [
             SIPP, self.target,
             "-sf", str(self.scenario_path),
             "-s", self.service,
-            "-i", "127.0.0.1",
+            "-i", self.local_ip,
             "-p", str(self.local_port),
-            "-mi", "127.0.0.1",
+            "-mi", self.local_ip,
             "-mp", str(self.media_port),
             "-m", "1",
             "-cid_str", f"{cid_prefix}-%u@%s",
@@ -378,7 +385,8 @@ class SippCall:
             raise SippError(f"no pcap at {self.pcap}")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.scenario_path.write_text(
-            self.scenario or uac_scenario(self.codec, self.pcap, self.audio_s, self.linger_s)
+            self.scenario
+            or uac_scenario(self.codec, self.pcap, self.audio_s, self.linger_s, self.extra_headers)
         )
         self._proc = subprocess.Popen(
             self.command(),
