@@ -102,3 +102,12 @@ def test_a_bad_tenant_names_its_key(tmp_path: Path, text: str, key: str) -> None
     with pytest.raises(ConfigError) as info:
         load(write(tmp_path, text))
     assert info.value.key == key, info.value
+
+
+def test_the_example_tenant_in_config_example_is_valid(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parent.parent / "config.example.yaml").read_text()
+    block = text.split("\ntenants: []", 1)[1].split("\nunknown_tenant:", 1)[0]
+    lines = [line[1:] for line in block.splitlines() if line.startswith("#  ")]
+    cfg = load(write(tmp_path, "tenants:\n" + "\n".join(lines) + "\n"))
+    (acme,) = cfg.tenants
+    assert len(acme.match) == 4 and acme.webhooks[0].secret == "acme-secret"
