@@ -45,6 +45,9 @@ class Item:
     data: bytes  # UTF-8 JSON
 
 
+_INFO_KEYS = ("sip_call_id", "from", "to", "codec", "started")
+
+
 @dataclass(slots=True)
 class _LiveCall:
     call_id: str
@@ -61,7 +64,7 @@ class _LiveCall:
             "call_id": self.call_id,
             "tenant": self.tenant,
             "node": self.node,
-            **self.info,
+            **{key: self.info.get(key) for key in _INFO_KEYS},
             "ended": self.ended is not None,
             "reason": self.ended,
             "finals": [self.finals[u] for u in sorted(self.finals)],
@@ -181,7 +184,7 @@ class CaptionHub:
             present.add(call_id)
             if call_id in self._calls:
                 continue
-            info = {k: row.get(k) for k in ("sip_call_id", "from", "to", "codec", "started")}
+            info = {k: row.get(k) for k in _INFO_KEYS}
             call = _LiveCall(call_id, str(row.get("tenant", "")), node, info)
             self._calls[call_id] = call
             items.append(self._item(CALL, call, json.dumps(call.view()).encode()))

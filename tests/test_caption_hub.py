@@ -7,6 +7,7 @@ import json
 from media.wire import Transcript
 from sip_bridge.caption_hub import CALL, CALL_LOST, NODE_TIMEOUT_S, CaptionHub
 from sip_bridge.events import CallEvents, CallInfo, Event
+from tests.support.event_schemas import stream_problems
 
 NODE = "host/media0"
 
@@ -84,6 +85,9 @@ def test_calls_listed_by_a_media_process_appear_and_unlisted_ones_end() -> None:
     assert hub.on_calls(NODE, [early], now=2.0) == []  # nothing new
     (lost,) = hub.on_calls(NODE, [], now=4.0)  # its call.ended never came
     assert lost.kind == CALL_LOST and hub.calls()[0]["ended"]
+    for item in (*items, lost):
+        assert stream_problems(item.kind, json.loads(item.data)) is None
+    assert stream_problems("snapshot", {"calls": hub.calls()}) is None
 
 
 def test_a_silent_media_process_loses_its_calls() -> None:
@@ -94,6 +98,8 @@ def test_a_silent_media_process_loses_its_calls() -> None:
     assert hub.expire(now=NODE_TIMEOUT_S) == []
     (lost,) = hub.expire(now=NODE_TIMEOUT_S + 0.1)
     assert lost.kind == CALL_LOST and "stopped reporting" in json.loads(lost.data)["reason"]
+    assert stream_problems(CALL_LOST, json.loads(lost.data)) is None
+    assert stream_problems("snapshot", {"calls": hub.calls()}) is None
     assert hub.expire(now=100.0) == []
 
 
@@ -115,3 +121,13 @@ def test_views_are_scoped_ordered_and_ended_calls_are_bounded() -> None:
         calls[1].info.call_id,
     ]
     assert hub.calls(call_id=calls[4].info.call_id)[0]["call_id"] == calls[4].info.call_id
+
+
+def test_a_call_first_heard_of_mid_way_has_a_complete_view() -> None:
+    hub = CaptionHub()
+    c = call()
+    c.started()  # made before the hub was listening: never fed
+    feed(hub, said(c, 0, "hello", True))
+    (view,) = hub.calls()
+    assert view["from"] is None and view["finals"][0]["text"] == "hello"
+    assert stream_problems("snapshot", {"calls": [view]}) is None

@@ -28,6 +28,7 @@ from sip_bridge.captions_server import (
 )
 from sip_bridge.config import CaptionsConfig, Config, TenantConfig, validate
 from sip_bridge.events import CallEvents, CallInfo, Event
+from tests.support.event_schemas import stream_problems
 from tests.support.ports import free_tcp_port
 
 OPERATOR = "operator-token-0123456789"
@@ -111,6 +112,8 @@ class Stream:
             if not line:
                 if "event" in msg:
                     msg["json"] = json.loads(msg["data"])
+                    problem = stream_problems(msg["event"], msg["json"])
+                    assert problem is None, problem  # every message keeps the contract
                     self.messages.append(msg)
                     return msg
                 msg = {}  # a retry: or comment block
@@ -217,6 +220,7 @@ def test_each_token_streams_only_its_tenants_calls(run: Running, feed: CaptionFe
     assert acme_only.until("transcript.final")["json"]["text"] == "acme words"
     assert all(m["json"].get("call_id") in (None, a.info.call_id) for m in acme_only.messages)
     status, _, body = run.request("/v1/calls", GLOBEX)
+    assert stream_problems("snapshot", json.loads(body)) is None
     (call,) = json.loads(body)["calls"]
     assert call["call_id"] == g.info.call_id and call["finals"][0]["text"] == "globex words"
     # One call's stream.

@@ -60,3 +60,33 @@ def validate(event: object) -> None:
     problem = problems(event)
     if problem is not None:
         raise EventSchemaError(f"{problem}\nevent: {json.dumps(event, ensure_ascii=False)}")
+
+
+STREAM_KINDS = ("snapshot", "call", "call.lost")
+
+
+@functools.cache
+def stream_validators(version: str = VERSION) -> dict[str, Draft202012Validator]:
+    out = {}
+    for kind in STREAM_KINDS:
+        path = files("sip_bridge") / "schemas" / version / "stream" / f"{kind}.json"
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        out[kind] = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return out
+
+
+def stream_problems(kind: str, data: object) -> str | None:
+    """Why one message of the captions stream (``event: kind``, ``data`` decoded) breaks the
+    contract; ``None`` if it does not. Events are checked against their own schemas."""
+    if kind in EVENT_TYPES:
+        if not isinstance(data, dict) or data.get("type") != kind:
+            return f"event: {kind} with data of another type: {data!r}"
+        return problems(data)
+    validator = stream_validators().get(kind)
+    if validator is None:
+        return f"no schema for stream message {kind!r}"
+    found = [
+        f"{'/'.join(str(p) for p in error.absolute_path) or '(top)'}: {error.message}"
+        for error in validator.iter_errors(data)
+    ]
+    return f"{kind}: {'; '.join(sorted(found))}" if found else None
