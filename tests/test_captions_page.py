@@ -78,6 +78,17 @@ def wait(driver: Any, what: str, condition: Any, timeout: float = 30) -> Any:
         raise AssertionError(f"{what} not seen in {timeout} s; the page says:\n{body}") from exc
 
 
+def webhook_events(receiver: WebhookReceiver, sip_call_id: str) -> list[dict[str, Any]]:
+    """The call's events as the webhook got them, once its call.ended is in."""
+
+    def of_call(posts: list[Any]) -> list[dict[str, Any]]:
+        return [p.json() for p in posts if p.json()["sip_call_id"] == sip_call_id]
+
+    ok = receiver.wait_for(lambda posts: any(e["type"] == "call.ended" for e in of_call(posts)), 30)
+    assert ok, "no call.ended webhook"
+    return of_call(receiver.posts)
+
+
 def card(driver: Any, sip_call_id: str) -> Any:
     found = driver.find_elements("css selector", f'.call[data-sip-call-id="{sip_call_id}"]')
     return found[0] if found else None
@@ -114,12 +125,8 @@ def test_the_page_shows_a_live_call_and_its_final_text(
     assert seen, "no partial was ever shown"
 
     # The page's finals are the webhook's, word for word, and they say what was played.
-    def of_call(posts: list[Any], kind: str) -> list[Any]:
-        events = [p.json() for p in posts]
-        return [e for e in events if e["sip_call_id"] == call.call_id and e["type"] == kind]
-
-    assert receiver.wait_for(lambda posts: of_call(posts, "call.ended"), timeout=30)
-    finals = [e["text"] for e in of_call(receiver.posts, "transcript.final")]
+    events = webhook_events(receiver, call.call_id)
+    finals = [e["text"] for e in events if e["type"] == "transcript.final"]
     assert shown == finals
     error = speech.wer([" ".join(p.text for p in prompts)], [" ".join(shown)])
     assert error <= 0.3, (shown, [p.text for p in prompts])
@@ -140,3 +147,47 @@ def test_a_wrong_token_asks_for_the_right_one(bridge: RunningBridge, page: Any) 
         page, "status live after a reload", lambda d: d.find_element("id", "status").text == "live"
     )
     assert page.execute_script("return document.cookie") == ""  # HttpOnly: not for scripts
+
+
+def test_the_page_rides_out_a_captions_server_killed_mid_call(
+    bridge: RunningBridge, receiver: WebhookReceiver, page: Any, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+
+    prompts = speech.select(3, min_s=2.0, max_s=4.0, stride=7)
+    pcm = join_with_silence([p.pcm() for p in prompts], gap_s=4.0, lead_s=0.5, tail_s=0.5)
+    seconds = write_rtp_pcap(tmp_path / "call.pcap", pcm)
+    page.get(page_url(bridge) + f"#token={TOKEN}")
+    wait(page, "status live", lambda d: d.find_element("id", "status").text == "live")
+    call = SippCall("127.0.0.1", bridge.port, tmp_path / "call.pcap", "PCMU", audio_s=seconds,
+                    linger_s=3.0, work_dir=tmp_path / "sipp").start()  # fmt: skip
+    try:
+        wait(page, "the first final", lambda d: card(d, call.call_id)
+             and card(d, call.call_id).find_elements("css selector", ".line.final"))  # fmt: skip
+        first = card(page, call.call_id).find_element("css selector", ".line.final .text").text
+        pid = subprocess.run(
+            ["pgrep", "-f", f"sip_bridge.cli captions .*{bridge.config_path}"],
+            capture_output=True, text=True,
+        ).stdout.split()  # fmt: skip
+        assert len(pid) == 1, pid
+        starts = bridge.log_text().count("captions page on http://")
+        os.kill(int(pid[0]), signal.SIGKILL)
+        assert bridge.wait_for_count("captions page on http://", starts + 1, timeout=20)
+        result = call.wait()
+    finally:
+        call.kill()
+    assert result.ok, result.stderr
+    wait(page, "status live again", lambda d: d.find_element("id", "status").text == "live")
+    wait(page, "the call ended", lambda d: "ended" in card(d, call.call_id).get_attribute("class"))
+    ended = card(page, call.call_id)
+    shown = [e.text for e in ended.find_elements("css selector", ".line.final .text")]
+    events = webhook_events(receiver, call.call_id)
+    finals = [e["text"] for e in events if e["type"] == "transcript.final"]
+    reason = next(e["reason"] for e in events if e["type"] == "call.ended")
+    # What was shown before the kill stays; what was said after the restart arrives; the call
+    # ends with its real reason (the new server heard its call.ended).
+    assert shown[0] == first == finals[0]
+    assert shown[-1] == finals[-1] and set(shown) <= set(finals)
+    assert ended.find_element("css selector", ".state").text == f"ended: {reason}"

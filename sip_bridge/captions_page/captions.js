@@ -24,11 +24,14 @@
 
   function card(callId) {
     let call = calls.get(callId);
-    if (call) return call;
+    if (call) {
+      call.orphanSince = null; // heard of: not an orphan of a restart
+      return call;
+    }
     const el = $("call-template").content.firstElementChild.cloneNode(true);
     el.dataset.callId = callId;
     $("calls").prepend(el);
-    call = { el, lines: new Map(), ended: false };
+    call = { el, lines: new Map(), ended: false, orphanSince: null };
     calls.set(callId, call);
     placeLive(call);
     $("empty").hidden = true;
@@ -126,8 +129,29 @@
 
   // --- the stream -------------------------------------------------------------------------
 
+  // A snapshot after a reconnection merges into what is shown: the captions server may have
+  // restarted and know only what was said since. A live call it does not list is given a few
+  // seconds (media processes list their calls every 2 s) before it is shown as ended.
+  const ORPHAN_GRACE_MS = 6000;
+
+  function merge(views) {
+    const listed = new Set(views.map((v) => v.call_id));
+    for (const view of views) fromView(view);
+    for (const [callId, call] of calls) {
+      if (!listed.has(callId) && !call.ended) call.orphanSince = Date.now();
+    }
+    setTimeout(() => {
+      for (const [callId, call] of calls) {
+        if (call.orphanSince && !call.ended && Date.now() - call.orphanSince >= ORPHAN_GRACE_MS) {
+          end(callId, "unknown (not heard of since the captions server restarted)");
+        }
+      }
+    }, ORPHAN_GRACE_MS + 100);
+    $("empty").hidden = calls.size > 0;
+  }
+
   const handlers = {
-    snapshot: (d) => reset(d.calls),
+    snapshot: (d) => merge(d.calls),
     call: (d) => fromView(d),
     "call.started": (d) => describe(card(d.call_id), { ...d, started: d.timestamp }),
     "transcript.partial": (d) => {
