@@ -22,6 +22,7 @@ from sip_bridge import sip_headers
 from sip_bridge.events import CallEvents, CallInfo
 from tests.support.event_schemas import (
     EVENT_TYPES,
+    STREAM_KINDS,
     VERSION,
     EventSchemaError,
     load_schema,
@@ -75,7 +76,9 @@ def schema_nodes(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any
 def test_the_folder_holds_one_schema_per_event_type_and_nothing_else() -> None:
     folder = files("sip_bridge") / "schemas" / VERSION
     names = {entry.name for entry in folder.iterdir()}
-    assert names == {f"{t}.json" for t in EVENT_TYPES}
+    assert names == {f"{t}.json" for t in EVENT_TYPES} | {"stream"}
+    stream = {entry.name for entry in (folder / "stream").iterdir()}
+    assert stream == {f"{kind}.json" for kind in STREAM_KINDS}
 
 
 @pytest.mark.parametrize("event_type", EVENT_TYPES)
@@ -95,6 +98,20 @@ def test_each_schema_is_a_valid_strict_draft_2020_12_schema(event_type: str) -> 
         assert node["additionalProperties"] is False, where
         assert sorted(node["required"]) == sorted(props), where
         for name, prop in props.items():
+            assert prop.get("description"), f"{where}/{name} has no description"
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+def test_each_stream_schema_is_valid_and_strict(kind: str) -> None:
+    path = files("sip_bridge") / "schemas" / VERSION / "stream" / f"{kind}.json"
+    schema = json.loads(path.read_text())
+    Draft202012Validator.check_schema(schema)
+    assert schema["$id"] == f"https://sip-bridge.dev/schemas/{VERSION}/stream/{kind}.json"
+    assert schema["title"] and schema["description"]
+    for where, node in schema_nodes(schema):
+        assert node["additionalProperties"] is False, where
+        assert sorted(node["required"]) == sorted(node["properties"]), where
+        for name, prop in node["properties"].items():
             assert prop.get("description"), f"{where}/{name} has no description"
 
 

@@ -8,6 +8,7 @@ from media.wire import Transcript
 from sip_bridge.events import CallEvents, CallInfo, Event
 from sip_bridge.spool import Spool
 from sip_bridge.webhooks import Endpoint, WebhookDispatcher, sign, verify
+from tests.support.ports import free_tcp_port
 from tests.support.webhook_receiver import Post, WebhookReceiver
 
 CALL = "c" * 32
@@ -167,9 +168,12 @@ time.sleep(60)
 
 def test_a_process_killed_mid_backlog_loses_nothing(tmp_path: Path) -> None:
     path = tmp_path / "spool-media0.sqlite"
-    rx = WebhookReceiver(fail_first=10**9)
+    # Nothing listens on the endpoint while the first process runs (its POSTs are refused), so
+    # no request of the killed process can reach the receiver that starts there afterwards.
+    port = free_tcp_port()
+    url = f"http://127.0.0.1:{port}/hook"
     child = subprocess.Popen(
-        [sys.executable, "-c", _SPOOL_AND_HANG, rx.url, str(path)],
+        [sys.executable, "-c", _SPOOL_AND_HANG, url, str(path)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -178,12 +182,12 @@ def test_a_process_killed_mid_backlog_loses_nothing(tmp_path: Path) -> None:
         child.wait(10)
     finally:
         child.kill()
-    rx.fail_first = 0
+    rx = WebhookReceiver(port=port)
     hooks = WebhookDispatcher([Endpoint(rx.url, "k")], path)
     try:
         assert rx.wait_for(lambda posts: len(posts) >= 8, timeout=10)
         hooks.close(timeout=5)
-        # The endpoint answered the child only 503s: each event is delivered exactly once here.
+        # The first process delivered nothing: each event is delivered exactly once here.
         assert per_call(rx.posts) == {"d" * 32: [1, 2, 3, 4], "e" * 32: [1, 2, 3, 4]}
     finally:
         hooks.close(timeout=1)

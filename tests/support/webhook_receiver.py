@@ -34,7 +34,7 @@ def _contract_problem(body: bytes) -> str | None:
 
 
 class WebhookReceiver:
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, port: int = 0) -> None:
         self.posts: list[Post] = []
         self.invalid: list[str] = []  # one entry per accepted body that broke its schema
         self.fail_first = fail_first
@@ -61,7 +61,7 @@ class WebhookReceiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
