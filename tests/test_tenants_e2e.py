@@ -135,6 +135,10 @@ def test_unknown_callers_and_calls_over_a_limit_are_refused(
 ) -> None:
     assert invite_status("127.0.0.1", bridge.port, user="999") == 404
     assert "no tenant matches, 404" in bridge.log_text()
+    # Round the front, straight to a media process, even with a forged stamp: refused too.
+    media = bridge.config["media"]["sip_port_base"]
+    assert invite_status("127.0.0.1", media, extra="X-Bridge-Tenant: nobody\r\n") == 404
+    assert bridge.wait_for_log("'nobody', not a tenant of ours; refused with 404", timeout=5)
     # acme may have one call at a time: a second one while it lasts is busy.
     prompt = speech.select(1, min_s=4.0, max_s=8.0)[0]
     answered = bridge.log_text().count(": answered (sip ")
