@@ -273,8 +273,8 @@ class CaptionsServer:
                 if item is None:  # cut off (too slow), or the server is stopping
                     break
                 await response.write(self._encode(item))
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the client went away
         finally:
             self.subscribers.discard(sub)
         return response

@@ -94,24 +94,41 @@ def card(driver: Any, sip_call_id: str) -> Any:
     return found[0] if found else None
 
 
+def finals_of(driver: Any, sip_call_id: str) -> list[str]:
+    """The texts of the final lines the page shows for a call (none if it shows no card)."""
+    found = card(driver, sip_call_id)
+    if found is None:
+        return []
+    return [e.text for e in found.find_elements("css selector", ".line.final .text")]
+
+
+def open_page(driver: Any, bridge: RunningBridge) -> None:
+    driver.get(page_url(bridge) + f"#token={TOKEN}")
+    wait(driver, "status live", lambda d: d.find_element("id", "status").text == "live")
+
+
+def start_call(
+    tmp: Path, bridge: RunningBridge, prompts: list[speech.Prompt], gap_s: float
+) -> SippCall:
+    pcm = join_with_silence([p.pcm() for p in prompts], gap_s=gap_s, lead_s=0.5, tail_s=0.5)
+    seconds = write_rtp_pcap(tmp / "call.pcap", pcm)
+    return SippCall("127.0.0.1", bridge.port, tmp / "call.pcap", "PCMU", audio_s=seconds,
+                    linger_s=3.0, work_dir=tmp / "sipp").start()  # fmt: skip
+
+
 def test_the_page_shows_a_live_call_and_its_final_text(
     bridge: RunningBridge, receiver: WebhookReceiver, page: Any, tmp_path: Path
 ) -> None:
     prompts = speech.select(2, min_s=3.0, max_s=6.0, stride=3)
-    pcm = join_with_silence([p.pcm() for p in prompts], gap_s=1.5, lead_s=0.5, tail_s=0.5)
-    seconds = write_rtp_pcap(tmp_path / "call.pcap", pcm)
-    page.get(page_url(bridge) + f"#token={TOKEN}")
-    wait(page, "status live", lambda d: d.find_element("id", "status").text == "live")
+    open_page(page, bridge)
     assert "token" not in page.current_url  # the page dropped it from the address bar
     page.execute_script(WATCH_PARTIALS)
-    call = SippCall("127.0.0.1", bridge.port, tmp_path / "call.pcap", "PCMU", audio_s=seconds,
-                    linger_s=3.0, work_dir=tmp_path / "sipp").start()  # fmt: skip
+    call = start_call(tmp_path, bridge, prompts, gap_s=1.5)
     try:
         live = wait(page, "the live call", lambda d: card(d, call.call_id), timeout=20)
         assert live.find_element("css selector", ".state").text == "live"
         assert "transcribe@" in live.find_element("css selector", ".parties").text
-        finals_shown = lambda d: card(d, call.call_id).find_elements("css selector", ".line.final")  # noqa: E731
-        wait(page, "a final while the call is live", finals_shown)
+        wait(page, "a final while the call is live", lambda d: finals_of(d, call.call_id))
         assert "ended" not in live.get_attribute("class")
         result = call.wait()
     finally:
@@ -119,7 +136,7 @@ def test_the_page_shows_a_live_call_and_its_final_text(
     assert result.ok, result.stderr
     wait(page, "the call ended", lambda d: "ended" in card(d, call.call_id).get_attribute("class"))
     ended = card(page, call.call_id)
-    shown = [e.text for e in ended.find_elements("css selector", ".line.final .text")]
+    shown = finals_of(page, call.call_id)
     assert ended.find_elements("css selector", ".line.partial") == []  # all replaced
     seen = page.execute_script("return [...window.partialsSeen]")
     assert seen, "no partial was ever shown"
@@ -157,16 +174,11 @@ def test_the_page_rides_out_a_captions_server_killed_mid_call(
     import subprocess
 
     prompts = speech.select(3, min_s=2.0, max_s=4.0, stride=7)
-    pcm = join_with_silence([p.pcm() for p in prompts], gap_s=4.0, lead_s=0.5, tail_s=0.5)
-    seconds = write_rtp_pcap(tmp_path / "call.pcap", pcm)
-    page.get(page_url(bridge) + f"#token={TOKEN}")
-    wait(page, "status live", lambda d: d.find_element("id", "status").text == "live")
-    call = SippCall("127.0.0.1", bridge.port, tmp_path / "call.pcap", "PCMU", audio_s=seconds,
-                    linger_s=3.0, work_dir=tmp_path / "sipp").start()  # fmt: skip
+    open_page(page, bridge)
+    call = start_call(tmp_path, bridge, prompts, gap_s=4.0)
     try:
-        wait(page, "the first final", lambda d: card(d, call.call_id)
-             and card(d, call.call_id).find_elements("css selector", ".line.final"))  # fmt: skip
-        first = card(page, call.call_id).find_element("css selector", ".line.final .text").text
+        wait(page, "the first final", lambda d: finals_of(d, call.call_id))
+        first = finals_of(page, call.call_id)[0]
         pid = subprocess.run(
             ["pgrep", "-f", f"sip_bridge.cli captions .*{bridge.config_path}"],
             capture_output=True, text=True,
@@ -182,7 +194,7 @@ def test_the_page_rides_out_a_captions_server_killed_mid_call(
     wait(page, "status live again", lambda d: d.find_element("id", "status").text == "live")
     wait(page, "the call ended", lambda d: "ended" in card(d, call.call_id).get_attribute("class"))
     ended = card(page, call.call_id)
-    shown = [e.text for e in ended.find_elements("css selector", ".line.final .text")]
+    shown = finals_of(page, call.call_id)
     events = webhook_events(receiver, call.call_id)
     finals = [e["text"] for e in events if e["type"] == "transcript.final"]
     reason = next(e["reason"] for e in events if e["type"] == "call.ended")
