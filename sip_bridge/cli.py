@@ -338,6 +338,23 @@ def _run_media(cfg: Config, index: int) -> int:
     return media_process.main(cfg, index, on_ready=lambda: notify_ready("media", index))
 
 
+SECRET_KEYS = ("secret", "tokens", "captions_tokens")
+
+
+def _redacted(value: Any) -> Any:
+    """The config with webhook secrets and captions tokens hidden (it is printed, and pasted)."""
+    if isinstance(value, dict):
+        return {
+            k: ("<hidden>" if isinstance(v, str) else ["<hidden>"] * len(v))
+            if k in SECRET_KEYS and v
+            else _redacted(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sip-bridge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -386,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sip-bridge: config error: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
-        print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
+        print(yaml.safe_dump(_redacted(dataclasses.asdict(cfg)), sort_keys=False), end="")
         return 0
     if args.command == "calls":
         return _run_calls(cfg, args.json)

@@ -44,6 +44,23 @@ def test_check_config_prints_effective_values(tmp_path: Path) -> None:
     assert effective["media"]["calls_per_process"] == 4
 
 
+def test_check_config_never_prints_secrets_or_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "webhooks: [{url: 'http://a/h', secret: hook-secret-1}]\n"
+        "captions: {tokens: [operator-token-0123456789]}\n"
+        "tenants: [{name: t, captions_tokens: [tenant-token-0123456789],"
+        " webhooks: [{url: 'http://b/h', secret: hook-secret-2}]}]\n"
+    )
+    proc = run("check-config", "--config", str(path))
+    assert proc.returncode == 0, proc.stderr
+    for secret in ("hook-secret-1", "hook-secret-2", "operator-token", "tenant-token"):
+        assert secret not in proc.stdout
+    effective = yaml.safe_load(proc.stdout)
+    assert effective["webhooks"][0] == {"url": "http://a/h", "secret": "<hidden>"}
+    assert effective["tenants"][0]["captions_tokens"] == ["<hidden>"]
+
+
 @pytest.mark.integration
 @pytest.mark.skipif(not shutil.which("kamailio") and not Path("/usr/sbin/kamailio").exists(),
                     reason="needs kamailio")  # fmt: skip
