@@ -100,6 +100,24 @@ def test_an_endpoint_that_recovers_gets_every_call_in_order(tmp_path: Path) -> N
         rx.close()
 
 
+def test_an_endpoint_that_times_out_then_recovers_gets_everything_once(tmp_path: Path) -> None:
+    rx = WebhookReceiver(hang_first=2, hang_s=1.5)  # longer than the 0.4 s timeout
+    hooks = WebhookDispatcher([Endpoint(rx.url, "k")], tmp_path / "spool.sqlite", timeout=0.4,
+                              backoff=0.05)  # fmt: skip
+    try:
+        for e in finals(3):
+            hooks.submit(e)
+        assert rx.wait_for(lambda posts: len(posts) == 3, timeout=15)
+        hooks.close(timeout=5)
+        assert [p.json()["seq"] for p in rx.posts] == [1, 2, 3]
+        # The attempts it timed out on were the first event's, with the same idempotency key.
+        assert [p.headers["X-Event-Id"] for p in rx.hung] == [rx.posts[0].headers["X-Event-Id"]] * 2
+        assert hooks.stats()[rx.url].retried == 2
+    finally:
+        hooks.close(timeout=1)
+        rx.close()
+
+
 def test_a_hanging_endpoint_does_not_delay_a_live_one(tmp_path: Path) -> None:
     hang = socket.socket()  # accepts connections (in the backlog) and never answers
     hang.bind(("127.0.0.1", 0))

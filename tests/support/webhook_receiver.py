@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +35,15 @@ def _contract_problem(body: bytes) -> str | None:
 
 
 class WebhookReceiver:
-    def __init__(self, fail_first: int = 0, port: int = 0) -> None:
+    def __init__(
+        self, fail_first: int = 0, port: int = 0, hang_first: int = 0, hang_s: float = 0.0
+    ) -> None:
+        """``fail_first``: answer the first attempts 503; ``hang_first``: hold the first ones
+        ``hang_s`` before answering (a sender with a shorter timeout gives up on them), and
+        record them in ``hung`` only, not in ``posts``."""
         self.posts: list[Post] = []
+        self.hung: list[Post] = []
+        self.hang_first, self.hang_s = hang_first, hang_s
         self.invalid: list[str] = []  # one entry per accepted body that broke its schema
         self.fail_first = fail_first
         self.attempts = 0
@@ -48,15 +56,23 @@ class WebhookReceiver:
                 problem = _contract_problem(body)
                 with receiver._cond:
                     receiver.attempts += 1
+                    hang = receiver.attempts <= receiver.hang_first
                     fail = receiver.attempts <= receiver.fail_first
-                    if not fail:
+                    if hang:
+                        receiver.hung.append(Post(body, dict(self.headers.items())))
+                    elif not fail:
                         if problem is not None:
                             receiver.invalid.append(f"{problem}\n    body: {body!r}")
                         receiver.posts.append(Post(body, {k: v for k, v in self.headers.items()}))
                         receiver._cond.notify_all()
-                self.send_response(503 if fail else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                if hang:
+                    time.sleep(receiver.hang_s)  # a slow endpoint, not a race papered over
+                try:
+                    self.send_response(503 if fail else 200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the sender gave up waiting
 
             def log_message(self, *args: object) -> None:
                 pass
