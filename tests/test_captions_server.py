@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from media.wire import Transcript
 from sip_bridge.caption_feed import CaptionFeed
 from sip_bridge.captions_server import (
     COOKIE,
-    CaptionsServer,
     Scope,
     TokenBook,
     _Subscriber,
@@ -28,6 +26,7 @@ from sip_bridge.captions_server import (
 )
 from sip_bridge.config import CaptionsConfig, Config, TenantConfig, validate
 from sip_bridge.events import CallEvents, CallInfo, Event
+from tests.support.captions import Running
 from tests.support.event_schemas import stream_problems
 from tests.support.ports import free_tcp_port
 
@@ -51,47 +50,6 @@ def config(tmp: Path) -> Config:
         ),
         "test",
     )
-
-
-class Running:
-    """The server on its own thread and event loop, as in its own process."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        self.server = CaptionsServer(cfg, TokenBook.from_config(cfg))
-        self.loop = asyncio.new_event_loop()
-        self.stop: asyncio.Event | None = None
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        assert self.ready.wait(10), "captions server did not start"
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-
-        async def main() -> None:
-            self.stop = asyncio.Event()
-            await self.server.run(self.stop, self.ready.set)
-
-        self.loop.run_until_complete(main())
-
-    def close(self) -> None:
-        assert self.stop is not None
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(10)
-        assert not self.thread.is_alive()
-
-    def request(
-        self, path: str, token: str | None = None, method: str = "GET", **headers: str
-    ) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.cfg.captions.port, timeout=5)
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        conn.request(method, path, headers=headers)
-        resp = conn.getresponse()
-        body = resp.read()
-        conn.close()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
 
 
 @dataclass
