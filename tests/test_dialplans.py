@@ -1,11 +1,14 @@
 """What can be checked here of the shipped integration files: Asterisk and FreeSWITCH are not
-packaged for this machine and Docker has no engine, so syntax and consistency only."""
+packaged for this machine and Docker has no engine, so syntax and consistency only, plus
+`kamailio -c` of the multi-host example. Standard library only (no xmllint, no asterisk)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -14,19 +17,316 @@ import yaml
 from sip_bridge.config import load
 
 ROOT = Path(__file__).resolve().parent.parent
+DIALPLANS = ROOT / "dialplans"
+KAMAILIO = shutil.which("kamailio", path="/usr/sbin:/usr/bin")
+
+# Applications of core FreeSWITCH (mod_dptools) that a dialplan here may use. A name outside
+# this list is a typo or needs a module the READMEs do not ask for.
+FREESWITCH_APPS = {
+    "answer", "bridge", "eavesdrop", "echo", "execute_extension", "export", "hangup", "info",
+    "log", "multiset", "park", "playback", "pre_answer", "record_session", "respond",
+    "ring_ready", "sched_hangup", "set", "sleep", "stop_record_session", "three_way",
+    "transfer", "unset",
+}  # fmt: skip
+
+# Asterisk dialplan applications the contexts here may use (all in a stock build).
+ASTERISK_APPS = {
+    "Answer", "ChanSpy", "Dial", "ExecIf", "Gosub", "GosubIf", "Goto", "GotoIf", "Hangup",
+    "NoOp", "Originate", "Playback", "Return", "Set", "Wait",
+}  # fmt: skip
+
+
+# --- FreeSWITCH -----------------------------------------------------------------------------
+
+
+def _fs(name: str) -> ET.Element:
+    return ET.parse(DIALPLANS / "freeswitch" / name).getroot()
+
+
+def _fs_extensions() -> dict[str, ET.Element]:
+    return {x.get("name", ""): x for x in _fs("dialplan.xml").iter("extension")}
+
+
+def _fs_actions() -> list[ET.Element]:
+    return list(_fs("dialplan.xml").iter("action"))
 
 
 @pytest.mark.parametrize("name", ["gateway.xml", "dialplan.xml"])
 def test_freeswitch_files_are_well_formed_xml(name: str) -> None:
-    ET.parse(ROOT / "dialplans" / "freeswitch" / name)
+    _fs(name)
+
+
+def test_freeswitch_actions_name_core_applications() -> None:
+    apps = {a.get("application") for a in _fs_actions()}
+    assert apps, "no <action> in dialplan.xml"
+    assert apps <= FREESWITCH_APPS, f"not core mod_dptools: {apps - FREESWITCH_APPS}"
+
+
+def test_freeswitch_expressions_compile_and_route_each_number_once() -> None:
+    patterns = {}
+    for name, ext in _fs_extensions().items():
+        cond = ext.find("condition")
+        assert cond is not None and cond.get("field") == "destination_number", name
+        patterns[name] = re.compile(cond.get("expression", ""))
+    expected = {
+        "5550100": "to-transcriber",
+        "71001": "transcribe-live-call",
+        "81001": "transcribe-live-call-per-speaker",
+    }
+    for number, extension in expected.items():
+        hits = [name for name, rx in patterns.items() if rx.search(number)]
+        assert hits == [extension], (number, hits)
+
+
+def test_freeswitch_dialplan_dials_the_gateway_it_ships() -> None:
+    gateways = {g.get("name") for g in _fs("gateway.xml").iter("gateway")}
+    dialled = set()
+    for action in _fs_actions():
+        dialled |= set(re.findall(r"sofia/gateway/([^/]+)/", action.get("data", "")))
+    assert dialled and dialled <= gateways, (dialled, gateways)
+
+
+@dataclass
+class Originate:
+    variables: dict[str, str] = field(default_factory=dict)
+    app: str = ""
+
+
+def _originate(data: str) -> Originate:
+    """Split `bgapi originate {a=1,b=${x}}endpoint &app(args)` as FreeSWITCH does: the
+    variables run to the brace that closes the first one (values hold ${...})."""
+    prefix = "bgapi originate {"
+    assert data.startswith(prefix), data
+    depth, end = 1, len(prefix)
+    while depth:
+        assert end < len(data), f"unclosed {{ in {data}"
+        depth += {"{": 1, "}": -1}.get(data[end], 0)
+        end += 1
+    endpoint, _, app = data[end:].partition(" ")
+    assert endpoint.startswith("sofia/gateway/") and re.fullmatch(r"&\w+\(.*\)", app), data
+    pairs = [v.split("=", 1) for v in data[len(prefix) : end - 1].split(",")]
+    assert all(len(p) == 2 for p in pairs), data
+    return Originate({k: v for k, v in pairs}, app)
+
+
+def _spy_legs(extension: str) -> dict[str, Originate]:
+    legs = {}
+    for action in _fs_extensions()[extension].iter("action"):
+        name, _, value = action.get("data", "").partition("=")
+        if action.get("application") == "set" and name.startswith("api_on_answer"):
+            legs[name] = _originate(value)
+    return legs
+
+
+@pytest.mark.parametrize("extension", ["transcribe-live-call", "transcribe-live-call-per-speaker"])
+def test_freeswitch_spy_legs_only_listen(extension: str) -> None:
+    legs = _spy_legs(extension)
+    assert legs
+    for name, leg in legs.items():
+        assert leg.app == "&eavesdrop(${uuid})", name
+        assert leg.variables.get("eavesdrop_enable_dtmf") == "false", name
+        whisper = [k for k in leg.variables if k.startswith("eavesdrop_whisper")]
+        assert not whisper, (name, whisper)
+
+
+def test_freeswitch_per_speaker_legs_take_one_direction_each() -> None:
+    legs = _spy_legs("transcribe-live-call-per-speaker")
+    directions = {}
+    for name, leg in legs.items():
+        chosen = [k for k in ("eavesdrop_bridge_aleg", "eavesdrop_bridge_bleg")
+                  if leg.variables.get(k) == "true"]  # fmt: skip
+        assert len(chosen) == 1, (name, chosen)
+        directions[leg.variables["sip_h_X-Transcribe-Speaker"]] = chosen[0]
+    assert directions == {"caller": "eavesdrop_bridge_aleg", "callee": "eavesdrop_bridge_bleg"}
+
+
+# --- Asterisk -------------------------------------------------------------------------------
+
+_EXTEN = re.compile(r"exten\s*=>\s*(?P<pattern>[^,\s]+)\s*,\s*(?P<prio>\d+)\s*,(?P<rest>.*)")
+_SAME = re.compile(r"same\s*=>\s*(?P<prio>n|\d+)(?:\((?P<label>\w+)\))?\s*,(?P<rest>.*)")
+_APP = re.compile(r"(?P<app>[A-Za-z]+)\((?P<args>.*)\)")
+
+
+@dataclass
+class Step:
+    context: str
+    exten: str
+    label: str | None
+    app: str
+    args: str
+    line: int
+
+
+def _strip_comment(line: str) -> str:
+    return line.split(";", 1)[0].rstrip()
+
+
+def _asterisk_steps() -> tuple[dict[str, set[str]], list[Step]]:
+    """Contexts (with their extensions) and every dialplan step of extensions.conf."""
+    contexts: dict[str, set[str]] = {}
+    steps: list[Step] = []
+    context = exten = None
+    text = (DIALPLANS / "asterisk" / "extensions.conf").read_text()
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = _strip_comment(raw).strip()
+        if not line:
+            continue
+        if m := re.fullmatch(r"\[([\w-]+)\]", line):
+            context, exten = m.group(1), None
+            assert context not in contexts, f"line {number}: context [{context}] twice"
+            contexts[context] = set()
+            continue
+        assert context is not None, f"line {number}: outside any context: {line}"
+        if m := _EXTEN.fullmatch(line):
+            exten, label = m.group("pattern"), None
+            assert m.group("prio") == "1", f"line {number}: an extension starts at priority 1"
+            assert exten != "_.", f"line {number}: _. also matches h, i, t, ..."
+            contexts[context].add(exten)
+        elif m := _SAME.fullmatch(line):
+            assert exten is not None, f"line {number}: same => before any exten =>"
+            label = m.group("label")
+        else:
+            pytest.fail(f"line {number}: not an exten => / same => line: {line}")
+        app = _APP.fullmatch(m.group("rest").strip())
+        assert app, f"line {number}: not App(args): {m.group('rest')}"
+        steps.append(Step(context, exten, label, app["app"], app["args"], number))
+    return contexts, steps
+
+
+def _balanced(text: str, pair: str) -> bool:
+    depth = 0
+    for char in text:
+        depth += {pair[0]: 1, pair[1]: -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def test_asterisk_lines_are_well_formed_and_use_known_applications() -> None:
+    contexts, steps = _asterisk_steps()
+    assert {"to-transcriber", "phones-transcribed", "phones-transcribed-per-speaker"} <= set(
+        contexts
+    )
+    for step in steps:
+        assert step.app in ASTERISK_APPS, f"line {step.line}: unknown application {step.app}"
+        assert _balanced(step.args, "()"), f"line {step.line}: unbalanced parentheses"
+        assert _balanced(step.args, "{}"), f"line {step.line}: unbalanced braces"
+
+
+def _referenced_contexts(step: Step) -> list[tuple[str, str]]:
+    """(context, extension) pairs a step sends a channel to."""
+    refs = []
+    # b(ctx^exten^prio(...)) of Dial/Originate: a pre-dial Gosub.
+    refs += re.findall(r"b\(([\w-]+)\^([\w-]+)\^\d+", step.args)
+    # U(ctx[^args]) of Dial: Gosub at s,1 on the callee's channel.
+    refs += [(ctx, "s") for ctx in re.findall(r"U\(([\w-]+)", step.args)]
+    if step.app == "Originate":
+        args = step.args.split(",")
+        assert args[1] == "exten", f"line {step.line}: Originate type {args[1]}"
+        refs.append((args[2], args[3]))
+    if step.app in ("Goto", "Gosub") and step.args.count(",") == 2:
+        ctx, exten, _ = step.args.split(",")
+        refs.append((ctx, exten))
+    return refs
+
+
+def test_asterisk_referenced_contexts_and_labels_exist() -> None:
+    contexts, steps = _asterisk_steps()
+    pjsip = _pjsip_sections()
+    endpoint_contexts = [o["context"] for (_, kind), o in pjsip.items() if kind == "endpoint"]
+    refs = [(ctx, "_X.") for ctx in endpoint_contexts]
+    for step in steps:
+        refs += _referenced_contexts(step)
+    assert refs
+    for ctx, exten in refs:
+        assert ctx in contexts, f"no context [{ctx}]"
+        if exten != "_X.":
+            assert exten in contexts[ctx], f"no extension {exten} in [{ctx}]"
+    for step in steps:
+        if step.app == "GotoIf":
+            targets = re.split(r"[?:]", step.args.rsplit("?", 1)[1])
+            labels = {s.label for s in steps if (s.context, s.exten) == (step.context, step.exten)}
+            for target in filter(None, targets):
+                assert target in labels, f"line {step.line}: no label {target}"
+
+
+def test_asterisk_spy_legs_only_listen() -> None:
+    _, steps = _asterisk_steps()
+    options = [
+        (step, m.group(1))
+        for step in steps
+        if step.app == "Originate"
+        for m in [re.search(r"SPY_OPTIONS=(\w*)", step.args)]
+        if m
+    ]
+    assert len(options) == 3, [step.line for step, _ in options]
+    for step, opts in options:
+        assert "q" in opts and "E" in opts, f"line {step.line}: {opts}"
+        assert not set(opts) & set("BwW"), f"line {step.line}: {opts} talks into the call"
+        assert "SPY_TARGET=${" in step.args, f"line {step.line}: no SPY_TARGET"
+        # the async option: U() and the caller must not wait for the bridge
+        assert re.search(r",\d+,a", step.args), f"line {step.line}: Originate without a"
+    per_speaker = [opts for step, opts in options if step.context.endswith("per-speaker")]
+    assert per_speaker and all("o" in opts for opts in per_speaker)
+    spy = [s for s in steps if s.app == "ChanSpy"]
+    assert [s.args for s in spy] == ["${SPY_TARGET},${SPY_OPTIONS}"]
+
+
+# pjsip.conf: the type= of each section and the options that must point at another section.
+PJSIP_TYPES = {"transport", "aor", "endpoint", "identify", "auth", "registration"}
+PJSIP_REFERENCES = {
+    ("endpoint", "transport"): "transport",
+    ("endpoint", "aors"): "aor",
+    ("identify", "endpoint"): "endpoint",
+}
+
+
+def _pjsip_sections() -> dict[tuple[str, str], dict[str, str]]:
+    """{(section name, type): options}; a name may carry several types, never one twice."""
+    sections: list[tuple[str, dict[str, str], int]] = []
+    text = (DIALPLANS / "asterisk" / "pjsip.conf").read_text()
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = _strip_comment(raw).strip()
+        if not line:
+            continue
+        if m := re.fullmatch(r"\[([\w-]+)\]", line):
+            sections.append((m.group(1), {}, number))
+            continue
+        key, sep, value = line.partition("=")
+        assert sep and sections, f"pjsip.conf line {number}: {line}"
+        sections[-1][1][key.strip()] = value.strip()
+    typed: dict[tuple[str, str], dict[str, str]] = {}
+    for name, options, number in sections:
+        kind = options.get("type")
+        assert kind in PJSIP_TYPES, f"pjsip.conf line {number}: [{name}] type={kind}"
+        assert (name, kind) not in typed, f"pjsip.conf: two [{name}] of type {kind}"
+        typed[(name, kind)] = options
+    return typed
+
+
+def test_asterisk_pjsip_sections_are_typed_and_refer_to_each_other() -> None:
+    sections = _pjsip_sections()
+    kinds = {kind for _, kind in sections}
+    assert {"transport", "aor", "endpoint", "identify"} <= kinds
+    for (name, kind), options in sections.items():
+        for (of, key), target in PJSIP_REFERENCES.items():
+            if of == kind:
+                for ref in options[key].split(","):
+                    assert (ref.strip(), target) in sections, f"[{name}] {key}={ref}"
+    endpoint = sections[("transcriber", "endpoint")]
+    assert endpoint["direct_media"] == "no"
+    assert sections[("transcriber", "aor")]["contact"].startswith("sip:")
 
 
 def test_asterisk_endpoint_offers_only_what_the_bridge_takes() -> None:
-    text = (ROOT / "dialplans" / "asterisk" / "pjsip.conf").read_text()
+    text = (DIALPLANS / "asterisk" / "pjsip.conf").read_text()
     assert "[transcriber]" in text
     allow = [line for line in text.splitlines() if line.strip().startswith("allow")]
     assert allow and all("ulaw" in a and "alaw" in a and "g722" in a for a in allow)
-    assert "Dial(PJSIP/" in (ROOT / "dialplans" / "asterisk" / "extensions.conf").read_text()
+    assert "Dial(PJSIP/" in (DIALPLANS / "asterisk" / "extensions.conf").read_text()
+
+
+# --- docker and Kamailio --------------------------------------------------------------------
 
 
 def test_docker_config_is_valid_and_compose_parses() -> None:
@@ -36,15 +336,32 @@ def test_docker_config_is_valid_and_compose_parses() -> None:
     assert "bridge" in compose["services"]
 
 
-@pytest.mark.skipif(shutil.which("kamailio", path="/usr/sbin:/usr/bin") is None,
-                    reason="needs kamailio")  # fmt: skip
+def _kamailio_script() -> str:
+    lines = (DIALPLANS / "kamailio" / "multi-host.cfg").read_text().splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith("# "))
+
+
+def test_multi_host_kamailio_example_keeps_what_makes_it_work() -> None:
+    """What running it on loopback showed it needs (see dialplans/README.md)."""
+    script = _kamailio_script()
+    for listen in re.findall(r"^listen=.*$", script, re.M):
+        # 0.0.0.0 would go into Record-Route and no in-dialog request could come back
+        assert "0.0.0.0" not in listen or " advertise " in listen, listen
+    if "ds_next_dst" in script:  # failover needs the list of the other hosts
+        flags = re.search(r'modparam\("dispatcher", "flags", (\d+)\)', script)
+        assert flags and int(flags.group(1)) & 2
+    assert 'ds_select_dst("1", "10")' in script
+    assert "duid=" in (DIALPLANS / "kamailio" / "dispatcher.list").read_text()
+
+
+@pytest.mark.skipif(KAMAILIO is None, reason="needs kamailio")
 def test_multi_host_kamailio_example_passes_kamailio_check(tmp_path: Path) -> None:
-    cfg = (ROOT / "dialplans" / "kamailio" / "multi-host.cfg").read_text()
-    listing = ROOT / "dialplans" / "kamailio" / "dispatcher.list"
+    cfg = (DIALPLANS / "kamailio" / "multi-host.cfg").read_text()
+    listing = DIALPLANS / "kamailio" / "dispatcher.list"
     cfg = cfg.replace('"/etc/kamailio/dispatcher.list"', f'"{listing}"')
     path = tmp_path / "multi-host.cfg"
     path.write_text(cfg)
-    kam = shutil.which("kamailio", path="/usr/sbin:/usr/bin")
-    assert kam is not None
-    proc = subprocess.run([kam, "-c", "-f", str(path)], capture_output=True, text=True, timeout=30)
+    assert KAMAILIO is not None
+    proc = subprocess.run([KAMAILIO, "-c", "-f", str(path)], capture_output=True, text=True,
+                          timeout=30)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
