@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -221,35 +220,10 @@ def test_killed_media_process_is_marked_inactive_and_skipped(front: Front) -> No
     front.wait_all_active()
 
 
-def _request(front: Front, method: str, max_forwards: int = 70) -> str:
-    """Send one out-of-dialog request from a plain UDP socket; return the status line's code."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.settimeout(2)
-        port = sock.getsockname()[1]
-        target = f"sip:{front.address}:{front.kamailio_port}"
-        message = (
-            f"{method} {target} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{method}-{max_forwards};rport\r\n"
-            f"From: <sip:probe@127.0.0.1:{port}>;tag=probe\r\n"
-            f"To: <{target}>\r\n"
-            f"Call-ID: probe-{method}-{max_forwards}@127.0.0.1\r\n"
-            f"CSeq: 1 {method}\r\n"
-            f"Max-Forwards: {max_forwards}\r\n"
-            "Content-Length: 0\r\n\r\n"
-        )
-        sock.sendto(message.encode(), ("127.0.0.1", front.kamailio_port))
-        while True:  # skip provisional replies; bounded by the socket timeout
-            reply = sock.recv(65535).decode(errors="replace")
-            code = reply.split(" ", 2)[1]
-            if not code.startswith("1"):
-                return code
-
-
 @pytest.mark.integration
 def test_front_answers_options_refuses_other_methods_and_loops(front: Front) -> None:
     front.wait_for("ctl socket", lambda d: len(d) == 2, within_s=5)
     assert kamailio.probe(front.cfg, timeout=2)
-    assert _request(front, "OPTIONS") == "200"
-    assert _request(front, "MESSAGE") == "405"
-    assert _request(front, "INVITE", max_forwards=0) == "483"
+    assert front.request("OPTIONS") == "200"
+    assert front.request("MESSAGE") == "405"
+    assert front.request("INVITE", max_forwards=0) == "483"

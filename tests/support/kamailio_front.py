@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -355,6 +356,31 @@ class Front:
             return proc.wait(timeout=SIPP_TIMEOUT_S + 5)
         finally:
             stop_process(proc)
+
+    def request(self, method: str, max_forwards: int = 70) -> str:
+        """Send one out-of-dialog request from a plain UDP socket; the final answer's code."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(2)
+            port = sock.getsockname()[1]
+            target = f"sip:{self.address}:{self.kamailio_port}"
+            branch = f"z9hG4bK-{method}-{max_forwards}"
+            message = (
+                f"{method} {target} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport\r\n"
+                f"From: <sip:probe@127.0.0.1:{port}>;tag=probe\r\n"
+                f"To: <{target}>\r\n"
+                f"Call-ID: probe-{method}-{max_forwards}@127.0.0.1\r\n"
+                f"CSeq: 1 {method}\r\n"
+                f"Max-Forwards: {max_forwards}\r\n"
+                "Content-Length: 0\r\n\r\n"
+            )
+            sock.sendto(message.encode(), ("127.0.0.1", self.kamailio_port))
+            while True:  # skip provisional replies; bounded by the socket timeout
+                reply = sock.recv(65535).decode(errors="replace")
+                code = reply.split(" ", 2)[1]
+                if not code.startswith("1"):
+                    return code
 
     def destinations(self) -> dict[str, kamailio.Destination]:
         return {d.uri: d for d in kamailio.destinations(self.files)}
