@@ -261,14 +261,20 @@ class Config:
             return Path(base) / "sip-bridge"
         return Path(f"/tmp/sip-bridge-{os.getuid()}")
 
+    def state_path(self) -> Path:
+        """What must survive a restart or reboot: webhook spools and call journals."""
+        if self.delivery.spool_dir:
+            return Path(self.delivery.spool_dir).expanduser()
+        state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(state) / "sip-bridge"
+
     def spool_path(self, index: int) -> Path:
         """Media process ``index``'s webhook spool."""
-        if self.delivery.spool_dir:
-            base = Path(self.delivery.spool_dir).expanduser()
-        else:
-            state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-            base = Path(state) / "sip-bridge"
-        return base / f"spool-media{index}.sqlite"
+        return self.state_path() / f"spool-media{index}.sqlite"
+
+    def journal_path(self, index: int) -> Path:
+        """Media process ``index``'s calls in progress (see ``call_journal``)."""
+        return self.state_path() / f"calls-media{index}.sqlite"
 
     def model_cache_path(self) -> Path:
         if self.inference.model_cache:

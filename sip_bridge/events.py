@@ -72,6 +72,17 @@ class CallEvents:
     def ended(self) -> bool:
         return self._ended
 
+    @property
+    def seq(self) -> int:
+        """The ``seq`` of the last event made (0 before any)."""
+        return self._seq
+
+    def restore(self, seq: int, finals: tuple[tuple[int, float, float, str], ...]) -> None:
+        """Pick up a call another process numbered up to ``seq`` (see ``call_journal``)."""
+        self._seq = seq
+        self._finals = list(finals)
+        self._next_final = max((u for u, _, _, _ in finals), default=-1) + 1
+
     def started(self) -> Event:
         return self._make(
             CALL_STARTED,

@@ -19,6 +19,7 @@ import gc
 import logging
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import pjsua2 as pj
 import zmq
 
 from media import wire
-from sip_bridge import pjsip_settings, sip_headers, tenants
+from sip_bridge import dialogs, orphans, pjsip_settings, sip_headers, tenants
 from sip_bridge.audio_sender import (
     AudioSender,
     Commit,
@@ -40,6 +41,7 @@ from sip_bridge.audio_sender import (
     StartCall,
 )
 from sip_bridge.audio_tap import CallAudioPort, release
+from sip_bridge.call_journal import CallJournal
 from sip_bridge.call_outputs import CallOutputs
 from sip_bridge.call_watch import MAX_DURATION, RTP_TIMEOUT, CallWatch
 from sip_bridge.config import Config
@@ -78,6 +80,8 @@ class _Call:
     muted: bool = False
     disconnected_at: float | None = None
     end_reason: str = ""  # set when we end the call ourselves, else from the SIP state
+    invite: str = ""  # the INVITE as received, until our 2xx makes the dialog
+    dialog: dialogs.Dialog | None = None  # journaled: a successor can BYE the call
 
 
 class BridgeCall(pj.Call):  # type: ignore[misc]
@@ -138,6 +142,8 @@ class MediaProcess:
         self.ep = pj.Endpoint()
         self.account: BridgeAccount | None = None
         self.results: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
+        self.journal = CallJournal(cfg.journal_path(index))
+        self._journal_failing = False
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -171,6 +177,7 @@ class MediaProcess:
         self.account.create(acfg, True)
         self.sender.start()
         self.outputs.start()
+        orphans.end_orphans(cfg, self.journal, self.outputs, self.index)
         log.info(
             "media process %d: SIP on 127.0.0.1:%d, RTP %d-%d on %s, %d calls max",
             self.index, tcfg.port, rtp.port, rtp.port + rtp.portRange - 1, cfg.public_address,
@@ -199,8 +206,9 @@ class MediaProcess:
             [f for f in fields if f[0].lower() != ours], self.cfg.sip.metadata_headers
         )
         call = _Call(
-            sip_call.bridge_call_id, sip_call, tenant, info, watch, tuple(picked.items()), now
-        )
+            sip_call.bridge_call_id, sip_call, tenant, info, watch, tuple(picked.items()), now,
+            invite=prm.rdata.wholeMsg,
+        )  # fmt: skip
         self.calls[call.call_id] = call
         op = pj.CallOpParam()
         op.statusCode = 200
@@ -352,8 +360,14 @@ class MediaProcess:
 
     def on_tsx_state(self, sip_call: BridgeCall, prm: Any) -> None:
         call = self._call_for(sip_call)
-        tsx = prm.e.body.tsxState.tsx
-        if call is None or tsx.method != "INFO" or tsx.role != pj.PJSIP_ROLE_UAC:
+        state = prm.e.body.tsxState
+        tsx = state.tsx
+        if call is None:
+            return
+        if tsx.method == "INVITE" and call.invite and state.type == pj.PJSIP_EVENT_TX_MSG:
+            self._note_dialog(call, state.src.tdata.wholeMsg)
+            return
+        if tsx.method != "INFO" or tsx.role != pj.PJSIP_ROLE_UAC:
             return
         done = (pj.PJSIP_TSX_STATE_COMPLETED, pj.PJSIP_TSX_STATE_TERMINATED)
         if tsx.state in done and call.info.answered(tsx.statusCode):
@@ -361,6 +375,20 @@ class MediaProcess:
                 "call %s: peer refused INFO (%d %s); captions continue by webhook only",
                 call.call_id, tsx.statusCode, tsx.statusText,
             )  # fmt: skip
+
+    def _note_dialog(self, call: _Call, sent: str) -> None:
+        """Our 2xx to the INVITE is going out: the dialog is complete (it has our tag)."""
+        if not sent.startswith("SIP/2.0 2"):
+            return
+        try:
+            call.dialog = dialogs.from_messages(call.invite, sent)
+        except dialogs.DialogError as exc:
+            log.warning("call %s: dialog not journaled (%s): if this process dies, the call"
+                        " is not hung up for the PBX", call.call_id, exc)  # fmt: skip
+        call.invite = ""
+        dialog = call.dialog
+        if dialog is not None and call.events is not None:  # else call.started journals it
+            self._journal(lambda: self.journal.dialog(call.call_id, dialog))
 
     def on_dtmf(self, sip_call: BridgeCall, prm: Any) -> None:
         call = self._call_for(sip_call)
@@ -385,8 +413,25 @@ class MediaProcess:
 
     def _emit(self, call: _Call, event: Event) -> None:
         self.outputs.event(call.tenant, event)
+        if call.events is not None:
+            events, now = call.events, time.time()
+            self._journal(lambda: self.journal.record(call.tenant.name, events, event,
+                                                      call.dialog, now))  # fmt: skip
         if call.disconnected_at is None and call.info.wants(event.type, time.monotonic()):
             self._send_info(call, event)
+
+    def _journal(self, write: Callable[[], None]) -> None:
+        """A journal write; a failing disk costs the journal, never the call."""
+        try:
+            write()
+        except sqlite3.Error as exc:
+            if not self._journal_failing:
+                log.error("media process %d: call journal %s: %s (calls go on; a crash now"
+                          " leaves them to the PBX's timers)", self.index, self.journal.path,
+                          exc)  # fmt: skip
+            self._journal_failing = True
+        else:
+            self._journal_failing = False
 
     def _send_info(self, call: _Call, event: Event) -> None:
         prm = pj.CallSendRequestParam()
@@ -563,6 +608,7 @@ class MediaProcess:
         self._refused.clear()
         self.sender.stop()
         self.outputs.close()
+        self.journal.close()
         if self.account is not None:
             self.account.shutdown()
             release(self.account)

@@ -75,6 +75,7 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     control_endpoint: str = ""
     control: zmq.Socket[Any] | None = None
+    files: kamailio.KamailioFiles | None = None
     _stop: bool = False
 
     def _child_argv(self, role: str, index: int) -> list[str]:
@@ -88,7 +89,11 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         env = dict(os.environ)
         env[CONTROL_ENV] = self.control_endpoint
-        child.proc = subprocess.Popen(child.argv, env=env, stdin=subprocess.DEVNULL)
+        # Kamailio forks its workers; in a group of their own they can all be ended together
+        # (killed -9, its main process leaves them serving the SIP port).
+        child.proc = subprocess.Popen(
+            child.argv, env=env, stdin=subprocess.DEVNULL, start_new_session=child.role == "front"
+        )
         child.started_at = time.monotonic()
         log.info("%s started (pid %d)", child.name, child.proc.pid)
 
@@ -129,6 +134,7 @@ class Supervisor:
         self.control_endpoint = f"ipc://{rundir / 'control.sock'}"
         files = kamailio.render(self.cfg, rundir)
         kamailio.check(files)
+        self.files = files
         self._prepare_model()
         ctx: zmq.Context[Any] = zmq.Context.instance()
         control = ctx.socket(zmq.PULL)
@@ -186,6 +192,9 @@ class Supervisor:
                     if now - c.started_at > 60:
                         c.backoff = 1.0  # it ran well for a while: forget old failures
                     continue
+                if c.role == "media":
+                    self._take_out_of_rotation(c)
+                _end_group(c)
                 log.error("%s (pid %d) exited with %d; restarting in %.0f s",
                           c.name, c.proc.pid, code, c.backoff)  # fmt: skip
                 c.proc = None
@@ -194,6 +203,16 @@ class Supervisor:
             assert self.control is not None
             if self.control.poll(200):  # "ready" messages of restarted parts
                 log.info("%s", json.dumps(self.control.recv_json()))
+
+    def _take_out_of_rotation(self, media: Child) -> None:
+        """A media process died: the front sends it no call from now on (its OPTIONS probe
+        alone would notice in about 2 s), until a probe finds its successor answering."""
+        if self.files is None:
+            return
+        try:
+            kamailio.set_state(self.files, kamailio.media_uri(self.cfg, media.index), "ip")
+        except kamailio.KamailioError as exc:  # the front is down too: it will probe anew
+            log.warning("%s: could not take it out of the front's rotation: %s", media.name, exc)
 
     def request_stop(self, *_: object) -> None:
         self._stop = True
@@ -219,7 +238,17 @@ class Supervisor:
                     log.warning("%s did not stop in %.0f s; killing it", c.name, STOP_TIMEOUT_S)
                     c.proc.kill()
                     c.proc.wait(5)
+                _end_group(c)
         log.info("sip-bridge stopped")
+
+
+def _end_group(child: Child) -> None:
+    """Whatever the front's main process left of its group (its forked workers)."""
+    if child.role == "front" and child.proc is not None:
+        try:
+            os.killpg(child.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def serve(cfg: Config, config_path: str | None) -> int:

@@ -1,0 +1,174 @@
+"""The calls a media process has in progress, on disk, so that whoever takes its place after a
+crash can end them properly.
+
+One SQLite file per media process index, beside its webhook spool (WAL, ``synchronous=NORMAL``:
+a commit survives the process being killed). A row is written when a call starts, updated with
+each event's ``seq`` (and each final's text) and deleted when ``call.ended`` goes out. Rows left
+at start-up are the *orphans* of a previous run of this index: calls it never ended.
+
+The restarted process gives each orphan its ``call.ended`` (reason ``media process lost``, the
+finals it had, the next ``seq``, so event ids stay unique) and sends the BYE that the dead one
+could not (see :mod:`sip_bridge.dialogs`). Sans-IO apart from SQLite; times are arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sip_bridge.dialogs import Dialog, DialogError
+from sip_bridge.events import (
+    CALL_ENDED,
+    CALL_STARTED,
+    TRANSCRIPT_FINAL,
+    CallEvents,
+    CallInfo,
+    Event,
+)
+
+SCHEMA_VERSION = 1
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS calls (
+    call_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    info TEXT NOT NULL,          -- CallInfo as JSON
+    started_at REAL NOT NULL,    -- wall clock, as call.started said
+    seq INTEGER NOT NULL,        -- the last event's
+    finals TEXT NOT NULL,        -- [[utterance, start, end, text], ...]
+    dialog TEXT,                 -- Dialog as JSON, once our 2xx is sent
+    updated_at REAL NOT NULL
+);
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+
+class JournalError(Exception):
+    """The journal file cannot be used (not a database, a foreign schema)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A call a previous run of this media process never ended."""
+
+    tenant: str
+    info: CallInfo
+    started_at: float
+    seq: int
+    finals: tuple[tuple[int, float, float, str], ...]
+    dialog: Dialog | None
+    updated_at: float
+
+    def ended_event(self, reason: str, now: float) -> Event:
+        events = CallEvents(self.info, started_at=self.started_at)
+        events.restore(self.seq, self.finals)
+        return events.ended_event(reason, max(0.0, now - self.started_at))
+
+
+class CallJournal:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))  # who called whom: private
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise JournalError(f"{self.path}: schema {version}, expected {SCHEMA_VERSION}")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise JournalError(f"{self.path}: {exc}") from exc
+        except JournalError:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        self._db.close()
+
+    def orphans(self) -> list[Orphan]:
+        """Every call left by a previous run; a row that cannot be read is skipped (and
+        removed by :meth:`forget` like the others)."""
+        out = []
+        rows = self._db.execute(
+            "SELECT tenant, info, started_at, seq, finals, dialog, updated_at FROM calls"
+        )
+        for tenant, info, started_at, seq, finals, dialog, updated_at in rows:
+            try:
+                fields = json.loads(info)
+                fields["headers"] = tuple(tuple(h) for h in fields.get("headers", ()))
+                call_info = CallInfo(**fields)
+                parsed = tuple((int(u), float(s), float(e), str(t)) for u, s, e, t in
+                               json.loads(finals))  # fmt: skip
+                dlg = Dialog.from_dict(json.loads(dialog)) if dialog else None
+            except (ValueError, TypeError, DialogError):
+                continue
+            out.append(Orphan(tenant, call_info, started_at, seq, parsed, dlg, updated_at))
+        return out
+
+    def record(self, tenant: str, events: CallEvents, event: Event, dialog: Dialog | None,
+               now: float) -> None:  # fmt: skip
+        """Every event of a call, in order, as it goes out."""
+        if event.type == CALL_STARTED:
+            self.started(tenant, events, event.seq, dialog, now)
+        else:
+            self.event(event, now)
+
+    def started(
+        self, tenant: str, events: CallEvents, seq: int, dialog: Dialog | None, now: float
+    ) -> None:
+        info: dict[str, Any] = {
+            "call_id": events.info.call_id,
+            "sip_call_id": events.info.sip_call_id,
+            "from_uri": events.info.from_uri,
+            "to_uri": events.info.to_uri,
+            "codec": events.info.codec,
+            "sample_rate": events.info.sample_rate,
+            "node": events.info.node,
+            "headers": [list(h) for h in events.info.headers],
+        }
+        self._db.execute(
+            "INSERT OR REPLACE INTO calls (call_id, tenant, info, started_at, seq, finals,"
+            " dialog, updated_at) VALUES (?, ?, ?, ?, ?, '[]', ?, ?)",
+            (
+                events.info.call_id,
+                tenant,
+                json.dumps(info),
+                events.started_at,
+                seq,
+                None if dialog is None else json.dumps(dialog.as_dict()),
+                now,
+            ),  # fmt: skip
+        )
+
+    def dialog(self, call_id: str, dialog: Dialog) -> None:
+        self._db.execute(
+            "UPDATE calls SET dialog = ? WHERE call_id = ?", (json.dumps(dialog.as_dict()), call_id)
+        )
+
+    def event(self, event: Event, now: float) -> None:
+        """After ``call.started``: remember the ``seq`` (and a final's words); forget the call
+        at ``call.ended``."""
+        if event.type == CALL_ENDED:
+            self.forget(event.call_id)
+        elif event.type == TRANSCRIPT_FINAL:
+            body = event.as_dict()
+            final = [body["utterance"], body["start"], body["end"], body["text"]]
+            self._db.execute(
+                "UPDATE calls SET seq = ?, finals = json_insert(finals, '$[#]', json(?)),"
+                " updated_at = ? WHERE call_id = ?",
+                (event.seq, json.dumps(final), now, event.call_id),
+            )
+        else:
+            self._db.execute(
+                "UPDATE calls SET seq = ?, updated_at = ? WHERE call_id = ?",
+                (event.seq, now, event.call_id),
+            )
+
+    def forget(self, call_id: str) -> None:
+        self._db.execute("DELETE FROM calls WHERE call_id = ?", (call_id,))
