@@ -355,6 +355,24 @@ def _redacted(value: Any) -> Any:
     return value
 
 
+def _run_rolling_restart(cfg: Config) -> int:
+    """SIGHUP to the running ``serve`` (its pid file in the runtime dir); it does the rest and
+    logs each step."""
+    import signal
+
+    from sip_bridge.supervisor import PIDFILE
+
+    pidfile = cfg.runtime_path() / PIDFILE
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        print(f"sip-bridge: no running serve found through {pidfile}: {exc}", file=sys.stderr)
+        return 1
+    print(f"rolling restart asked of serve (pid {pid}); its log says how it goes")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sip-bridge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -370,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         ("replay", "send dead letters again: the ids dead-letters lists, or --all"),
         ("captions-url", "print the link to the live captions page, with its token"),
         ("captions", "run the captions page and API (started by serve)"),
+        ("rolling-restart", "restart the media processes one by one, dropping no call"),
     ):
         p = sub.add_parser(name, help=help_)
         if name == "transcribe":
@@ -413,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_replay(cfg, args.ids, args.all)
     if args.command == "captions-url":
         return _run_captions_url(cfg)
+    if args.command == "rolling-restart":
+        return _run_rolling_restart(cfg)
     if args.command == "demo":
         _setup_logging(dataclasses.replace(cfg, log_level="WARNING"), "demo")
         return _run_demo(cfg, args.file, args.to)

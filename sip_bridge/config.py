@@ -89,6 +89,10 @@ class MediaConfig:
     # Audio of each call kept until its worker confirms it transcribed it, to replay to another
     # worker if that one dies. Only a worker dead or stuck this long makes a replay fall short.
     replay_max_s: float = 60.0
+    # SIGTERM (or a rolling restart) lets calls in progress end by themselves for up to this
+    # long while the front refuses new ones (503, Retry-After); then they are hung up
+    # (reason "shutdown"). A second SIGTERM or SIGINT cuts the wait short.
+    drain_timeout_s: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +395,8 @@ def validate(cfg: Config, source: str) -> Config:
     ):
         if value < 1:
             raise ConfigError(source, key, "must be at least 1")
+    if m.drain_timeout_s < 0:
+        raise ConfigError(source, "media.drain_timeout_s", "must be 0 or more")
     if m.rtp_ports_per_process < 4 * m.calls_per_process:
         raise ConfigError(source, "media.rtp_ports_per_process", "need 4 ports per call at least")
     _check_port(source, "media.sip_port_base", m.sip_port_base + m.processes - 1)

@@ -170,6 +170,13 @@ def _listen_lines(cfg: Config) -> list[str]:
     return lines
 
 
+DRAIN_CHECK = f"""    if ($shv(draining) == 1) {{
+        append_to_reply("Retry-After: {RETRY_AFTER_S}\\r\\n");
+        send_reply("503", "Draining");
+        exit;
+    }}"""
+
+
 def render_config(cfg: Config, files: KamailioFiles) -> str:
     internal = internal_address(cfg)
     ping_from = "sip:front@127.0.0.1"
@@ -212,6 +219,8 @@ mpath="{files.module_dir}/"
 {modules}
 
 modparam("ctl", "binrpc", "unix:{files.ctl_socket}")
+# 1 while the host drains (set over the ctl socket by `serve`): new calls and OPTIONS get 503.
+modparam("pv", "shvset", "draining=i:0")
 
 modparam("tm", "fr_timer", {FR_TIMER_MS})
 modparam("tm", "fr_inv_timer", {FR_INV_TIMER_MS})
@@ -292,6 +301,7 @@ request_route {{
     }}
     # Only the front says whose call this is.
     remove_hf("{TENANT_HEADER}");
+{DRAIN_CHECK}
 {use_tenants}    record_route();
     route(DISPATCH);
 }}
@@ -332,6 +342,7 @@ route[WITHINDLG] {{
 
 {tenant_route}
 route[OPTIONS] {{
+{DRAIN_CHECK}
 {options_body}
 }}
 
@@ -477,14 +488,7 @@ def parse_dispatcher_list(text: str) -> list[Destination]:
 
 def destinations(files: KamailioFiles, timeout_s: float = 2.0) -> list[Destination]:
     """Ask the running Kamailio (over its ctl socket) for the media processes' state and load."""
-    argv = [str(find_kamcmd()), "-s", f"unix:{files.ctl_socket}", "dispatcher.list"]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise KamailioError(f"kamcmd on {files.ctl_socket} took over {timeout_s} s") from exc
-    if done.returncode != 0:
-        raise KamailioError(f"kamcmd dispatcher.list failed: {(done.stdout + done.stderr).strip()}")
-    return parse_dispatcher_list(done.stdout)
+    return parse_dispatcher_list(_kamcmd(files, ["dispatcher.list"], timeout_s))
 
 
 def media_uri(cfg: Config, index: int) -> str:
@@ -495,17 +499,25 @@ def media_uri(cfg: Config, index: int) -> str:
 def set_state(files: KamailioFiles, uri: str, state: str, timeout_s: float = 2.0) -> None:
     """Set a destination's dispatcher state: "ip" inactive until a probe answers (a process
     that died), "d" disabled (draining: no new calls, no probe brings it back), "ap" active."""
-    argv = [
-        str(find_kamcmd()), "-s", f"unix:{files.ctl_socket}",
-        "dispatcher.set_state", state, str(DISPATCH_SET), uri,
-    ]  # fmt: skip
+    _kamcmd(files, ["dispatcher.set_state", state, str(DISPATCH_SET), uri], timeout_s)
+
+
+def set_draining(files: KamailioFiles, draining: bool, timeout_s: float = 2.0) -> None:
+    """While draining, the front answers new INVITEs and OPTIONS with 503 and Retry-After, so a
+    PBX or an upstream proxy (see dialplans/kamailio) sends calls to another host; calls in
+    progress are routed as before."""
+    _kamcmd(files, ["pv.shvSet", "draining", "int", "1" if draining else "0"], timeout_s)
+
+
+def _kamcmd(files: KamailioFiles, args: list[str], timeout_s: float) -> str:
+    argv = [str(find_kamcmd()), "-s", f"unix:{files.ctl_socket}", *args]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
         raise KamailioError(f"kamcmd on {files.ctl_socket} took over {timeout_s} s") from exc
     if done.returncode != 0:
-        raise KamailioError(f"kamcmd dispatcher.set_state {state} {uri}: "
-                            f"{(done.stdout + done.stderr).strip()}")  # fmt: skip
+        raise KamailioError(f"kamcmd {' '.join(args)}: {(done.stdout + done.stderr).strip()}")
+    return done.stdout
 
 
 def probe_address(cfg: Config) -> tuple[str, int]:

@@ -11,6 +11,7 @@ non-zero: nothing runs half-way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from typing import Any
 
 import zmq
 
-from sip_bridge import kamailio
+from sip_bridge import active_calls, kamailio
 from sip_bridge.captions_server import make_token_file
 from sip_bridge.config import Config
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 CONTROL_ENV = "SIP_BRIDGE_CONTROL"
 READY_TIMEOUT_S = 300.0  # first start converts the model (about a minute on 2 cores)
 STOP_TIMEOUT_S = 15.0
+PIDFILE = "serve.pid"  # in the runtime dir: `sip-bridge rolling-restart` signals this pid
 
 
 class StartupError(Exception):
@@ -49,6 +51,7 @@ class Child:
     backoff: float = 1.0
     restart_at: float | None = None
     restarts: int = 0
+    held: bool = False  # being restarted on purpose (rolling restart): not the watch's to restart
 
     @property
     def name(self) -> str:
@@ -77,6 +80,9 @@ class Supervisor:
     control: zmq.Socket[Any] | None = None
     files: kamailio.KamailioFiles | None = None
     _stop: bool = False
+    _hurry: bool = False
+    _roll: bool = False
+    _ready: dict[tuple[str, int], int] = field(default_factory=dict)  # (role, index) -> pid
 
     def _child_argv(self, role: str, index: int) -> list[str]:
         argv = [sys.executable, "-m", "sip_bridge.cli", role, "--index", str(index)]
@@ -177,32 +183,139 @@ class Supervisor:
         log.info("model ready in %.1f s: %s", time.monotonic() - t0, files.encoder.parent)
 
     def watch(self) -> None:
-        """Restart parts that die, until asked to stop."""
+        """Restart parts that die, until asked to stop; roll the media processes on SIGHUP."""
         while not self._stop:
-            now = time.monotonic()
-            for c in self.children:
-                if c.proc is None:
-                    if c.restart_at is not None and now >= c.restart_at:
-                        c.restart_at = None
-                        c.restarts += 1
-                        self._spawn(c)
-                    continue
-                code = c.proc.poll()
-                if code is None:
-                    if now - c.started_at > 60:
-                        c.backoff = 1.0  # it ran well for a while: forget old failures
-                    continue
-                if c.role == "media":
-                    self._take_out_of_rotation(c)
-                _end_group(c)
-                log.error("%s (pid %d) exited with %d; restarting in %.0f s",
-                          c.name, c.proc.pid, code, c.backoff)  # fmt: skip
-                c.proc = None
-                c.restart_at = now + c.backoff
-                c.backoff = min(c.backoff * 2, 30.0)
-            assert self.control is not None
-            if self.control.poll(200):  # "ready" messages of restarted parts
-                log.info("%s", json.dumps(self.control.recv_json()))
+            self._tend()
+            if self._roll:
+                self._roll = False
+                self.rolling_restart()
+
+    def _tend(self, wait_ms: int = 200) -> None:
+        """One look at every child: restart those that died (unless held by a rolling restart),
+        then up to ``wait_ms`` for "ready" messages."""
+        now = time.monotonic()
+        for c in self.children:
+            if c.held:
+                continue
+            if c.proc is None:
+                if c.restart_at is not None and now >= c.restart_at:
+                    c.restart_at = None
+                    c.restarts += 1
+                    self._spawn(c)
+                continue
+            code = c.proc.poll()
+            if code is None:
+                if now - c.started_at > 60:
+                    c.backoff = 1.0  # it ran well for a while: forget old failures
+                continue
+            if c.role == "media":
+                self._take_out_of_rotation(c)
+            _end_group(c)
+            log.error("%s (pid %d) exited with %d; restarting in %.0f s",
+                      c.name, c.proc.pid, code, c.backoff)  # fmt: skip
+            c.proc = None
+            c.restart_at = now + c.backoff
+            c.backoff = min(c.backoff * 2, 30.0)
+        assert self.control is not None
+        if self.control.poll(wait_ms):  # "ready" messages of restarted parts
+            msg = self.control.recv_json()
+            log.info("%s", json.dumps(msg))
+            if isinstance(msg, dict) and msg.get("state") == "ready":
+                self._ready[(str(msg.get("role")), int(msg.get("index", -1)))] = int(
+                    msg.get("pid", 0)
+                )
+
+    # -- draining and rolling restarts --------------------------------------------------------
+
+    def _calls_of(self, index: int | None = None) -> int:
+        calls = active_calls.read_all(self.cfg.runtime_path())
+        if index is not None:
+            node = f"/media{index}"
+            calls = [c for c in calls if str(c.get("node", "")).endswith(node)]
+        return len(calls)
+
+    def _wait_calls_end(self, index: int | None, deadline: float) -> int:
+        """Tend the children until the calls (of media ``index``, or all) are over, the
+        deadline passes or a second stop signal comes; returns the calls left."""
+        while (left := self._calls_of(index)) and time.monotonic() < deadline and not self._hurry:
+            self._tend(wait_ms=200)
+        return left
+
+    def drain(self) -> None:
+        """SIGTERM: the front refuses new calls (503 with Retry-After, OPTIONS too, so a PBX or
+        an upstream proxy moves to another host); calls in progress get up to
+        ``media.drain_timeout_s`` to end by themselves."""
+        if self.files is None:
+            return
+        try:
+            kamailio.set_draining(self.files, True)
+        except kamailio.KamailioError as exc:
+            log.warning("drain: the front could not be told (%s); stopping without a drain", exc)
+            return
+        timeout = self.cfg.media.drain_timeout_s
+        calls = self._calls_of()
+        if calls:
+            log.info("draining: %d call(s) in progress, up to %.0f s (SIGTERM again: hang up now)",
+                     calls, timeout)  # fmt: skip
+        left = self._wait_calls_end(None, time.monotonic() + timeout)
+        if left:
+            log.warning("drain: %d call(s) still in progress; hanging them up", left)
+        elif calls:
+            log.info("drained: every call ended by itself")
+
+    def rolling_restart(self) -> None:
+        """SIGHUP: restart the media processes one at a time, each first taken out of the
+        front's rotation and given up to ``media.drain_timeout_s`` for its calls to end, so
+        calls go on on the others and none is dropped (new code or config takes effect)."""
+        if self.files is None:
+            return
+        log.info("rolling restart of %d media processes", self.cfg.media.processes)
+        for c in [c for c in self.children if c.role == "media"]:
+            if self._stop:
+                return
+            uri = kamailio.media_uri(self.cfg, c.index)
+            try:
+                kamailio.set_state(self.files, uri, "d")
+            except kamailio.KamailioError as exc:
+                log.error("rolling restart stopped: %s not taken out of rotation: %s", c.name, exc)
+                return
+            calls = self._calls_of(c.index)
+            log.info("rolling restart: %s takes no new calls; waiting for its %d call(s)",
+                     c.name, calls)  # fmt: skip
+            deadline = time.monotonic() + self.cfg.media.drain_timeout_s
+            left = self._wait_calls_end(c.index, deadline)
+            if left:
+                log.warning("rolling restart: %s still has %d call(s); they end now", c.name, left)
+            c.held = True
+            try:
+                self._restart_now(c)
+            finally:
+                c.held = False
+            try:
+                kamailio.set_state(self.files, uri, "ap")
+            except kamailio.KamailioError as exc:
+                log.error("rolling restart: %s not put back in rotation: %s", c.name, exc)
+        log.info("rolling restart done")
+
+    def _restart_now(self, c: Child) -> None:
+        if c.proc is not None and c.proc.poll() is None:
+            c.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while c.proc.poll() is None and time.monotonic() < deadline:
+                self._tend(wait_ms=100)
+            if c.proc.poll() is None:
+                log.warning("%s did not stop in %.0f s; killing it", c.name, STOP_TIMEOUT_S)
+                c.proc.kill()
+                c.proc.wait(5)
+        self._ready.pop((c.role, c.index), None)
+        self._spawn(c)
+        assert c.proc is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while self._ready.get((c.role, c.index)) != c.proc.pid:
+            if c.proc.poll() is not None or time.monotonic() > deadline:
+                log.error("rolling restart: %s did not come back; the watch restarts it", c.name)
+                return
+            self._tend(wait_ms=100)
 
     def _take_out_of_rotation(self, media: Child) -> None:
         """A media process died: the front sends it no call from now on (its OPTIONS probe
@@ -215,12 +328,18 @@ class Supervisor:
             log.warning("%s: could not take it out of the front's rotation: %s", media.name, exc)
 
     def request_stop(self, *_: object) -> None:
+        if self._stop:
+            self._hurry = True  # a second signal: no more waiting for calls
         self._stop = True
 
+    def request_roll(self, *_: object) -> None:
+        self._roll = True
+
     def stop(self) -> None:
-        # The front first (no new calls), then the media processes (which hang up and flush
-        # their calls), then the captions server (it saw their last events), then the workers.
-        order = ("front", "media", "captions", "worker")
+        # The media processes first (they hang up what is left, their BYEs pass the front, and
+        # flush their webhooks), the captions server (it saw their last events), the workers,
+        # and the front last: draining, it refuses new calls meanwhile.
+        order = ("media", "captions", "worker", "front")
         by_role: dict[str, list[Child]] = {role: [] for role in order}
         for c in self.children:
             by_role[c.role].append(c)
@@ -245,10 +364,8 @@ class Supervisor:
 def _end_group(child: Child) -> None:
     """Whatever the front's main process left of its group (its forked workers)."""
     if child.role == "front" and child.proc is not None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def serve(cfg: Config, config_path: str | None) -> int:
@@ -258,8 +375,14 @@ def serve(cfg: Config, config_path: str | None) -> int:
         log.info("signal %d: stopping", signum)
         sup.request_stop()
 
+    def _roll(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: rolling restart of the media processes", signum)
+        sup.request_roll()
+
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _roll)
+    pidfile = cfg.runtime_path() / PIDFILE
     try:
         sup.start()
     except (StartupError, kamailio.KamailioError) as exc:
@@ -269,6 +392,11 @@ def serve(cfg: Config, config_path: str | None) -> int:
     except Exception:
         sup.stop()
         raise
-    sup.watch()
-    sup.stop()
+    pidfile.write_text(f"{os.getpid()}\n")
+    try:
+        sup.watch()
+        sup.drain()
+        sup.stop()
+    finally:
+        pidfile.unlink(missing_ok=True)
     return 0
