@@ -36,6 +36,8 @@ class RunningBridge:
                 "result_port_base": base + 31,
                 "rtp_port_base": base + 1000 if base + 1000 < 31000 else 31000,
                 "rtp_ports_per_process": 100,
+                # A test's calls are over at teardown; one its sipp left up ends at once.
+                "drain_timeout_s": 5,
             },
             "inference": {"workers": 1, "port_base": base + 51, "heartbeat_port_base": base + 71},
             "captions": {"port": base + 91, "feed_port": base + 92},
