@@ -32,6 +32,7 @@ import numpy as np
 import soxr
 import zmq
 
+from inference import metrics
 from inference.batching import Batcher, BatchPolicy, Request
 from inference.heartbeat import HeartbeatThread
 from inference.partial_runner import PartialRunner
@@ -119,6 +120,7 @@ class WorkerStats:
     resumed_calls: int = 0
     early_finals_used: int = 0  # finals whose decoding was done or under way at the endpoint
     early_finals_wasted: int = 0  # speech resumed: that decoding was shown as a partial only
+    results_dropped: int = 0  # the media process was not reading them (its queue full)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +300,14 @@ class Worker:
         return pcm
 
     def _feed(self, call: _Call, pcm: np.ndarray, probs: np.ndarray) -> None:
-        events = call.endpointer.push(pcm, call.pending_offset, probs.tolist(), call.window)
+        verdicts = probs.tolist()
+        speech = sum(p >= call.endpointer.settings.threshold for p in verdicts)
+        seconds = call.window / call.sample_rate
+        if speech:
+            metrics.VAD_AUDIO_SECONDS.labels("speech").inc(speech * seconds)
+        if len(verdicts) > speech:
+            metrics.VAD_AUDIO_SECONDS.labels("silence").inc((len(verdicts) - speech) * seconds)
+        events = call.endpointer.push(pcm, call.pending_offset, verdicts, call.window)
         call.pending_offset += len(pcm)
         self._on_events(call, events)
 
@@ -467,6 +476,7 @@ class Worker:
         try:
             self._reply(call.reply_to).send_multipart(wire.encode(msg), flags=zmq.NOBLOCK)
         except zmq.Again:
+            self.stats.results_dropped += 1
             log.error("call %s: media process not reading results; %s dropped", call.call_id,
                       type(msg).__name__)  # fmt: skip
 
@@ -486,6 +496,7 @@ class Worker:
         self.stats.batches += 1
         self.stats.batch_items += len(jobs)
         self.stats.model_seconds += spent
+        metrics.MODEL_SECONDS.labels(_kind(any(j.final for j in jobs))).inc(spent)
         self.model_seconds_total += spent  # read by the heartbeat thread
         self.stats.audio_seconds += sum(len(j.audio) for j in jobs) / MODEL_RATE
         log.debug("batch of %d (%d finals) in %.0f ms", len(jobs), sum(j.final for j in jobs),
@@ -586,6 +597,7 @@ class Worker:
             self._next_idle_check = now + 1.0
             self.expire_idle_calls(now)
             self.send_checkpoints()
+            self._sync_metrics()
         self._collect_partials()
         self.speculate(now)
         self.drop_stale_partials(now)
@@ -595,19 +607,31 @@ class Worker:
         if runner is None:
             batch = self.batcher.next_batch(now, nothing_coming=not coming)
             if batch:
+                _observe(batch, now)
                 self.run_batch(batch)
             return
         batch = self.batcher.next_batch(now, nothing_coming=not coming, only="final")
         if batch:
+            _observe(batch, now)
             self.run_batch(batch)
         elif not runner.busy:
             # Partials come from one tick, all together: nothing is worth waiting for.
             batch = self.batcher.next_batch(now, nothing_coming=True, only="partial")
+            _observe(batch, now)
             jobs = [r.payload for r in batch if isinstance(r.payload, _Job)]
             useful = [j for j in jobs if self._partial_useful(j)]
             self.stats.partials_dropped += len(jobs) - len(useful)
             if useful:
                 runner.submit(useful, [j.audio for j in useful])
+
+    def _sync_metrics(self) -> None:
+        st = self.stats
+        for reason, total in (
+            ("bad_message", st.bad_messages), ("stale_message", st.stale_messages),
+            ("unknown_call", st.unknown_call), ("partial_too_late", st.partials_dropped),
+            ("results_not_read", st.results_dropped),
+        ):  # fmt: skip
+            metrics.sync_counter(metrics.WORKER_DROPS, reason, total)
 
     def _partial_useful(self, job: _Job) -> bool:
         """Is a queued partial still worth the model's time? Not once its utterance has ended or
@@ -667,3 +691,16 @@ class Worker:
         self.pull.close(0)
         for sock in self._replies.values():
             sock.close()
+
+
+def _kind(final: bool) -> str:
+    return "final" if final else "partial"
+
+
+def _observe(batch: list[Request], now: float) -> None:
+    """A batch is about to run: its size and how long each clip waited for it."""
+    if not batch:
+        return
+    metrics.BATCH_SIZE.labels(_kind(any(r.final for r in batch))).observe(len(batch))
+    for r in batch:
+        metrics.QUEUE_WAIT.labels(_kind(r.final)).observe(max(0.0, now - r.ready_at))

@@ -112,7 +112,9 @@ class SenderStats:
     bytes_in: int = 0
     bytes_sent: int = 0
     messages_sent: int = 0  # audio runs and time marks
-    send_dropped: int = 0
+    send_dropped: int = 0  # messages
+    frames_sent: int = 0  # 20 ms frames' worth of audio sent
+    frames_dropped: int = 0  # 20 ms frames' worth of audio a full worker queue refused
     moves: int = 0  # calls placed on another worker after theirs was lost
     replayed_samples: int = 0
     unreplayable_samples: int = 0  # audio the replay bound dropped before a move needed it
@@ -142,6 +144,9 @@ class AudioSender:
         # call id -> current epoch. Written only by this thread; the main loop reads it to drop
         # results of a placement the call has left (single dict operations are atomic in CPython).
         self.epochs: dict[str, int] = {}
+        # call id -> (stream offset, when the frame ending there arrived): the main loop reads
+        # it to time a final from the end of its speech (single dict operations are atomic).
+        self.marks: dict[str, tuple[int, float]] = {}
         self.settings = settings
         self.router = WorkerRouter(
             len(settings.worker_endpoints),
@@ -280,9 +285,14 @@ class AudioSender:
             if call.worker is None:
                 continue
             msg = wire.Audio(call_id, offset, call.sample_rate, run, call.epoch)
+            frames = len(run) * 25 // call.sample_rate  # 16-bit samples, 50 frames a second
             if self._send(call.worker, msg, call_id):
                 self.stats.bytes_sent += len(run)
                 self.stats.messages_sent += 1
+                self.stats.frames_sent += frames
+            else:
+                self.stats.frames_dropped += frames
+        self.marks[call_id] = (call.stream.offset, self._clock())
         self._report_lost(call)
 
     def _end(self, e: EndCall) -> None:
@@ -309,6 +319,7 @@ class AudioSender:
     def _forget(self, f: Forget) -> None:
         self._calls.pop(f.call_id, None)
         self.epochs.pop(f.call_id, None)
+        self.marks.pop(f.call_id, None)
         self.router.release(f.call_id)
 
     def _report_lost(self, call: _CallStream) -> None:

@@ -16,9 +16,16 @@ import pjsua2 as pj
 from sip_bridge.audio_sender import Item
 from sip_bridge.frame_copy import Copier
 
+# The sender's queue is a SimpleQueue (its put is the cheapest there is) with no bound of its
+# own: past this many items (about 30 s of audio of a full wheel process) the tap drops frames
+# and counts them, rather than let a stuck sender eat the host's memory.
+MAX_QUEUED = 6000
+
 
 class CallAudioPort(pj.AudioMediaPort):  # type: ignore[misc]
     """Taps one call's received audio. Destroy it explicitly (``destroy()``) while still held."""
+
+    dropped = 0  # frames dropped with the queue full, by every port of the process
 
     def __init__(self, call_id: str, out: queue.SimpleQueue[Item], copy: Copier) -> None:
         super().__init__()
@@ -29,7 +36,10 @@ class CallAudioPort(pj.AudioMediaPort):  # type: ignore[misc]
     def onFrameReceived(self, frame: Any) -> None:  # noqa: N802 (PJSUA2 name)
         # PJSIP clock thread: a copy and a non-blocking put, nothing else.
         if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO:
-            self._out.put((self.call_id, self._copy(frame)))
+            if self._out.qsize() < MAX_QUEUED:
+                self._out.put((self.call_id, self._copy(frame)))
+            else:
+                CallAudioPort.dropped += 1
 
     def destroy(self) -> None:
         release(self)

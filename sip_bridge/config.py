@@ -211,6 +211,15 @@ class CaptionsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``serve``'s operator endpoint: /metrics (Prometheus), /healthz, /readyz."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = 9095
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryConfig:
     sip_info: bool = True  # send each transcript.final (and dtmf) into the call as SIP INFO
     # The RFC 6086 Info-Package our INFOs carry (`Info-Package:` header). A peer whose INVITE
@@ -244,6 +253,7 @@ class Config:
     webhooks: tuple[WebhookConfig, ...] = ()
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     captions: CaptionsConfig = field(default_factory=CaptionsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tenants: tuple[TenantConfig, ...] = ()
     unknown_tenant: UnknownTenantConfig = field(default_factory=UnknownTenantConfig)
     runtime_dir: str = ""  # "" = $XDG_RUNTIME_DIR/sip-bridge or /tmp/sip-bridge-<uid>
@@ -505,6 +515,16 @@ def _check_captions(cfg: Config, source: str, used: dict[int, str]) -> None:
         used[port] = key
     if c.keep_ended < 0 or c.history < 100:
         raise ConfigError(source, "captions.history", "keep_ended >= 0 and history >= 100, please")
+    m = cfg.metrics
+    try:
+        ipaddress.ip_address(m.address)
+    except ValueError:
+        raise ConfigError(
+            source, "metrics.address", f"{m.address!r} is not an IP address"
+        ) from None
+    _check_port(source, "metrics.port", m.port)
+    if m.enabled and m.port in used:
+        raise ConfigError(source, "metrics.port", f"port {m.port} is also used by {used[m.port]}")
 
 
 def load(path: str | Path | None) -> Config:

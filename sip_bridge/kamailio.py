@@ -67,6 +67,7 @@ _MODULES = (
     "sanity",
     "pv",
     "dispatcher",
+    "kex",  # statistics over the ctl socket (stats.get_statistics), for /metrics
 )
 
 
@@ -518,6 +519,31 @@ def _kamcmd(files: KamailioFiles, args: list[str], timeout_s: float) -> str:
     if done.returncode != 0:
         raise KamailioError(f"kamcmd {' '.join(args)}: {(done.stdout + done.stderr).strip()}")
     return done.stdout
+
+
+# Kamailio's statistics worth exporting (kamcmd stats.get_statistics all): what came in, what
+# was refused or dropped, and the replies sent by class.
+STATISTICS = (
+    "core:rcv_requests", "core:drop_requests", "core:err_requests", "core:bad_msg_hdr",
+    "core:bad_URIs_rcvd", "sl:1xx_replies", "sl:2xx_replies", "sl:4xx_replies", "sl:5xx_replies",
+    "tmx:2xx_transactions", "tmx:4xx_transactions", "tmx:5xx_transactions",
+    "dispatcher:", "pike:", "tmx:active_transactions",
+)  # fmt: skip
+
+
+def statistics(files: KamailioFiles, timeout_s: float = 2.0) -> dict[str, int]:
+    """The front's counters named in :data:`STATISTICS` (a name ending in ':' takes a group)."""
+    out: dict[str, int] = {}
+    for line in _kamcmd(files, ["stats.get_statistics", "all"], timeout_s).splitlines():
+        name, sep, value = line.strip().strip('"').partition(" = ")
+        if not sep or not any(name == s or (s.endswith(":") and name.startswith(s))
+                              for s in STATISTICS):  # fmt: skip
+            continue
+        try:
+            out[name] = int(value.strip().strip('"'))
+        except ValueError:
+            continue
+    return out
 
 
 def probe_address(cfg: Config) -> tuple[str, int]:

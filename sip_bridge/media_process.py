@@ -30,7 +30,7 @@ import pjsua2 as pj
 import zmq
 
 from media import wire
-from sip_bridge import dialogs, orphans, pjsip_settings, sip_headers, tenants
+from sip_bridge import dialogs, metrics, orphans, pjsip_settings, sip_headers, tenants
 from sip_bridge.audio_sender import (
     AudioSender,
     Commit,
@@ -233,6 +233,7 @@ class MediaProcess:
         except pj.Error as exc:
             log.warning("call %s: refusing failed: %s", sip_call.bridge_call_id, exc.info())
         self._refused[sip_call.bridge_call_id] = sip_call  # released once DISCONNECTED
+        metrics.CALLS.labels("refused").inc()
 
     def _call_for(self, sip_call: BridgeCall) -> _Call | None:
         return self.calls.get(sip_call.bridge_call_id)
@@ -317,6 +318,7 @@ class MediaProcess:
             )
         )  # fmt: skip
         self._emit(call, call.events.started())
+        metrics.CALLS.labels("answered").inc()
         self._publish_calls()
         log.info(
             "call %s: answered (sip %s, from %s, %s)",
@@ -449,6 +451,7 @@ class MediaProcess:
         try:
             msg = wire.decode([f.buffer for f in frames])
         except wire.WireError as exc:
+            metrics.MEDIA_DROPS.labels("bad_result").inc()
             log.warning("media %d: bad message from a worker dropped: %s", self.index, exc)
             return
         if not isinstance(msg, wire.Transcript | wire.CallDone | wire.Checkpoint):
@@ -461,6 +464,7 @@ class MediaProcess:
             return
         if msg.epoch != self.sender.epochs.get(msg.call_id):
             self.stale_results += 1  # from a worker the call has left
+            metrics.MEDIA_DROPS.labels("stale_result").inc()
             log.debug("call %s: %s of epoch %d dropped (the call moved)", msg.call_id,
                       type(msg).__name__, msg.epoch)  # fmt: skip
             return
@@ -469,15 +473,28 @@ class MediaProcess:
             if event is not None:
                 self._emit(call, event)
                 if msg.final:
+                    self._time_final(call, msg)
                     self.sender.queue.put(Commit(msg.call_id, msg.end_offset, msg.utterance + 1))
         elif isinstance(msg, wire.Checkpoint):
             self.sender.queue.put(Commit(msg.call_id, msg.offset, msg.next_utterance))
         else:
             self._finish(call, call.end_reason or "hangup")
 
+    def _time_final(self, call: _Call, msg: wire.Transcript) -> None:
+        """End of speech → final, as this process saw both: the sender noted when the audio at
+        its latest offset arrived, so the speech's end arrived that much earlier."""
+        mark = self.sender.marks.get(call.call_id)
+        if mark is None or call.events is None or not msg.speech_end_offset:
+            return
+        offset, arrived = mark
+        rate = call.events.info.sample_rate
+        spoken = arrived - (offset - msg.speech_end_offset) / rate
+        metrics.FINAL_LATENCY.observe(max(0.0, time.monotonic() - spoken))
+
     def _finish(self, call: _Call, reason: str) -> None:
         if call.events is not None and not call.events.ended:
             duration = (call.disconnected_at or time.monotonic()) - call.answered_at
+            metrics.CALLS.labels(_outcome(reason)).inc()
             self._emit(call, call.events.ended_event(reason, duration))
         self._forget(call)
 
@@ -525,8 +542,30 @@ class MediaProcess:
         except pj.Error as exc:
             log.warning("call %s: hangup failed: %s", call.call_id, exc.info())
 
+    def _sync_metrics(self) -> None:
+        """Running counts kept on other threads, copied into the metrics once a second."""
+        st = self.sender.stats
+        for stage, total in (
+            ("received", st.frames_in), ("sent", st.frames_sent),
+            ("dropped_worker_full", st.frames_dropped),
+            ("dropped_queue_full", CallAudioPort.dropped),
+        ):  # fmt: skip
+            metrics.sync_counter(metrics.FRAMES, stage, total)
+        delivery = self.outputs.webhooks.stats().values()
+        for result, total in (
+            ("delivered", sum(d.delivered for d in delivery)),
+            ("retried", sum(d.retried for d in delivery)),
+            ("dead_letter", sum(d.parked for d in delivery)),
+            ("dropped", sum(d.dropped_spool_full for d in delivery)),
+        ):
+            metrics.sync_counter(metrics.WEBHOOKS, result, total)
+        router = self.sender.router
+        for w in range(self.cfg.inference.workers):
+            metrics.WORKER_UP.labels(str(w)).set(1 if router.is_live(w) else 0)
+
     def _publish_calls(self) -> None:
         """What ``sip-bridge calls`` and the captions page list: this process's answered calls."""
+        metrics.ACTIVE_CALLS.set(sum(c.events is not None for c in self.calls.values()))
         self.outputs.calls_changed([
             {
                 "call_id": c.call_id,
@@ -589,6 +628,7 @@ class MediaProcess:
             if now >= next_watch:
                 next_watch = now + WATCH_EVERY_S
                 self._watch(now)
+                self._sync_metrics()
         self.shutdown()
 
     def shutdown(self) -> None:
@@ -617,6 +657,15 @@ class MediaProcess:
         self.results.close(0)
         self.ep.libDestroy()
         self.ctx.term()
+
+
+def _outcome(reason: str) -> str:
+    """The ``sip_bridge_calls`` outcome of a call.ended reason."""
+    if reason.startswith("shutdown"):
+        return "shutdown"
+    if reason.split(";")[0] in (RTP_TIMEOUT, MAX_DURATION, "media error"):
+        return "ended_by_bridge"
+    return "ended_by_caller"
 
 
 def _header(name: str, value: str) -> Any:

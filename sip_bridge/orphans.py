@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from sip_bridge import tenants
+from sip_bridge import metrics, tenants
 from sip_bridge.call_journal import CallJournal, Orphan
 from sip_bridge.call_outputs import CallOutputs
 from sip_bridge.config import Config
@@ -60,6 +60,7 @@ def _emit_ended(cfg: Config, outputs: CallOutputs, o: Orphan, now: float) -> Non
     if policy is None:  # the tenant left the config since: the operator's webhooks still hear
         policy = tenants.TenantPolicy(o.tenant, tuple(h.url for h in cfg.webhooks), False, "")
     outputs.event(policy, o.ended_event(LOST, now))
+    metrics.CALLS.labels("lost").inc()
     log.warning("call %s: ended: %s (sip %s, %d final(s) kept)", o.info.call_id, LOST,
                 o.info.sip_call_id, len(o.finals))  # fmt: skip
 

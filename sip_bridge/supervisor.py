@@ -20,14 +20,16 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import zmq
 
-from sip_bridge import active_calls, kamailio
+from sip_bridge import active_calls, kamailio, metrics_server
 from sip_bridge.captions_server import make_token_file
 from sip_bridge.config import Config
+from sip_bridge.serve_status import ServeStatus
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,9 @@ class Supervisor:
     _hurry: bool = False
     _roll: bool = False
     _ready: dict[tuple[str, int], int] = field(default_factory=dict)  # (role, index) -> pid
+    draining: bool = False
+    started: bool = False  # every part came up once
+    metrics: metrics_server.MetricsServer | None = None
 
     def _child_argv(self, role: str, index: int) -> list[str]:
         argv = [sys.executable, "-m", "sip_bridge.cli", role, "--index", str(index)]
@@ -138,6 +143,8 @@ class Supervisor:
         rundir = self.cfg.runtime_path()
         rundir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.control_endpoint = f"ipc://{rundir / 'control.sock'}"
+        if self.cfg.metrics.enabled:
+            self._start_metrics(rundir / "metrics")
         files = kamailio.render(self.cfg, rundir)
         kamailio.check(files)
         self.files = files
@@ -169,6 +176,7 @@ class Supervisor:
         self._spawn(front)
         if self.cfg.sip.answer_options:
             self._wait_front(front)
+        self.started = True
         log.info(
             "sip-bridge ready: SIP on udp:%s:%d, %d media processes x %d calls, %d worker(s)",
             self.cfg.sip.address, self.cfg.sip.port, self.cfg.media.processes,
@@ -211,6 +219,8 @@ class Supervisor:
             if c.role == "media":
                 self._take_out_of_rotation(c)
             _end_group(c)
+            if self.metrics is not None:
+                metrics_server.process_died(self.cfg.runtime_path() / "metrics", c.proc.pid)
             log.error("%s (pid %d) exited with %d; restarting in %.0f s",
                       c.name, c.proc.pid, code, c.backoff)  # fmt: skip
             c.proc = None
@@ -247,6 +257,7 @@ class Supervisor:
         ``media.drain_timeout_s`` to end by themselves."""
         if self.files is None:
             return
+        self.draining = True
         try:
             kamailio.set_draining(self.files, True)
         except kamailio.KamailioError as exc:
@@ -327,6 +338,26 @@ class Supervisor:
         except kamailio.KamailioError as exc:  # the front is down too: it will probe anew
             log.warning("%s: could not take it out of the front's rotation: %s", media.name, exc)
 
+    # -- the operator's endpoint ----------------------------------------------------------------
+
+    def _start_metrics(self, directory: Path) -> None:
+        metrics_server.prepare_dir(directory)  # before any child starts: they inherit it
+        m = self.cfg.metrics
+        try:
+            view = ServeStatus(self)
+            self.metrics = metrics_server.MetricsServer(
+                m.address, m.port, directory, view.readiness, view.metrics
+            )
+        except OSError as exc:
+            raise StartupError(f"metrics endpoint {m.address}:{m.port}: {exc}") from exc
+        self.metrics.start()
+        log.info("metrics, health and readiness on http://%s:%d/ (metrics, healthz, readyz)",
+                 m.address, self.metrics.port)  # fmt: skip
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop
+
     def request_stop(self, *_: object) -> None:
         if self._stop:
             self._hurry = True  # a second signal: no more waiting for calls
@@ -358,6 +389,9 @@ class Supervisor:
                     c.proc.kill()
                     c.proc.wait(5)
                 _end_group(c)
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         log.info("sip-bridge stopped")
 
 

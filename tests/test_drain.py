@@ -5,6 +5,7 @@ finishes by itself, its webhooks are delivered, and serve exits 0."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -12,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +123,11 @@ def test_sigterm_refuses_new_calls_lets_the_call_end_and_exits_0(
         assert bridge.wait_for_log("draining: 1 call(s) in progress", timeout=10)
         assert invite_status("127.0.0.1", bridge.port) == 503
         assert options_status(bridge.port) == 503
+        ready = f"http://127.0.0.1:{bridge.config['metrics']['port']}/readyz"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(ready, timeout=5)
+        assert refused.value.code == 503
+        assert json.loads(refused.value.read())["parts"]["serve"] == "draining"
         result = call.wait()
     finally:
         call.kill()

@@ -41,6 +41,7 @@ class RunningBridge:
             },
             "inference": {"workers": 1, "port_base": base + 51, "heartbeat_port_base": base + 71},
             "captions": {"port": base + 91, "feed_port": base + 92},
+            "metrics": {"port": base + 93},
             "runtime_dir": str(work / "run"),
             "delivery": {"spool_dir": str(work / "spool")},
             "log_level": "INFO",
