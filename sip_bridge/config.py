@@ -93,6 +93,10 @@ class MediaConfig:
     # long while the front refuses new ones (503, Retry-After); then they are hung up
     # (reason "shutdown"). A second SIGTERM or SIGINT cuts the wait short.
     drain_timeout_s: float = 300.0
+    # SRTP with SDES keys (RFC 4568): "optional" answers an RTP/SAVP offer (or crypto lines) with
+    # SRTP and a plain one with RTP; "mandatory" refuses plain RTP (488); "off" refuses SRTP.
+    # The keys travel in the SDP: only SIP over TLS at the front keeps them secret.
+    srtp: Literal["optional", "mandatory", "off"] = "optional"
 
 
 @dataclass(frozen=True, slots=True)

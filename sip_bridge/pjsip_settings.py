@@ -14,6 +14,11 @@ from sip_bridge.config import Config, MediaConfig
 # Codecs we take, best first (as the answerer we follow the offer's order among these; every
 # other codec of the build is disabled). Wideband stays wideband all the way to the model.
 # The pjsua2-python wheel has no Opus; a PJSIP built with it uses it.
+SRTP_USE = {
+    "off": pj.PJMEDIA_SRTP_DISABLED,
+    "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+    "mandatory": pj.PJMEDIA_SRTP_MANDATORY,
+}
 CODEC_PRIORITIES = {"opus/48000": 254, "G722/16000": 253, "PCMU/8000": 252, "PCMA/8000": 251}
 
 
@@ -66,7 +71,15 @@ def account_config(cfg: Config, index: int) -> Any:
     acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL  # RFC 4028, when the peer asks
     acfg.callConfig.timerSessExpiresSec = cfg.sip.session_expires_s
     acfg.callConfig.timerMinSESec = cfg.sip.min_se_s
-    rtp = acfg.mediaConfig.transportConfig
+    media = acfg.mediaConfig
+    media.srtpUse = SRTP_USE[m.srtp]
+    # SDES keys are accepted whatever the signalling transport (a PBX trunk is rarely TLS);
+    # the README says what that exposes. DTLS-SRTP is a WebRTC matter: not offered.
+    media.srtpSecureSignaling = 0
+    keyings = pj.IntVector()
+    keyings.append(pj.PJMEDIA_SRTP_KEYING_SDES)
+    media.srtpOpt.keyings = keyings
+    rtp = media.transportConfig
     rtp.port = m.rtp_port_base + index * m.rtp_ports_per_process
     rtp.portRange = m.rtp_ports_per_process
     rtp.publicAddress = cfg.public_address

@@ -47,7 +47,9 @@ class BaresipResult:
     output: str
 
 
-def write_config(config_dir: Path, source_wav: Path, sip_port: int, codec: str = "G722") -> None:
+def write_config(
+    config_dir: Path, source_wav: Path, sip_port: int, codec: str = "G722", mediaenc: str = ""
+) -> None:
     """Write ``config`` and ``accounts`` for one caller into ``config_dir``."""
     config_dir.mkdir(parents=True, exist_ok=True)
     codec_module = {"G722": "g722.so", "PCMU": "g711.so", "PCMA": "g711.so"}.get(codec.upper())
@@ -76,9 +78,12 @@ def write_config(config_dir: Path, source_wav: Path, sip_port: int, codec: str =
         "module\t\t\taufile.so",
         "module_tmp\t\taccount.so",
         "module_app\t\tmenu.so",
+        *(["module\t\t\tsrtp.so"] if mediaenc else []),
     ]
     (config_dir / "config").write_text("\n".join(lines) + "\n")
     account = f"<sip:test@127.0.0.1:{sip_port}>;regint=0;audio_codecs={codec.upper()}"
+    if mediaenc:  # e.g. "srtp-mand": RTP/SAVP with SDES keys, nothing else
+        account += f";mediaenc={mediaenc}"
     (config_dir / "accounts").write_text(account + "\n")
     (config_dir / "contacts").write_text("")
 
@@ -98,7 +103,9 @@ class BaresipCall:
         codec: str = "G722",
         local_port: int = 0,
         work_dir: Path | None = None,
+        mediaenc: str = "",
     ) -> None:
+        self.mediaenc = mediaenc
         expected_rate = 16000 if codec.upper() == "G722" else 8000
         rate = speech.wav_rate(Path(source_wav))
         if rate != expected_rate:
@@ -126,7 +133,7 @@ class BaresipCall:
     def start(self) -> BaresipCall:
         if self._proc is not None:
             raise BaresipError("already started")
-        write_config(self.work_dir, self.source_wav, self.local_port, self.codec)
+        write_config(self.work_dir, self.source_wav, self.local_port, self.codec, self.mediaenc)
         self._proc = subprocess.Popen(
             self.command(),
             cwd=self.work_dir,
