@@ -36,6 +36,8 @@ class HeartbeatThread:
         self._pub: zmq.Socket[Any] = ctx.socket(zmq.PUB)
         self._pub.setsockopt(zmq.LINGER, 0)
         self._pub.setsockopt(zmq.SNDHWM, 10)
+        if worker.settings.curve is not None:
+            worker.settings.curve.bind_side(self._pub)
         self._pub.bind(endpoint)
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 

@@ -38,6 +38,7 @@ from inference.heartbeat import HeartbeatThread
 from inference.partial_runner import PartialRunner
 from inference.speech_model import SpeechModel, Transcription
 from media import wire
+from media.curve import CurveKeys, authenticator
 from media.endpointing import Endpointer, EndpointerSettings, UtteranceEnded
 from media.silero import SileroVad, VadStream, window_size
 
@@ -68,6 +69,8 @@ class WorkerSettings:
     # Partials run on their own thread this much nicer than the loop (see partial_runner);
     # None: in the loop, between finals.
     partial_nice: int | None = 10
+    # CURVE on every socket to and from the media processes (None: plain, loopback only).
+    curve: CurveKeys | None = None
 
 
 @dataclass(slots=True)
@@ -163,9 +166,12 @@ class Worker:
         self._partials: PartialRunner | None = None
         if settings.partial_interval_s > 0 and settings.partial_nice is not None:
             self._partials = PartialRunner(model, settings.partial_nice)
+        self._auth = None if settings.curve is None else authenticator(self.ctx, settings.curve)
         self.pull: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, 100_000)
         self.pull.setsockopt(zmq.LINGER, 0)
+        if settings.curve is not None:
+            settings.curve.bind_side(self.pull)
         self.pull.bind(settings.endpoint)
 
     # -- messages in --------------------------------------------------------------------------
@@ -468,6 +474,8 @@ class Worker:
             sock = self.ctx.socket(zmq.PUSH)
             sock.setsockopt(zmq.LINGER, 2000)
             sock.setsockopt(zmq.SNDHWM, 100_000)
+            if self.settings.curve is not None:
+                self.settings.curve.connect_side(sock)
             sock.connect(endpoint)
             self._replies[endpoint] = sock
         return sock
@@ -691,6 +699,8 @@ class Worker:
         self.pull.close(0)
         for sock in self._replies.values():
             sock.close()
+        if self._auth is not None:
+            self._auth.stop()
 
 
 def _kind(final: bool) -> str:

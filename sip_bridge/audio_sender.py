@@ -32,6 +32,7 @@ from typing import Any
 import zmq
 
 from media import wire
+from media.curve import CurveKeys
 from media.replay_buffer import ReplayBuffer
 from media.silence_gate import SilenceGate, SuppressedStream
 from sip_bridge.config import SilenceGateConfig
@@ -130,6 +131,7 @@ class SenderSettings:
     heartbeat_timeout_s: float = 1.5
     stall_timeout_s: float = 15.0
     replay_max_s: float = 60.0
+    curve: CurveKeys | None = None  # CURVE to the workers (None: plain, loopback only)
 
 
 class AudioSender:
@@ -176,6 +178,8 @@ class AudioSender:
         beats = self._ctx.socket(zmq.SUB)
         beats.setsockopt(zmq.SUBSCRIBE, b"")
         beats.setsockopt(zmq.LINGER, 0)
+        if self.settings.curve is not None:
+            self.settings.curve.connect_side(beats)
         for endpoint in self.settings.heartbeat_endpoints:
             beats.connect(endpoint)
         self._beats = beats
@@ -184,6 +188,8 @@ class AudioSender:
         sock: zmq.Socket[Any] = self._ctx.socket(zmq.PUSH)
         sock.setsockopt(zmq.SNDHWM, 50_000)
         sock.setsockopt(zmq.LINGER, 1000)
+        if self.settings.curve is not None:
+            self.settings.curve.connect_side(sock)
         sock.connect(endpoint)
         return sock
 

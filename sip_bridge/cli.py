@@ -56,6 +56,7 @@ def worker_settings(cfg: Config, index: int) -> WorkerSettings:
         index=index,
         heartbeat_endpoint=cfg.heartbeat_endpoint(index),
         heartbeat_interval_s=i.heartbeat_interval_ms / 1000.0,
+        curve=cfg.curve_keys(),
     )
 
 
@@ -155,7 +156,9 @@ def _run_transcribe(cfg: Config, path: str, as_json: bool) -> int:
             print(f"[{t.start:8.2f} - {t.end:8.2f}] {t.text}", flush=True)
 
     try:
-        transcribe(pcm, rate, worker_settings(cfg, 0), model, gate, on_final=show,
+        # In-process sockets: nothing to encrypt, whatever curve.enabled says.
+        settings = dataclasses.replace(worker_settings(cfg, 0), curve=None)
+        transcribe(pcm, rate, settings, model, gate, on_final=show,
                    on_progress=(lambda d: _progress(d, total_s)) if bar else None)  # fmt: skip
     except BrokenPipeError:  # `| head`: the reader has gone; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -355,6 +358,21 @@ def _redacted(value: Any) -> Any:
     return value
 
 
+def _run_keys(directory: str) -> int:
+    from media.curve import CurveError, generate
+
+    try:
+        written = generate(directory)
+    except (CurveError, OSError) as exc:
+        print(f"sip-bridge: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    print(f"set curve.enabled: true and curve.keys_dir: {directory} (copy the directory to every"
+          " host; the .key_secret files are secrets)")  # fmt: skip
+    return 0
+
+
 def _run_rolling_restart(cfg: Config) -> int:
     """SIGHUP to the running ``serve`` (its pid file in the runtime dir); it does the rest and
     logs each step."""
@@ -389,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         ("captions-url", "print the link to the live captions page, with its token"),
         ("captions", "run the captions page and API (started by serve)"),
         ("rolling-restart", "restart the media processes one by one, dropping no call"),
+        ("keys", "make the ZeroMQ CURVE key pairs for curve.keys_dir"),
     ):
         p = sub.add_parser(name, help=help_)
         if name == "transcribe":
@@ -406,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--all", action="store_true", help="every dead letter")
         if name == "calls":
             p.add_argument("--json", action="store_true", help="a JSON list of the calls")
+        if name == "keys":
+            p.add_argument("dir", help="where to write them (then set curve.keys_dir to it)")
         p.add_argument("--config", metavar="FILE", help="YAML config (default: built-in defaults)")
         if name in ("worker", "media", "captions"):
             p.add_argument("--index", type=int, default=0)
@@ -434,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_captions_url(cfg)
     if args.command == "rolling-restart":
         return _run_rolling_restart(cfg)
+    if args.command == "keys":
+        return _run_keys(args.dir)
     if args.command == "demo":
         _setup_logging(dataclasses.replace(cfg, log_level="WARNING"), "demo")
         return _run_demo(cfg, args.file, args.to)

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
+from media.curve import CurveError, CurveKeys
 from sip_bridge import tenants
 
 
@@ -215,6 +216,14 @@ class CaptionsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CurveConfig:
+    """ZeroMQ CURVE between media processes and workers (keys from `sip-bridge keys DIR`)."""
+
+    enabled: bool = False
+    keys_dir: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """``serve``'s operator endpoint: /metrics (Prometheus), /healthz, /readyz."""
 
@@ -258,6 +267,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     captions: CaptionsConfig = field(default_factory=CaptionsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    curve: CurveConfig = field(default_factory=CurveConfig)
     tenants: tuple[TenantConfig, ...] = ()
     unknown_tenant: UnknownTenantConfig = field(default_factory=UnknownTenantConfig)
     runtime_dir: str = ""  # "" = $XDG_RUNTIME_DIR/sip-bridge or /tmp/sip-bridge-<uid>
@@ -311,6 +321,12 @@ class Config:
 
     def media_sip_port(self, index: int) -> int:
         return self.media.sip_port_base + index
+
+    def curve_keys(self) -> CurveKeys | None:
+        """The CURVE keys when ``curve.enabled`` (raises CurveError if they cannot be read)."""
+        if not self.curve.enabled:
+            return None
+        return CurveKeys.load(self.curve.keys_dir)
 
 
 T = TypeVar("T")
@@ -519,6 +535,14 @@ def _check_captions(cfg: Config, source: str, used: dict[int, str]) -> None:
         used[port] = key
     if c.keep_ended < 0 or c.history < 100:
         raise ConfigError(source, "captions.history", "keep_ended >= 0 and history >= 100, please")
+    if cfg.curve.enabled:
+        if not cfg.curve.keys_dir:
+            raise ConfigError(source, "curve.keys_dir", "needed with curve.enabled: make one"
+                              " with `sip-bridge keys DIR`")  # fmt: skip
+        try:
+            CurveKeys.load(cfg.curve.keys_dir)
+        except CurveError as exc:
+            raise ConfigError(source, "curve.keys_dir", str(exc)) from None
     m = cfg.metrics
     try:
         ipaddress.ip_address(m.address)

@@ -29,7 +29,7 @@ from typing import Any
 import pjsua2 as pj
 import zmq
 
-from media import wire
+from media import curve, wire
 from sip_bridge import dialogs, metrics, orphans, pjsip_settings, sip_headers, tenants
 from sip_bridge.audio_sender import (
     AudioSender,
@@ -121,6 +121,7 @@ class MediaProcess:
         self._refused: dict[str, BridgeCall] = {}  # INVITEs we refused, until DISCONNECTED
         self._stop = False
         self.ctx: zmq.Context[Any] = zmq.Context()
+        self.curve = cfg.curve_keys()
         workers = range(cfg.inference.workers)
         self.sender = AudioSender(
             self.ctx,
@@ -133,6 +134,7 @@ class MediaProcess:
                 heartbeat_timeout_s=cfg.inference.heartbeat_timeout_ms / 1000.0,
                 stall_timeout_s=cfg.inference.stall_timeout_s,
                 replay_max_s=cfg.media.replay_max_s,
+                curve=self.curve,
             ),
         )
         self.stale_results = 0
@@ -143,12 +145,16 @@ class MediaProcess:
         self.account: BridgeAccount | None = None
         self.results: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
         self.journal = CallJournal(cfg.journal_path(index))
+        self._auth: Any = None
         self._journal_failing = False
 
     # -- set-up -------------------------------------------------------------------------------
 
     def start(self) -> None:
         cfg, m = self.cfg, self.cfg.media
+        if self.curve is not None:
+            self._auth = curve.authenticator(self.ctx, self.curve)
+            self.curve.bind_side(self.results)
         self.results.bind(cfg.result_endpoint(self.index))
         self.ep.libCreate()
         ep_cfg = pj.EpConfig()
@@ -655,6 +661,8 @@ class MediaProcess:
             self.account = None
         gc.collect()
         self.results.close(0)
+        if self._auth is not None:
+            self._auth.stop()
         self.ep.libDestroy()
         self.ctx.term()
 
