@@ -147,3 +147,36 @@ def test_a_foreign_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(SpoolError):
         Spool(tmp_path / "junk.sqlite")
+
+
+def test_an_endpoint_down_for_ten_minutes_gets_everything_once_it_returns(
+    tmp_path: Path,
+) -> None:
+    """Issue 6: the webhook target down for minutes. Three calls make an event every 2 s for
+    ten minutes while every attempt fails (a sender that tries whatever is due, as the
+    dispatcher's thread does); the endpoint returns: within one max back-off everything is
+    delivered, each call in order, nothing parked, and the attempts made meanwhile stayed few
+    (the back-off, not a retry storm)."""
+    s = spool(tmp_path, Rand(0.999), backoff_s=0.5, max_backoff_s=30.0)
+    now, attempts, made = T0, 0, {c: 0 for c in "xyz"}
+    while now < T0 + 600:
+        for c in made:
+            made[c] += 1
+            s.add(ev(c, made[c]), [A], now)
+        for d in s.due(A, now):
+            attempts += 1
+            assert s.failed(d, now, "connection refused") == 0  # retried, never parked
+        now += 2.0
+    back = now
+    delivered: dict[str, list[int]] = {c: [] for c in made}
+    while s.pending_count(A) and now < back + 30.0 + 60.0:
+        for d in s.due(A, now):
+            delivered[d.call_id].append(d.seq)
+            s.delivered(d)
+        now += 0.05
+    assert s.pending_count(A) == 0 and s.dead_letters() == []
+    assert {c: seqs for c, seqs in delivered.items()} == {
+        c: list(range(1, n + 1)) for c, n in made.items()
+    }
+    assert now - back <= 30.0 + 1.0, now - back  # the heads' next try was at most 30 s away
+    assert attempts < 3 * 40, attempts  # ~20 back-off steps per call head, not one per event
