@@ -202,3 +202,37 @@ def test_zeromq_peers_killed_together_converge(
 def _ready(name: str) -> str:
     role, index = name.split()
     return f'"role": "{role}", "index": {index}, "state": "ready"'
+
+
+def test_a_webhook_target_down_through_a_whole_call_gets_everything_after(
+    tmp_path: Path,
+) -> None:
+    """Nothing listens on the webhook's port during a call and for 20 s after it; then the
+    receiver comes up: every event of the call arrives, once each, in order (the spool's
+    back-off capped at 3 s here; the ten-minute case runs on a simulated clock in test_spool)."""
+    from tests.support.ports import free_tcp_port
+
+    port = free_tcp_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    overrides = {
+        "media": {"processes": 1}, "inference": {"workers": 1},
+        "delivery": {"webhook_max_backoff_s": 3.0, "webhook_timeout_s": 1.0},
+    }  # fmt: skip
+    (tmp_path / "bridge").mkdir()
+    with serving(tmp_path / "bridge", overrides, url) as bridge:
+        prompts = speech.select(2, 2.0, 5.0, stride=59)
+        (result,) = run_calls([make_call(tmp_path, bridge, prompts, "unheard")])
+        assert result.ok and result.info_bodies, result.errors
+        down_until = time.monotonic() + 20.0
+        while time.monotonic() < down_until:  # the outage itself: nothing to wait for
+            time.sleep(0.5)
+        receiver = WebhookReceiver(port=port)
+        try:
+            assert receiver.wait_for(
+                lambda posts: any(p.json()["type"] == "call.ended" for p in posts), timeout=30
+            ), bridge.log_text()[-3000:]
+            ended = check_call(result, receiver)  # seq 1.. gap-free, signed, INFO = finals
+            assert speech.wer([" ".join(p.text for p in prompts)], [str(ended["text"])]) <= 0.3
+            assert len({p.headers["X-Event-Id"] for p in receiver.posts}) == len(receiver.posts)
+        finally:
+            receiver.close()
