@@ -21,6 +21,7 @@ tuples on it. This module never touches PJSUA2.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -160,7 +161,7 @@ class AudioSender:
         self._clock = clock
         self._calls: dict[str, _CallStream] = {}
         self._sockets: list[zmq.Socket[Any]] = []
-        self._beats: zmq.Socket[Any] | None = None
+        self._beats: list[zmq.Socket[Any]] = []
         self._next_tick = 0.0
         self._thread = threading.Thread(target=self._run, name="audio-sender", daemon=True)
 
@@ -175,14 +176,16 @@ class AudioSender:
 
     def _open(self) -> None:
         self._sockets = [self._push(e) for e in self.settings.worker_endpoints]
-        beats = self._ctx.socket(zmq.SUB)
-        beats.setsockopt(zmq.SUBSCRIBE, b"")
-        beats.setsockopt(zmq.LINGER, 0)
-        if self.settings.curve is not None:
-            self.settings.curve.connect_side(beats)
+        # One SUB socket per worker: which socket a beat came in on says whose it is (a worker
+        # on another host numbers itself among its own host's workers, not ours).
         for endpoint in self.settings.heartbeat_endpoints:
+            beats = self._ctx.socket(zmq.SUB)
+            beats.setsockopt(zmq.SUBSCRIBE, b"")
+            beats.setsockopt(zmq.LINGER, 0)
+            if self.settings.curve is not None:
+                self.settings.curve.connect_side(beats)
             beats.connect(endpoint)
-        self._beats = beats
+            self._beats.append(beats)
 
     def _push(self, endpoint: str) -> zmq.Socket[Any]:
         sock: zmq.Socket[Any] = self._ctx.socket(zmq.PUSH)
@@ -222,27 +225,26 @@ class AudioSender:
         finally:
             for sock in self._sockets:
                 sock.close()
-            if self._beats is not None:
-                self._beats.close()
+            for beats in self._beats:
+                beats.close()
 
     def tick(self, now: float) -> None:
         """Read the heartbeats that arrived and act on what they (or their absence) say."""
-        beats = self._beats
         moves: list[Move] = []
-        for _ in range(1000):  # bounded: a few beats per worker arrive per tick
-            if beats is None:
-                break
-            try:
-                frames = beats.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            try:
-                beat = wire.decode(frames)
-            except wire.WireError as exc:
-                log.warning("bad heartbeat dropped: %s", exc)
-                continue
-            if isinstance(beat, wire.Heartbeat):
-                moves += self.router.heartbeat(beat, now)
+        for worker, beats in enumerate(self._beats):
+            for _ in range(100):  # bounded: a few beats per worker arrive per tick
+                try:
+                    frames = beats.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    beat = wire.decode(frames)
+                except wire.WireError as exc:
+                    log.warning("bad heartbeat dropped: %s", exc)
+                    continue
+                if isinstance(beat, wire.Heartbeat):
+                    beat = dataclasses.replace(beat, worker=worker)
+                    moves += self.router.heartbeat(beat, now)
         moves += self.router.check(now)
         for source in sorted({m.source for m in moves if m.source is not None}):
             self._reset_socket(source)

@@ -79,7 +79,10 @@ class MediaConfig:
     rtp_ports_per_process: int = 200
     jitter_buffer: JitterBufferConfig = field(default_factory=JitterBufferConfig)
     silence_gate: SilenceGateConfig = field(default_factory=SilenceGateConfig)
-    result_port_base: int = 5701  # process i pulls results on 127.0.0.1:(base + i)
+    result_port_base: int = 5701  # process i pulls results on result_address:(base + i)
+    # Where workers send transcripts back; workers on other hosts must reach it (then
+    # curve.enabled is required). 0.0.0.0 binds every address and tells workers public_address.
+    result_address: str = "127.0.0.1"
     call_end_flush_s: float = 10.0  # wait this long for a worker's last finals after BYE
     # No RTP received for this long (and the call not on hold): hang up, reason "rtp timeout".
     # 0 = never.
@@ -101,10 +104,24 @@ class MediaConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteWorker:
+    """An inference worker on another host (its ``inference.address`` and ports there)."""
+
+    address: str
+    port: int  # its audio port (port_base + i on that host)
+    heartbeat_port: int  # its heartbeat port (heartbeat_port_base + i there)
+
+
+@dataclass(frozen=True, slots=True)
 class InferenceConfig:
     workers: int = 2  # worker processes on this host (`serve --workers N` overrides)
-    port_base: int = 5601  # worker i pulls audio on 127.0.0.1:(base + i)
-    heartbeat_port_base: int = 5651  # worker i publishes heartbeats on 127.0.0.1:(base + i)
+    # Where this host's workers listen. Loopback unless media processes on other hosts use them
+    # (they list them in inference.remote); beyond loopback, curve.enabled is required.
+    address: str = "127.0.0.1"
+    port_base: int = 5601  # worker i pulls audio on address:(base + i)
+    heartbeat_port_base: int = 5651  # worker i publishes heartbeats on address:(base + i)
+    # Workers on other hosts that this host's media processes also send calls to.
+    remote: tuple[RemoteWorker, ...] = ()
     heartbeat_interval_ms: int = 250
     # A worker silent this long is dead: its calls move to another worker, replaying their open
     # utterance.
@@ -221,6 +238,9 @@ class CurveConfig:
 
     enabled: bool = False
     keys_dir: str = ""
+    # Workers or results beyond loopback without CURVE are refused unless this is set (a
+    # network where transcripts and call audio may travel in clear).
+    allow_plaintext: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,13 +331,31 @@ class Config:
         return Path(base) / "sip-bridge"
 
     def worker_endpoint(self, index: int) -> str:
-        return f"tcp://127.0.0.1:{self.inference.port_base + index}"
+        """Where this host's worker ``index`` binds its audio socket."""
+        return _tcp(self.inference.address, self.inference.port_base + index)
 
     def heartbeat_endpoint(self, index: int) -> str:
-        return f"tcp://127.0.0.1:{self.inference.heartbeat_port_base + index}"
+        return _tcp(self.inference.address, self.inference.heartbeat_port_base + index)
+
+    def worker_targets(self) -> list[tuple[str, str]]:
+        """(audio, heartbeat) endpoints of every worker this host's media processes use: its
+        own (over loopback when they listen on every address), then the remote ones."""
+        i = self.inference
+        local = _reachable(i.address, "127.0.0.1")
+        own = [(_tcp(local, i.port_base + n), _tcp(local, i.heartbeat_port_base + n))
+               for n in range(i.workers)]  # fmt: skip
+        return own + [
+            (_tcp(r.address, r.port), _tcp(r.address, r.heartbeat_port)) for r in i.remote
+        ]
 
     def result_endpoint(self, index: int) -> str:
-        return f"tcp://127.0.0.1:{self.media.result_port_base + index}"
+        """Where media process ``index`` binds its result socket."""
+        return _tcp(self.media.result_address, self.media.result_port_base + index)
+
+    def result_reply_endpoint(self, index: int) -> str:
+        """What workers are told to send media process ``index``'s results to."""
+        host = _reachable(self.media.result_address, self.public_address)
+        return _tcp(host, self.media.result_port_base + index)
 
     def media_sip_port(self, index: int) -> int:
         return self.media.sip_port_base + index
@@ -327,6 +365,19 @@ class Config:
         if not self.curve.enabled:
             return None
         return CurveKeys.load(self.curve.keys_dir)
+
+
+def _tcp(host: str, port: int) -> str:
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def _reachable(bound: str, otherwise: str) -> str:
+    """The address to reach a socket bound on ``bound`` (a wildcard is reached ``otherwise``)."""
+    return otherwise if bound in ("0.0.0.0", "::") else bound
+
+
+def _loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
 
 
 T = TypeVar("T")
@@ -416,15 +467,22 @@ def validate(cfg: Config, source: str) -> Config:
             raise ConfigError(source, key, f"{addr!r} is not an IP address") from None
     m, i = cfg.media, cfg.inference
     for key, value in (
-        ("media.processes", m.processes),
         ("media.calls_per_process", m.calls_per_process),
-        ("inference.workers", i.workers),
         ("inference.max_batch", i.max_batch),
         ("inference.threads", i.threads),
         ("media.rtp_ports_per_process", m.rtp_ports_per_process),
     ):
         if value < 1:
             raise ConfigError(source, key, "must be at least 1")
+    if m.processes < 0 or i.workers < 0:
+        key = "media.processes" if m.processes < 0 else "inference.workers"
+        raise ConfigError(source, key, "must be 0 or more")
+    if m.processes and not (i.workers or i.remote):
+        raise ConfigError(source, "inference.workers", "media processes need a worker: at least"
+                          " 1 here, or some in inference.remote")  # fmt: skip
+    if not (m.processes or i.workers):
+        raise ConfigError(source, "media.processes", "nothing to run: no media process, no worker")
+    _check_wire(cfg, source)
     if m.drain_timeout_s < 0:
         raise ConfigError(source, "media.drain_timeout_s", "must be 0 or more")
     if m.rtp_ports_per_process < 4 * m.calls_per_process:
@@ -518,6 +576,34 @@ def validate(cfg: Config, source: str) -> Config:
     _check_captions(cfg, source, used)
     tenants.check(cfg, source)
     return cfg
+
+
+def _check_wire(cfg: Config, source: str) -> None:
+    """Addresses of the sockets between media processes and workers; CURVE beyond loopback."""
+    i, m = cfg.inference, cfg.media
+    beyond: list[str] = []
+    addresses = [("inference.address", i.address), ("media.result_address", m.result_address)]
+    addresses += [(f"inference.remote[{n}].address", r.address) for n, r in enumerate(i.remote)]
+    for key, address in addresses:
+        try:
+            if not _loopback(address):
+                beyond.append(key)
+        except ValueError:
+            raise ConfigError(source, key, f"{address!r} is not an IP address") from None
+    for n, r in enumerate(i.remote):
+        _check_port(source, f"inference.remote[{n}].port", r.port)
+        _check_port(source, f"inference.remote[{n}].heartbeat_port", r.heartbeat_port)
+    replies = _reachable(m.result_address, cfg.public_address)
+    if m.processes and _loopback(replies) and any(not _loopback(r.address) for r in i.remote):
+        raise ConfigError(source, "media.result_address", "workers on other hosts send"
+                          " transcripts here: give an address they reach")  # fmt: skip
+    if beyond and not cfg.curve.enabled and not cfg.curve.allow_plaintext:
+        raise ConfigError(
+            source,
+            beyond[0],
+            "beyond loopback, call audio and transcripts need"
+            " curve.enabled (or curve.allow_plaintext: true on a trusted network)",
+        )
 
 
 def _check_captions(cfg: Config, source: str, used: dict[int, str]) -> None:

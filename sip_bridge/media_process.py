@@ -122,13 +122,13 @@ class MediaProcess:
         self._stop = False
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.curve = cfg.curve_keys()
-        workers = range(cfg.inference.workers)
+        targets = cfg.worker_targets()
         self.sender = AudioSender(
             self.ctx,
             SenderSettings(
-                tuple(cfg.worker_endpoint(i) for i in workers),
-                tuple(cfg.heartbeat_endpoint(i) for i in workers),
-                cfg.result_endpoint(index),
+                tuple(audio for audio, _ in targets),
+                tuple(beats for _, beats in targets),
+                cfg.result_reply_endpoint(index),
                 cfg.media.silence_gate,
                 process_index=index,
                 heartbeat_timeout_s=cfg.inference.heartbeat_timeout_ms / 1000.0,
@@ -566,7 +566,7 @@ class MediaProcess:
         ):
             metrics.sync_counter(metrics.WEBHOOKS, result, total)
         router = self.sender.router
-        for w in range(self.cfg.inference.workers):
+        for w in range(len(self.sender.settings.worker_endpoints)):
             metrics.WORKER_UP.labels(str(w)).set(1 if router.is_live(w) else 0)
 
     def _publish_calls(self) -> None:

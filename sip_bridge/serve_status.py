@@ -51,6 +51,9 @@ class ServeStatus:
         dests, _ = self._front()
         active = sum(d.active for d in dests or [])
         parts["front rotation"] = f"{active} media process(es) active" if dests else "unknown"
+        if self.sup.files is None:  # a host of workers only: no front to route calls
+            parts.pop("front rotation")
+            active = 1
         ready = (
             self.sup.started and not self.sup.draining and not self.sup.stopping and active > 0
             and all(v == "up" for k, v in parts.items() if k not in ("front rotation",))
