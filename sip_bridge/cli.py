@@ -465,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run_transcribe(cfg, args.file, args.json)
     role = args.command if args.command == "serve" else f"{args.command}[{args.index}]"
     _setup_logging(cfg, role)
+    if args.command != "serve":
+        from sip_bridge.supervisor import die_with_supervisor
+
+        die_with_supervisor()
     if args.command == "serve":
         from sip_bridge.supervisor import serve
 

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from sip_bridge.serve_status import ServeStatus
 log = logging.getLogger(__name__)
 
 CONTROL_ENV = "SIP_BRIDGE_CONTROL"
+PARENT_ENV = "SIP_BRIDGE_SUPERVISOR"  # serve's pid, for die_with_supervisor()
 READY_TIMEOUT_S = 300.0  # first start converts the model (about a minute on 2 cores)
 STOP_TIMEOUT_S = 15.0
 PIDFILE = "serve.pid"  # in the runtime dir: `sip-bridge rolling-restart` signals this pid
@@ -58,6 +60,20 @@ class Child:
     @property
     def name(self) -> str:
         return self.role if self.role in ("front", "captions") else f"{self.role} {self.index}"
+
+
+def die_with_supervisor() -> None:
+    """In a child started by ``serve``: be sent SIGTERM if ``serve`` dies, even by SIGKILL
+    (Linux ``PR_SET_PDEATHSIG``), so no worker or media process outlives it holding ports."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(parent):  # it died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def notify_ready(role: str, index: int) -> None:
@@ -100,10 +116,17 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         env = dict(os.environ)
         env[CONTROL_ENV] = self.control_endpoint
+        env[PARENT_ENV] = str(os.getpid())
         # Kamailio forks its workers; in a group of their own they can all be ended together
         # (killed -9, its main process leaves them serving the SIP port).
+        argv = child.argv
+        setpriv = shutil.which("setpriv")
+        if child.role == "front" and setpriv:
+            # Kamailio is not ours to change: util-linux's setpriv gives it the death signal
+            # that our own children set themselves (die_with_supervisor), then execs it.
+            argv = [setpriv, "--pdeathsig", "TERM", "--", *argv]
         child.proc = subprocess.Popen(
-            child.argv, env=env, stdin=subprocess.DEVNULL, start_new_session=child.role == "front"
+            argv, env=env, stdin=subprocess.DEVNULL, start_new_session=child.role == "front"
         )
         child.started_at = time.monotonic()
         log.info("%s started (pid %d)", child.name, child.proc.pid)
@@ -145,10 +168,12 @@ class Supervisor:
         self.control_endpoint = f"ipc://{rundir / 'control.sock'}"
         if self.cfg.metrics.enabled:
             self._start_metrics(rundir / "metrics")
-        files = kamailio.render(self.cfg, rundir)
-        kamailio.check(files)
-        self.files = files
-        self._prepare_model()
+        calls_here = self.cfg.media.processes > 0  # else a host of workers for other hosts
+        if calls_here:
+            self.files = kamailio.render(self.cfg, rundir)
+            kamailio.check(self.files)
+        if self.cfg.inference.workers:
+            self._prepare_model()
         ctx: zmq.Context[Any] = zmq.Context.instance()
         control = ctx.socket(zmq.PULL)
         control.bind(self.control_endpoint)
@@ -161,26 +186,33 @@ class Supervisor:
             Child("media", i, self._child_argv("media", i)) for i in range(self.cfg.media.processes)
         ]
         captions = []
-        if self.cfg.captions.enabled:
+        if self.cfg.captions.enabled and calls_here:
             token_file = make_token_file(self.cfg)
             if token_file is not None:
                 log.info("captions: no token configured; this run's is in %s (`sip-bridge"
                          " captions-url` prints the page's link)", token_file)  # fmt: skip
             captions = [Child("captions", 0, self._child_argv("captions", 0))]
-        front = Child("front", 0, kamailio.command(files))
-        self.children = [*workers, *media, *captions, front]
+        front = [Child("front", 0, kamailio.command(self.files))] if self.files else []
+        self.children = [*workers, *media, *captions, *front]
         for group in (workers, media, captions):
             for c in group:
                 self._spawn(c)
             self._wait_ready(group, control, READY_TIMEOUT_S)
-        self._spawn(front)
-        if self.cfg.sip.answer_options:
-            self._wait_front(front)
+        for c in front:
+            self._spawn(c)
+            if self.cfg.sip.answer_options:
+                self._wait_front(c)
         self.started = True
+        if not calls_here:
+            i = self.cfg.inference
+            log.info("sip-bridge ready: %d worker(s) for other hosts on %s, ports %d+ (audio)"
+                     " and %d+ (heartbeats)", i.workers, i.address, i.port_base,
+                     i.heartbeat_port_base)  # fmt: skip
+            return
         log.info(
             "sip-bridge ready: SIP on udp:%s:%d, %d media processes x %d calls, %d worker(s)",
             self.cfg.sip.address, self.cfg.sip.port, self.cfg.media.processes,
-            self.cfg.media.calls_per_process, self.cfg.inference.workers,
+            self.cfg.media.calls_per_process, len(self.cfg.worker_targets()),
         )  # fmt: skip
 
     def _prepare_model(self) -> None:

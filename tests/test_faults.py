@@ -236,3 +236,27 @@ def test_a_webhook_target_down_through_a_whole_call_gets_everything_after(
             assert len({p.headers["X-Event-Id"] for p in receiver.posts}) == len(receiver.posts)
         finally:
             receiver.close()
+
+
+def test_serve_killed_minus_9_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Its children die with it (the death signal each asks for, setpriv for Kamailio), so a
+    restarted serve finds its ports free."""
+    import subprocess
+
+    from tests.support.bridge import RunningBridge
+
+    (tmp_path / "b").mkdir()
+    b = RunningBridge(tmp_path / "b", {"media": {"processes": 1}, "inference": {"workers": 1}},
+                      None)  # fmt: skip
+    try:
+        b.wait_ready(300)
+        os.kill(b.proc.pid, signal.SIGKILL)
+        b.proc.wait(10)
+
+        def left() -> str:
+            return subprocess.run(["pgrep", "-af", str(b.config_path.parent)],
+                                  capture_output=True, text=True).stdout  # fmt: skip
+
+        assert wait_until(lambda: left() == "", 20, every=0.2), left()
+    finally:
+        subprocess.run(["pkill", "-9", "-f", str(b.config_path.parent)], check=False)
