@@ -182,17 +182,19 @@ def answer_as_worker(
     start = m.worker.messages[call_id][0]
     assert isinstance(start, wire.CallStart)
     reply = m.ctx.socket(zmq.PUSH)
-    reply.connect(start.reply_to)
-    for r in results:
-        reply.send_multipart(wire.encode(dataclasses.replace(r, call_id=call_id)))
-    if then[1]:
-        deadline = time.monotonic() + 10
-        while then[0] not in m.log_text():
-            assert time.monotonic() < deadline, m.log_text()[-3000:]
-            time.sleep(0.05)
-        for r in then[1]:
+    try:
+        reply.connect(start.reply_to)
+        for r in results:
             reply.send_multipart(wire.encode(dataclasses.replace(r, call_id=call_id)))
-    reply.close(linger=2000)
+        if then[1]:
+            deadline = time.monotonic() + 10
+            while then[0] not in m.log_text():
+                assert time.monotonic() < deadline, m.log_text()[-3000:]
+                time.sleep(0.05)
+            for r in then[1]:
+                reply.send_multipart(wire.encode(dataclasses.replace(r, call_id=call_id)))
+    finally:
+        reply.close(linger=2000)  # an open socket would hang the context's term()
     return call_id
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,6 +113,13 @@ def lone_media(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Itera
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
+        # Calls before the media process has heard the fake worker would wait for it, then be
+        # moved to it (a new epoch: results sent for the old one are dropped): wait for it.
+        deadline = time.monotonic() + 30
+        while b"worker 0 is up" not in (tmp_path / "media.log").read_bytes():
+            assert proc.poll() is None, (tmp_path / "media.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (tmp_path / "media.log").read_text()[-3000:]
+            time.sleep(0.05)  # polling the log, bounded by the deadline
         yield LoneMedia(sip_port, worker, ctx, rx, tmp_path / "media.log")
     finally:
         proc.terminate()
