@@ -55,6 +55,7 @@ BYE_REASONS = {
     MAX_DURATION: 'Q.850;cause=16;text="max duration"',
 }
 WATCH_EVERY_S = 1.0  # how often RTP counters and call limits are looked at
+RESULT_MAX_BYTES = wire.HEADER_SIZE + wire.MAX_JSON_BYTES + 1024  # a result, with room to spare
 DTMF_DIGITS = "0123456789*#ABCD"
 DTMF_METHODS = {pj.PJSUA_DTMF_METHOD_RFC2833: "rfc4733", pj.PJSUA_DTMF_METHOD_SIP_INFO: "sip-info"}
 
@@ -132,12 +133,15 @@ class MediaProcess:
             ),
         )
         self.stale_results = 0
+        self.bad_results = 0  # refused on the result socket: not wire format, or not a result
         self.node = f"{socket.gethostname()}/media{index}"  # as events name it
         self.outputs = CallOutputs(cfg, index, self.ctx, self.node)
         self.copy = make_copier()
         self.ep = pj.Endpoint()
         self.account: BridgeAccount | None = None
         self.results: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
+        # Results are small JSON; a peer declaring a larger frame is cut off by ZeroMQ.
+        self.results.setsockopt(zmq.MAXMSGSIZE, RESULT_MAX_BYTES)
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -400,15 +404,22 @@ class MediaProcess:
         except pj.Error as exc:
             log.warning("call %s: INFO not sent: %s", call.call_id, exc.info())
 
+    def _bad_result(self, why: str) -> None:
+        """A message on the result socket that no worker of ours would send: count, log (the
+        first ten, then every thousandth), drop."""
+        self.bad_results += 1
+        if self.bad_results <= 10 or self.bad_results % 1000 == 0:
+            log.warning("media %d: bad message on the result socket dropped (%d so far): %s",
+                        self.index, self.bad_results, why)  # fmt: skip
+
     def _on_result(self, frames: list[zmq.Frame]) -> None:
         try:
             msg = wire.decode([f.buffer for f in frames])
         except wire.WireError as exc:
-            log.warning("media %d: bad message from a worker dropped: %s", self.index, exc)
+            self._bad_result(str(exc))
             return
         if not isinstance(msg, wire.Transcript | wire.CallDone | wire.Checkpoint):
-            log.warning("media %d: unexpected %s from a worker dropped", self.index,
-                        type(msg).__name__)  # fmt: skip
+            self._bad_result(f"unexpected {type(msg).__name__}")
             return
         call = self.calls.get(msg.call_id)
         if call is None or call.events is None:

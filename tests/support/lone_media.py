@@ -68,6 +68,7 @@ class LoneMedia:
     ctx: zmq.Context[Any]
     rx: WebhookReceiver
     log_path: Path
+    result_endpoint: str = ""  # the media process's result socket (where workers answer)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -112,7 +113,9 @@ def lone_media(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Itera
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        yield LoneMedia(sip_port, worker, ctx, rx, tmp_path / "media.log")
+        yield LoneMedia(
+            sip_port, worker, ctx, rx, tmp_path / "media.log", f"tcp://127.0.0.1:{result_port}"
+        )
     finally:
         proc.terminate()
         code = proc.wait(30)
