@@ -250,9 +250,18 @@ class MediaProcess:
                 if call.port is not None:
                     self._set_hold(call, True)
                 continue
-            stream = sip_call.getStreamInfo(mi)
+            try:
+                stream = sip_call.getStreamInfo(mi)
+                audio = sip_call.getAudioMedia(mi)
+            except pj.Error as exc:
+                # An offer that starts on hold (sendonly) has no stream yet: PJSUA says EINVAL.
+                # Raised out of this callback, it escaped into PJSIP (fuzz finding). Nothing to
+                # tap until a re-INVITE takes the call off hold.
+                log.info("call %s: no audio stream to tap (%s)", call.call_id, exc.info())
+                if call.port is not None:
+                    self._set_hold(call, True)
+                return
             codec = f"{stream.codecName}/{stream.codecClockRate}"
-            audio = sip_call.getAudioMedia(mi)
             if call.port is None:
                 rate = 16000 if stream.codecClockRate >= 16000 else 8000
                 call.media_index = mi
