@@ -106,11 +106,13 @@ class Caller:
             if msg.startswith("SIP/2.0 ") and cseq.endswith(method) and msg[8] != "1":
                 return msg
 
-    def invite(self) -> None:
+    def invite(self, direction: str = "") -> None:
+        """INVITE with a PCMU offer (``direction``: e.g. ``sendonly``), ACK its 200."""
         rtp_port = self.rtp.getsockname()[1]
         sdp = (
             "v=0\r\no=fuzz 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
             f"m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+            + (f"a={direction}\r\n" if direction else "")
         )
         branch = _branch()
         for _ in range(20):  # retransmitted (RFC 3261 timer A) until the process is up
