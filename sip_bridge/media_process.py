@@ -254,9 +254,9 @@ class MediaProcess:
                 stream = sip_call.getStreamInfo(mi)
                 audio = sip_call.getAudioMedia(mi)
             except pj.Error as exc:
-                # An offer that starts on hold (sendonly) has no stream yet: PJSUA says EINVAL.
-                # Raised out of this callback, it escaped into PJSIP (fuzz finding). Nothing to
-                # tap until a re-INVITE takes the call off hold.
+                # An offer that starts on hold (inactive; sendonly in a burst) has no stream yet:
+                # PJSUA says EINVAL. Raised out of this callback, it escaped into PJSIP (fuzz
+                # finding). Nothing to tap until a re-INVITE takes the call off hold.
                 log.info("call %s: no audio stream to tap (%s)", call.call_id, exc.info())
                 if call.port is not None:
                     self._set_hold(call, True)
