@@ -47,6 +47,13 @@ log = logging.getLogger(__name__)
 MODEL_RATE = 16000
 # The partial tick, as a share of partial_interval_s (see Worker.queue_partials).
 PARTIAL_TICK_SHARE = 0.9
+# Distinct reply_to endpoints a worker connects to (one per media process is the normal case);
+# CallStarts naming more are refused, so a peer cannot make it open sockets without bound.
+MAX_REPLY_ENDPOINTS = 256
+# The largest ZeroMQ message the PULL socket takes (ZMQ_MAXMSGSIZE): a replay after a failover
+# sends each held run of speech as one message, far below this; a peer declaring a larger frame
+# is disconnected by ZeroMQ before anything is allocated for it.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +116,8 @@ class _Call:
 @dataclass(slots=True)
 class WorkerStats:
     messages: int = 0
-    bad_messages: int = 0
+    bad_messages: int = 0  # refused: not wire format, wrong type or rate, unusable reply_to
+    bad_reply_to: int = 0  # of which: a CallStart whose reply_to ZeroMQ cannot connect to
     unknown_call: int = 0
     utterances: int = 0
     partials: int = 0
@@ -169,6 +177,7 @@ class Worker:
         self._auth = None if settings.curve is None else authenticator(self.ctx, settings.curve)
         self.pull: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, 100_000)
+        self.pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         self.pull.setsockopt(zmq.LINGER, 0)
         if settings.curve is not None:
             settings.curve.bind_side(self.pull)
@@ -199,6 +208,10 @@ class Worker:
         if msg.sample_rate not in (8000, 16000):
             log.warning("call %s: unsupported sample rate %d", msg.call_id, msg.sample_rate)
             self.stats.bad_messages += 1
+            return
+        if not self._can_reply(msg):
+            self.stats.bad_messages += 1
+            self.stats.bad_reply_to += 1
             return
         old = self.calls.get(msg.call_id)
         if old is not None:
@@ -468,6 +481,23 @@ class Worker:
 
     # -- inference and results ----------------------------------------------------------------
 
+    def _can_reply(self, msg: wire.CallStart) -> bool:
+        """Connect the call's reply socket now, so that a ``reply_to`` ZeroMQ cannot connect to
+        refuses the call here, instead of raising when the call's first result goes out (which
+        killed the worker's loop: a fuzz finding). Bounded: one per media process is normal."""
+        if msg.reply_to in self._replies:
+            return True
+        if len(self._replies) >= MAX_REPLY_ENDPOINTS:
+            log.warning("call %s: refused: already %d reply endpoints, %r would be one more",
+                        msg.call_id, len(self._replies), msg.reply_to[:100])  # fmt: skip
+            return False
+        try:
+            self._reply(msg.reply_to)
+        except zmq.ZMQError as exc:
+            log.warning("call %s: refused: reply_to %r: %s", msg.call_id, msg.reply_to[:100], exc)
+            return False
+        return True
+
     def _reply(self, endpoint: str) -> zmq.Socket[Any]:
         sock = self._replies.get(endpoint)
         if sock is None:
@@ -476,7 +506,11 @@ class Worker:
             sock.setsockopt(zmq.SNDHWM, 100_000)
             if self.settings.curve is not None:
                 self.settings.curve.connect_side(sock)
-            sock.connect(endpoint)
+            try:
+                sock.connect(endpoint)
+            except zmq.ZMQError:
+                sock.close(0)
+                raise
             self._replies[endpoint] = sock
         return sock
 
@@ -637,7 +671,7 @@ class Worker:
         for reason, total in (
             ("bad_message", st.bad_messages), ("stale_message", st.stale_messages),
             ("unknown_call", st.unknown_call), ("partial_too_late", st.partials_dropped),
-            ("results_not_read", st.results_dropped),
+            ("results_not_read", st.results_dropped), ("bad_reply_to", st.bad_reply_to),
         ):  # fmt: skip
             metrics.sync_counter(metrics.WORKER_DROPS, reason, total)
 

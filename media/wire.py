@@ -19,6 +19,7 @@ worker's incarnation, which changes when the worker process restarts).
 from __future__ import annotations
 
 import json
+import math
 import struct
 import uuid
 from collections.abc import Sequence
@@ -31,6 +32,9 @@ MAGIC: Final = b"SB"
 VERSION: Final = 2
 _HEADER = struct.Struct("!2sBB16sQII")
 HEADER_SIZE: Final = _HEADER.size
+# A JSON payload (control, results, heartbeats) is a few hundred bytes; anything far larger is
+# foreign, and is refused before the JSON parser spends time (or recursion) on it.
+MAX_JSON_BYTES: Final = 64 * 1024
 
 # Message types: media process -> worker
 T_CALL_START: Final = 1
@@ -208,10 +212,14 @@ def encode(msg: Message) -> list[Buffer]:
 
 
 def _load(payload: Buffer, kind: int) -> dict[str, Any]:
+    if len(payload) > MAX_JSON_BYTES:
+        raise WireError(f"type {kind}: payload of {len(payload)} bytes (at most {MAX_JSON_BYTES})")
     try:
         obj = json.loads(bytes(payload))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise WireError(f"type {kind}: payload is not JSON: {exc}") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # RecursionError: deeply nested arrays ("[[[[..."), which json raises instead of a
+        # ValueError; uncaught, it killed the reader's loop.
+        raise WireError(f"type {kind}: payload is not JSON: {str(exc)[:100]}") from exc
     if not isinstance(obj, dict):
         raise WireError(f"type {kind}: payload is not a JSON object")
     return obj
@@ -232,7 +240,13 @@ def _count(obj: dict[str, Any], key: str, kind: int) -> int:
 
 
 def _number(obj: dict[str, Any], key: str, kind: int) -> float:
-    return float(_field(obj, key, (int, float), kind))
+    try:
+        value = float(_field(obj, key, (int, float), kind))
+    except OverflowError as exc:  # an integer literal too large for a float
+        raise WireError(f"type {kind}: field {key!r} out of range") from exc
+    if not math.isfinite(value):  # json takes NaN and Infinity; no peer of ours sends them
+        raise WireError(f"type {kind}: field {key!r} is not a finite number")
+    return value
 
 
 def decode(frames: Sequence[Buffer]) -> Message:

@@ -120,6 +120,7 @@ class SenderStats:
     moves: int = 0  # calls placed on another worker after theirs was lost
     replayed_samples: int = 0
     unreplayable_samples: int = 0  # audio the replay bound dropped before a move needed it
+    bad_heartbeats: int = 0  # messages on the heartbeat socket that are not wire format
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +241,10 @@ class AudioSender:
                 try:
                     beat = wire.decode(frames)
                 except wire.WireError as exc:
-                    log.warning("bad heartbeat dropped: %s", exc)
+                    self.stats.bad_heartbeats += 1
+                    if self.stats.bad_heartbeats <= 10 or self.stats.bad_heartbeats % 1000 == 0:
+                        log.warning("bad heartbeat dropped (%d so far): %s",
+                                    self.stats.bad_heartbeats, exc)  # fmt: skip
                     continue
                 if isinstance(beat, wire.Heartbeat):
                     beat = dataclasses.replace(beat, worker=worker)

@@ -308,6 +308,14 @@ request_route {{
 }}
 
 route[REQINIT] {{
+    # Methods are case-sensitive (RFC 3261 §7.1): "invite" is no INVITE, and an unknown method
+    # gets 501. is_method() and PJSIP both ignore case, and tm matched no 200 to an "invite":
+    # it retransmitted it, and the media process took a second call that no one would ever ACK.
+    if ($rm != $(rm{{s.toupper}})) {{
+        xlog("L_NOTICE", "$rm $ci from $si:$sp: method not in upper case, 501\\n");
+        sl_send_reply("501", "Not Implemented");
+        exit;
+    }}
     if (!mf_process_maxfwd_header("10")) {{
         xlog("L_NOTICE", "$rm $ci from $si:$sp: too many hops\\n");
         sl_send_reply("483", "Too Many Hops");

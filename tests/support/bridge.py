@@ -67,6 +67,8 @@ class RunningBridge:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # Kamailio logs the bytes of a malformed message as they came: not always UTF-8.
+            errors="replace",
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -69,6 +69,7 @@ class LoneMedia:
     ctx: zmq.Context[Any]
     rx: WebhookReceiver
     log_path: Path
+    result_endpoint: str = ""  # the media process's result socket (where workers answer)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -120,7 +121,9 @@ def lone_media(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Itera
             assert proc.poll() is None, (tmp_path / "media.log").read_text()[-3000:]
             assert time.monotonic() < deadline, (tmp_path / "media.log").read_text()[-3000:]
             time.sleep(0.05)  # polling the log, bounded by the deadline
-        yield LoneMedia(sip_port, worker, ctx, rx, tmp_path / "media.log")
+        yield LoneMedia(
+            sip_port, worker, ctx, rx, tmp_path / "media.log", f"tcp://127.0.0.1:{result_port}"
+        )
     finally:
         proc.terminate()
         code = proc.wait(30)
