@@ -68,6 +68,7 @@ _MODULES = (
     "pv",
     "dispatcher",
     "kex",  # statistics over the ctl socket (stats.get_statistics), for /metrics
+    "sdpops",  # the SRTP offers PJSIP would answer 406 get their 488 here
 )
 
 
@@ -169,6 +170,43 @@ def _listen_lines(cfg: Config) -> list[str]:
     if internal is not None:
         lines.append(f"listen=udp:{internal[0]}:{internal[1]}")
     return lines
+
+
+# SDES suites PJSIP's libsrtp takes, with a base64 key||salt (RFC 4568, 6188, 7714).
+_CRYPTO = (
+    "a=crypto:[0-9]+ +(AES_CM_128_HMAC_SHA1_(80|32)|AES_(192|256)_CM_HMAC_SHA1_(80|32)|"
+    "AEAD_AES_(128|256)_GCM) +inline:[A-Za-z0-9+/]{36,}"
+)
+
+
+def _srtp_check(mode: str) -> str:
+    """route[SRTP]: an audio offer PJSIP cannot take for want of SRTP (or of plain RTP) gets
+    488 Not Acceptable Here with a Warning here; PJSIP itself would answer 406."""
+    refuse = (
+        'append_to_reply("Warning: 399 sip-bridge \\"{why}\\"\\r\\n");\n'
+        '        send_reply("488", "Not Acceptable Here");\n        exit;'
+    )
+    savp = 'sdp_with_transport("RTP/SAVP") || sdp_with_transport("RTP/SAVPF")'
+    lines = ["route[SRTP] {", '    if (!has_body("application/sdp")) {', "        return;", "    }"]
+    if mode == "off":
+        lines += [
+            f'    if (({savp}) && !sdp_with_transport("RTP/AVP")) {{',
+            "        " + refuse.format(why="SRTP offered; media.srtp is off"),
+            "    }",
+        ]
+    else:
+        lines += [
+            f'    if (({savp}) && !sdp_with_transport("RTP/AVP") && !search_body("{_CRYPTO}")) {{',
+            "        " + refuse.format(why="RTP/SAVP without a usable a=crypto line"),
+            "    }",
+        ]
+    if mode == "mandatory":
+        lines += [
+            f"    if (!({savp})) {{",
+            "        " + refuse.format(why="SRTP required (media.srtp: mandatory)"),
+            "    }",
+        ]
+    return "\n".join([*lines, "}"]) + "\n"
 
 
 DRAIN_CHECK = f"""    if ($shv(draining) == 1) {{
@@ -303,6 +341,7 @@ request_route {{
     # Only the front says whose call this is.
     remove_hf("{TENANT_HEADER}");
 {DRAIN_CHECK}
+    route(SRTP);
 {use_tenants}    record_route();
     route(DISPATCH);
 }}
@@ -350,6 +389,7 @@ route[WITHINDLG] {{
 }}
 
 {tenant_route}
+{_srtp_check(cfg.media.srtp)}
 route[OPTIONS] {{
 {DRAIN_CHECK}
 {options_body}

@@ -48,5 +48,5 @@ WORKER_UP = Gauge(
 MEDIA_DROPS = Counter(
     "sip_bridge_media_dropped",
     "What a media process dropped on purpose, by reason",
-    ["reason"],  # bad_result, stale_result
+    ["reason"],  # bad_result, stale_result, bad_heartbeat
 )

@@ -155,7 +155,11 @@ def test_a_media_process_survives_the_corpus_sent_straight_to_it(
     unanswered = [o.case for o in strict if o.final is None and not o.ok]
     again = {o.case.name: o for o in sip_fuzz.fire(unanswered, "127.0.0.1", port, pause_s=0.6)}
     strict = [again.get(o.case.name, o) for o in strict]
-    wrong = [o.describe() for o in strict if not (o.ok or o.final in (486, 503))]
+    # SRTP offers PJSIP cannot take it answers 406 (its own mapping of the SRTP error, made
+    # before our code sees the call); the front answers those 488 first (route[SRTP]).
+    wrong = [o.describe() for o in strict if not (
+        o.ok or o.final in (486, 503) or ("crypto" in o.case.name and o.final == 406)
+    )]  # fmt: skip
     assert not wrong, "\n".join(wrong)
     assert len(unanswered) <= 3, [c.name for c in unanswered]
     conforming = sum(o.ok for o in outcomes)
