@@ -18,13 +18,53 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import yaml
 
 from media.curve import CurveError, CurveKeys
-from sip_bridge import tenants
+from sip_bridge import front_security, tenants
 
 
 class ConfigError(Exception):
     def __init__(self, source: str, key: str, problem: str) -> None:
         super().__init__(f"{source}: {key}: {problem}")
         self.source, self.key, self.problem = source, key, problem
+
+
+@dataclass(frozen=True, slots=True)
+class SipUser:
+    """A trunk's SIP digest credentials (``sip.auth.users``)."""
+
+    user: str
+    password: str = ""
+    # Or MD5("user:realm:password") in hex, so the config need not hold the password itself.
+    ha1: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SipAuthConfig:
+    """SIP digest authentication (RFC 3261 22.3) of every new call at the front: with users
+    listed, an INVITE without good credentials gets 407 Proxy Authentication Required."""
+
+    realm: str = "sip-bridge"
+    users: tuple[SipUser, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SipTlsConfig:
+    """SIP over TLS at the front (RFC 3261 26.2; RFC 5630), beside UDP."""
+
+    port: int = 0  # 0 = no TLS listener; 5061 is the usual port
+    certificate: str = ""  # PEM file: the front's certificate (and its chain)
+    private_key: str = ""  # PEM file, unencrypted
+    # PEM file of CAs: a client must present a certificate one of them signed (mutual TLS).
+    # "" = clients are not asked for one (trunks are then told apart by source and digest auth).
+    ca_list: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SipFloodConfig:
+    """Kamailio's pike flood limit: a source sending more requests than this in a window is
+    ignored (no answer) until its rate falls back under it. Our media processes are exempt."""
+
+    requests: int = 200  # per source address and window; 0 = no limit
+    window_s: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +83,15 @@ class SipConfig:
     # Headers of the INVITE copied into call.started (`headers`), by name; `*` matches any
     # characters ("X-*": every X- header). Case-insensitive.
     metadata_headers: tuple[str, ...] = ("X-*",)
+    # Trunk allowlist: only these addresses or networks ("192.0.2.10", "10.1.0.0/16") may send
+    # requests; others are dropped without an answer. () = every source.
+    allow: tuple[str, ...] = ()
+    auth: SipAuthConfig = field(default_factory=SipAuthConfig)
+    tls: SipTlsConfig = field(default_factory=SipTlsConfig)
+    flood: SipFloodConfig = field(default_factory=SipFloodConfig)
+    # Requests whose User-Agent names a known SIP scanner (sipvicious' "friendly-scanner", ...)
+    # are dropped without an answer.
+    drop_scanners: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -575,6 +624,7 @@ def validate(cfg: Config, source: str) -> Config:
             raise ConfigError(source, f"webhooks[{n}].secret", "must not be empty")
     _check_captions(cfg, source, used)
     tenants.check(cfg, source)
+    front_security.check(cfg, source)
     return cfg
 
 

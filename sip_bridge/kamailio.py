@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sip_bridge import tenant_routing
+from sip_bridge import front_security, tenant_routing
 from sip_bridge.config import Config
 from sip_bridge.tenants import TENANT_HEADER
 
@@ -82,6 +82,7 @@ class KamailioFiles:
 
     rundir: Path
     config: Path  # kamailio.cfg
+    tls_config: Path  # tls.cfg (written only with sip.tls.port)
     dispatcher_list: Path  # dispatcher.list
     pidfile: Path  # written by kamailio -P
     ctl_socket: Path  # `kamcmd -s unix:<ctl_socket> dispatcher.list`
@@ -166,6 +167,9 @@ def _listen_lines(cfg: Config) -> list[str]:
         public_host = f"[{public}]" if public.version == 6 else str(public)
         trunk += f" advertise {public_host}:{cfg.sip.port}"
     lines = [trunk]
+    if cfg.sip.tls.port:
+        advertise = trunk.partition(" advertise ")[2].rpartition(":")[0]
+        lines.append(front_security.listen_line(cfg, advertise))
     internal = internal_address(cfg)
     if internal is not None:
         lines.append(f"listen=udp:{internal[0]}:{internal[1]}")
@@ -224,10 +228,18 @@ def render_config(cfg: Config, files: KamailioFiles) -> str:
         sock = f"udp:{internal[0]}:{internal[1]}"
         ping_from = f"sip:front@{internal[0]}:{internal[1]}"
         default_socket = f'modparam("dispatcher", "ds_default_socket", "{sock}")\n'
-    names = (*_MODULES, *tenant_routing.modules(cfg))
+    names = dict.fromkeys((*_MODULES, *tenant_routing.modules(cfg),
+                           *front_security.modules(cfg)))  # fmt: skip
     modules = "\n".join(f'loadmodule "{name}.so"' for name in names)
     tenant_route = tenant_routing.route(cfg)
     use_tenants = "    route(TENANT);\n" if tenant_route else ""
+    alias_back = (
+        '        if ($ru =~ ";alias=") {\n            handle_ruri_alias();  # back over the'
+        " peer's TLS connection\n        }\n"
+        if cfg.sip.tls.port
+        else ""
+    )
+    auth_call = "    route(AUTH);\n" if cfg.sip.auth.users else ""
     listens = "\n".join(_listen_lines(cfg))
     if cfg.sip.answer_options:
         options_body = '    sl_send_reply("200", "OK");'
@@ -248,8 +260,7 @@ def render_config(cfg: Config, files: KamailioFiles) -> str:
 debug=2
 log_stderror=yes
 children={CHILDREN}
-disable_tcp=yes
-auto_aliases=no
+{front_security.globals_(cfg)}auto_aliases=no
 server_header="Server: sip-bridge front"
 user_agent_header="User-Agent: sip-bridge front"
 {listens}
@@ -288,8 +299,9 @@ modparam("dispatcher", "ds_probing_threshold", 1)
 modparam("dispatcher", "ds_inactive_threshold", 1)
 # A media process at its call limit still answers OPTIONS (200, or 486 from some stacks): alive.
 modparam("dispatcher", "ds_ping_reply_codes", "class=2;code=486")
-{default_socket}{tenant_routing.modparams(cfg)}
+{default_socket}{tenant_routing.modparams(cfg)}{front_security.modparams(cfg, files.tls_config)}
 request_route {{
+    route(SECURITY);
     route(REQINIT);
 
     if (is_method("CANCEL")) {{
@@ -341,7 +353,7 @@ request_route {{
     # Only the front says whose call this is.
     remove_hf("{TENANT_HEADER}");
 {DRAIN_CHECK}
-    route(SRTP);
+{auth_call}    route(SRTP);
 {use_tenants}    record_route();
     route(DISPATCH);
 }}
@@ -375,7 +387,7 @@ route[WITHINDLG] {{
         if (is_method("OPTIONS")) {{
             t_on_failure("INDIALOG_OPTIONS");
         }}
-        route(RELAY);
+{alias_back}        route(RELAY);
         exit;
     }}
     if (is_method("ACK")) {{
@@ -389,6 +401,8 @@ route[WITHINDLG] {{
 }}
 
 {tenant_route}
+{front_security.security_route(cfg)}
+{front_security.auth_route(cfg)}
 {_srtp_check(cfg.media.srtp)}
 route[OPTIONS] {{
 {DRAIN_CHECK}
@@ -468,18 +482,29 @@ failure_route[DISPATCH_FAILED] {{
 """
 
 
-def render(cfg: Config, rundir: Path) -> KamailioFiles:
-    """Write ``kamailio.cfg`` and ``dispatcher.list`` for ``cfg`` into ``rundir``."""
-    rundir.mkdir(parents=True, exist_ok=True)
-    files = KamailioFiles(
+def files_in(rundir: Path) -> KamailioFiles:
+    """Where the front's files are (or go) under ``rundir``."""
+    return KamailioFiles(
         rundir=rundir,
         config=rundir / "kamailio.cfg",
+        tls_config=rundir / "tls.cfg",
         dispatcher_list=rundir / "dispatcher.list",
         pidfile=rundir / "kamailio.pid",
         ctl_socket=rundir / "kamailio_ctl",
         module_dir=find_module_dir(),
     )
+
+
+def render(cfg: Config, rundir: Path) -> KamailioFiles:
+    """Write ``kamailio.cfg`` and ``dispatcher.list`` (and ``tls.cfg``) for ``cfg`` into
+    ``rundir``."""
+    rundir.mkdir(parents=True, exist_ok=True)
+    files = files_in(rundir)
     files.dispatcher_list.write_text(render_dispatcher_list(cfg))
+    if cfg.sip.tls.port:
+        files.tls_config.write_text(front_security.render_tls_cfg(cfg))
+    else:
+        files.tls_config.unlink(missing_ok=True)
     files.config.write_text(render_config(cfg, files))
     log.info(
         "kamailio config in %s: udp %s:%d, %d media processes x %d calls",
@@ -494,6 +519,9 @@ def render(cfg: Config, rundir: Path) -> KamailioFiles:
 
 def command(files: KamailioFiles) -> list[str]:
     """The argv that runs Kamailio in the foreground, logging to stderr."""
+    shared_mb = SHARED_MEMORY_MB
+    if files.tls_config.is_file():
+        shared_mb = max(shared_mb, front_security.TLS_SHARED_MEMORY_MB)
     return [
         str(find_kamailio()),
         "-DD",
@@ -505,7 +533,7 @@ def command(files: KamailioFiles) -> list[str]:
         "-P",
         str(files.pidfile),
         "-m",
-        str(SHARED_MEMORY_MB),
+        str(shared_mb),
         "-M",
         str(PRIVATE_MEMORY_MB),
     ]
@@ -575,7 +603,7 @@ STATISTICS = (
     "core:rcv_requests", "core:drop_requests", "core:err_requests", "core:bad_msg_hdr",
     "core:bad_URIs_rcvd", "sl:1xx_replies", "sl:2xx_replies", "sl:4xx_replies", "sl:5xx_replies",
     "tmx:2xx_transactions", "tmx:4xx_transactions", "tmx:5xx_transactions",
-    "dispatcher:", "pike:", "tmx:active_transactions",
+    "dispatcher:", "script:", "tmx:active_transactions",
 )  # fmt: skip
 
 

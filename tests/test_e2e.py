@@ -429,10 +429,7 @@ def test_a_cancel_crossing_the_answer_ends_the_call_once_and_frees_the_front(
         else:
             assert events_of(receiver, ex.call_id) == []
     rundir = Path(bridge.config["runtime_dir"])
-    files = kamailio.KamailioFiles(
-        rundir, rundir / "kamailio.cfg", rundir / "dispatcher.list", rundir / "kamailio.pid",
-        rundir / "kamailio_ctl", rundir,
-    )  # fmt: skip
+    files = kamailio.files_in(rundir)
     loads = [d.load for d in kamailio.destinations(files)]
     front = [line for line in bridge.log_text().splitlines() if "raw-" in line or "ERROR" in line]
     assert loads and all(load == 0 for load in loads), (loads, outcomes, front[-40:])

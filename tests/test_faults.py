@@ -54,10 +54,7 @@ def bridge(
 
 def front_files(bridge: RunningBridge) -> kamailio.KamailioFiles:
     rundir = Path(bridge.config["runtime_dir"])
-    return kamailio.KamailioFiles(
-        rundir, rundir / "kamailio.cfg", rundir / "dispatcher.list", rundir / "kamailio.pid",
-        rundir / "kamailio_ctl", rundir,
-    )  # fmt: skip
+    return kamailio.files_in(rundir)
 
 
 def wait_until(condition: Any, timeout: float, every: float = 0.05) -> bool:

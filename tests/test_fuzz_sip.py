@@ -66,10 +66,7 @@ def started(bridge: RunningBridge) -> dict[str, list[int]]:
 
 def kamailio_files(bridge: RunningBridge) -> kamailio.KamailioFiles:
     rundir = Path(bridge.config["runtime_dir"])
-    return kamailio.KamailioFiles(
-        rundir, rundir / "kamailio.cfg", rundir / "dispatcher.list", rundir / "kamailio.pid",
-        rundir / "kamailio_ctl", rundir,
-    )  # fmt: skip
+    return kamailio.files_in(rundir)
 
 
 def listed_calls(bridge: RunningBridge) -> list[dict[str, object]]:

@@ -48,9 +48,11 @@ class BaresipResult:
 
 
 def write_config(
-    config_dir: Path, source_wav: Path, sip_port: int, codec: str = "G722", mediaenc: str = ""
-) -> None:
-    """Write ``config`` and ``accounts`` for one caller into ``config_dir``."""
+    config_dir: Path, source_wav: Path, sip_port: int, codec: str = "G722", mediaenc: str = "",
+    auth: tuple[str, str] | None = None, ca_file: Path | None = None,
+) -> None:  # fmt: skip
+    """Write ``config`` and ``accounts`` for one caller into ``config_dir``. ``auth``: digest
+    (user, password) for challenges; ``ca_file``: the CA that signed a TLS server's certificate."""
     config_dir.mkdir(parents=True, exist_ok=True)
     codec_module = {"G722": "g722.so", "PCMU": "g711.so", "PCMA": "g711.so"}.get(codec.upper())
     if codec_module is None:
@@ -79,11 +81,14 @@ def write_config(
         "module_tmp\t\taccount.so",
         "module_app\t\tmenu.so",
         *(["module\t\t\tsrtp.so"] if mediaenc else []),
+        *([f"sip_cafile\t\t{ca_file}"] if ca_file else []),
     ]
     (config_dir / "config").write_text("\n".join(lines) + "\n")
     account = f"<sip:test@127.0.0.1:{sip_port}>;regint=0;audio_codecs={codec.upper()}"
     if mediaenc:  # e.g. "srtp-mand": RTP/SAVP with SDES keys, nothing else
         account += f";mediaenc={mediaenc}"
+    if auth:
+        account += f";auth_user={auth[0]};auth_pass={auth[1]}"
     (config_dir / "accounts").write_text(account + "\n")
     (config_dir / "contacts").write_text("")
 
@@ -104,8 +109,10 @@ class BaresipCall:
         local_port: int = 0,
         work_dir: Path | None = None,
         mediaenc: str = "",
+        auth: tuple[str, str] | None = None,
+        ca_file: Path | None = None,
     ) -> None:
-        self.mediaenc = mediaenc
+        self.mediaenc, self.auth, self.ca_file = mediaenc, auth, ca_file
         expected_rate = 16000 if codec.upper() == "G722" else 8000
         rate = speech.wav_rate(Path(source_wav))
         if rate != expected_rate:
@@ -133,7 +140,8 @@ class BaresipCall:
     def start(self) -> BaresipCall:
         if self._proc is not None:
             raise BaresipError("already started")
-        write_config(self.work_dir, self.source_wav, self.local_port, self.codec, self.mediaenc)
+        write_config(self.work_dir, self.source_wav, self.local_port, self.codec, self.mediaenc,
+                     self.auth, self.ca_file)  # fmt: skip
         self._proc = subprocess.Popen(
             self.command(),
             cwd=self.work_dir,

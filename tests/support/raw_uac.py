@@ -5,6 +5,8 @@ follows the front's Record-Route like any UAC."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import socket
 import time
 import uuid
@@ -130,12 +132,13 @@ def invite_then_cancel(host: str, port: int, timeout: float = 10.0) -> Exchange:
         caller.close()
 
 
-def invite_status(
+def invite_answer(
     host: str, port: int, user: str = "transcribe", local_ip: str = "127.0.0.1",
     extra: str = "", timeout: float = 10.0,
-) -> int:  # fmt: skip
+) -> tuple[int, str]:  # fmt: skip
     """Send one INVITE (from ``local_ip``, to ``user``, ``extra`` header lines ending in CRLF)
-    and return its final status; a failure is ACKed, a 200 is ACKed and hung up. 0: none came."""
+    and return its final answer (status, message); a failure is ACKed, a 200 is ACKed and hung
+    up. (0, "") when none came."""
     caller = _Caller(host, port, user, local_ip, f"raw-{uuid.uuid4().hex}@{local_ip}")
     deadline = time.monotonic() + timeout
     try:
@@ -144,7 +147,33 @@ def invite_status(
             code, method, msg = got
             if method == "INVITE" and code >= 200:
                 caller.conclude(code, msg)
-                return code
-        return 0
+                return code, msg
+        return 0, ""
     finally:
         caller.close()
+
+
+def invite_status(
+    host: str, port: int, user: str = "transcribe", local_ip: str = "127.0.0.1",
+    extra: str = "", timeout: float = 10.0,
+) -> int:  # fmt: skip
+    """:func:`invite_answer`'s status alone (0: none came)."""
+    return invite_answer(host, port, user, local_ip, extra, timeout)[0]
+
+
+def digest_authorization(
+    challenge: str, user: str, password: str, method: str, uri: str, header: str = "Proxy"
+) -> str:
+    """The ``Proxy-Authorization`` line (CRLF-ended) answering ``challenge`` (the value of a
+    Proxy-Authenticate header: Digest realm, nonce, qop=auth) as RFC 2617 says."""
+    params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge.split(" ", 1)[1]))
+    realm, nonce = params["realm"], params["nonce"]
+    ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
+    ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
+    cnonce, nc = uuid.uuid4().hex[:16], "00000001"
+    response = hashlib.md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}".encode()).hexdigest()
+    return (
+        f'{header}-Authorization: Digest username="{user}", realm="{realm}", nonce="{nonce}",'
+        f' uri="{uri}", response="{response}", algorithm=MD5, qop=auth, nc={nc},'
+        f' cnonce="{cnonce}"\r\n'
+    )
