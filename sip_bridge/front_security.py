@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # User-Agents of common SIP scanners (sipvicious' svmap/svwar/svcrack call themselves
 # "friendly-scanner"); matched case-insensitively anywhere in the header.
 SCANNER_AGENTS = (
-    "friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sipsak", "sundayddr", "iwar",
+    "friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sundayddr", "iwar",
     "vaxsipuseragent", "smap", "pplsip", "sippy-scan",
 )  # fmt: skip
 # Kamailio statistics counting each reason a request was dropped or refused (group "script").
