@@ -123,6 +123,11 @@ class SilenceGateConfig:
 class MediaConfig:
     processes: int = 3  # PJSUA2 media processes behind the front
     calls_per_process: int = 4  # the pjsua2-python wheel caps a process at 4
+    # New calls the front sends one media process per second; beyond it the next process is
+    # tried, then 503 + Retry-After. A burst of short calls otherwise exhausts the wheel's
+    # 64-handle ioqueue (each call holds two RTP sockets until 0.5 s after it ends) and PJSIP
+    # aborts the process. 0 = no limit (a PJSIP built with a bigger ioqueue).
+    max_call_rate: int = 10
     sip_port_base: int = 5071  # process i listens on 127.0.0.1:(base + i)
     rtp_port_base: int = 40000  # process i takes RTP ports from base + i * rtp_ports_per_process
     rtp_ports_per_process: int = 200
@@ -523,6 +528,8 @@ def validate(cfg: Config, source: str) -> Config:
     ):
         if value < 1:
             raise ConfigError(source, key, "must be at least 1")
+    if m.max_call_rate < 0:
+        raise ConfigError(source, "media.max_call_rate", "must be 0 (no limit) or more")
     if m.processes < 0 or i.workers < 0:
         key = "media.processes" if m.processes < 0 else "inference.workers"
         raise ConfigError(source, key, "must be 0 or more")

@@ -33,7 +33,7 @@ SCANNER_AGENTS = (
     "vaxsipuseragent", "smap", "pplsip", "sippy-scan",
 )  # fmt: skip
 # Kamailio statistics counting each reason a request was dropped or refused (group "script").
-STATS = ("unlisted_source", "scanner", "flood", "auth_failed")
+STATS = ("unlisted_source", "scanner", "flood", "auth_failed", "call_rate_limited")
 LOG_EVERY_S = 60  # a dropped source is logged at most once per this
 TCP_LIFETIME_S = 3605  # an idle TLS connection is kept this long (in-dialog requests reuse it)
 TLS_SHARED_MEMORY_MB = 32  # OpenSSL allocates from Kamailio's shared memory

@@ -69,6 +69,7 @@ _MODULES = (
     "dispatcher",
     "kex",  # statistics over the ctl socket (stats.get_statistics), for /metrics
     "sdpops",  # the SRTP offers PJSIP would answer 406 get their 488 here
+    "pipelimit",  # media.max_call_rate: new calls per second and media process
 )
 
 
@@ -213,6 +214,26 @@ def _srtp_check(mode: str) -> str:
     return "\n".join([*lines, "}"]) + "\n"
 
 
+def _call_rate_check(cfg: Config) -> str:
+    """media.max_call_rate: a media process that took its share of new calls this second is
+    passed over for the next one (the same look-before-moving as the failure route); with none
+    left, 503 + Retry-After."""
+    rate = cfg.media.max_call_rate
+    if not rate:
+        return ""
+    return f"""    while (!pl_check("$du", "TAILDROP", "{rate}")) {{
+        if ($xavp(_dsdst_[1]=>uri) == $null || !ds_next_dst()) {{
+            xlog("L_WARN", "INVITE $ci: every media process took {rate} new calls this second, 503\\n");
+            ds_load_unset();
+            update_stat("call_rate_limited", "+1");
+            append_to_reply("Retry-After: {RETRY_AFTER_S}\\r\\n");
+            send_reply("503", "Service Unavailable");
+            exit;
+        }}
+    }}
+"""
+
+
 DRAIN_CHECK = f"""    if ($shv(draining) == 1) {{
         append_to_reply("Retry-After: {RETRY_AFTER_S}\\r\\n");
         send_reply("503", "Draining");
@@ -299,6 +320,8 @@ modparam("dispatcher", "ds_probing_threshold", 1)
 modparam("dispatcher", "ds_inactive_threshold", 1)
 # A media process at its call limit still answers OPTIONS (200, or 486 from some stacks): alive.
 modparam("dispatcher", "ds_ping_reply_codes", "class=2;code=486")
+# media.max_call_rate counts new calls per second (pl_check's limit is per timer interval).
+modparam("pipelimit", "timer_interval", 1)
 {default_socket}{tenant_routing.modparams(cfg)}{front_security.modparams(cfg, files.tls_config)}
 request_route {{
     route(SECURITY);
@@ -416,7 +439,7 @@ route[DISPATCH] {{
         send_reply("503", "Service Unavailable");  # stateful if route[TENANT] made the transaction
         exit;
     }}
-    xlog("L_INFO", "INVITE $ci: to $du\\n");
+{_call_rate_check(cfg)}    xlog("L_INFO", "INVITE $ci: to $du\\n");
     t_on_failure("DISPATCH_FAILED");
     t_on_reply("DISPATCH_REPLY");
     route(RELAY);

@@ -107,6 +107,22 @@ def test_kamailio_accepts_generated_config(variant: str, tmp_path: Path) -> None
 
 
 @needs_kamailio
+def test_the_call_rate_limit_is_per_media_process_and_can_be_turned_off(tmp_path: Path) -> None:
+    base = config.load(None)
+    files = kamailio.render(base, tmp_path / "run")
+    kamailio.check(files)
+    text = files.config.read_text()
+    assert f'pl_check("$du", "TAILDROP", "{base.media.max_call_rate}")' in text
+    assert 'modparam("pipelimit", "timer_interval", 1)' in text
+    off = dataclasses.replace(base, media=dataclasses.replace(base.media, max_call_rate=0))
+    assert 'pl_check("$du"' not in kamailio.render_config(off, files)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("media: {max_call_rate: -1}\n")
+    with pytest.raises(config.ConfigError, match="media.max_call_rate"):
+        config.load(bad)
+
+
+@needs_kamailio
 def test_check_reports_kamailios_complaint(tmp_path: Path) -> None:
     files = kamailio.render(config.load(None), tmp_path)
     files.config.write_text(files.config.read_text().replace("t_relay()", "t_relay_nope()"))
