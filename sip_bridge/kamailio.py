@@ -223,7 +223,7 @@ def _call_rate_check(cfg: Config) -> str:
         return ""
     return f"""    while (!pl_check("$du", "TAILDROP", "{rate}")) {{
         if ($xavp(_dsdst_[1]=>uri) == $null || !ds_next_dst()) {{
-            xlog("L_WARN", "INVITE $ci: every media process took {rate} new calls this second, 503\\n");
+            xlog("L_WARN", "INVITE $ci: every media process over {rate} new calls/s, 503\\n");
             ds_load_unset();
             update_stat("call_rate_limited", "+1");
             append_to_reply("Retry-After: {RETRY_AFTER_S}\\r\\n");
