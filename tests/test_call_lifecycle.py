@@ -259,6 +259,7 @@ def test_a_peer_whose_recv_info_lacks_our_package_gets_no_info(tmp_path: Path) -
     assert [e["text"] for e in evs if e["type"] == "transcript.final"] == ["only by webhook"]
 
 
+@pytest.mark.slow  # about a minute: run by .ci/run after the default run
 def test_a_session_the_caller_stops_refreshing_is_ended_by_the_session_timer(
     tmp_path: Path,
 ) -> None:

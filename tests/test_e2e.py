@@ -198,6 +198,7 @@ def test_g722_call_from_baresip_is_transcribed_wideband(
     assert "peer refused INFO (488" in bridge.log_text()
 
 
+@pytest.mark.slow  # about a minute: run by .ci/run after the default run
 def test_a_worker_killed_mid_call_loses_no_utterance_and_comes_back(
     bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:

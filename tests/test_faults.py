@@ -201,6 +201,7 @@ def _ready(name: str) -> str:
     return f'"role": "{role}", "index": {index}, "state": "ready"'
 
 
+@pytest.mark.slow  # about a minute: run by .ci/run after the default run
 def test_a_webhook_target_down_through_a_whole_call_gets_everything_after(
     tmp_path: Path,
 ) -> None:

@@ -90,6 +90,7 @@ def transcript(result: SippResult, receiver: WebhookReceiver) -> str:
     return str(event["text"])
 
 
+@pytest.mark.slow  # about a minute: run by .ci/run after the default run
 def test_jitter_with_reordering_and_five_percent_loss_stay_within_three_wer_points_of_clean(
     bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
