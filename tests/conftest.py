@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.support import browser, speech
 from tests.support.sipp import can_play_pcap
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 def _missing() -> list[str]:
@@ -27,6 +31,12 @@ def _missing() -> list[str]:
         missing.append("chromium, chromium-driver and selenium")
     if shutil.which("sipp") and not can_play_pcap():
         missing.append("CAP_NET_RAW for sipp (run as root)")
+    if not list(Path("/usr/lib").glob("*/kamailio/modules/tls.so")):
+        missing.append("Kamailio's TLS module (Debian kamailio-tls-modules)")
+    if shutil.which("openssl") is None:
+        missing.append("openssl (Debian openssl)")
+    if not (Path(sys.executable).parent / "sipvicious_svwar").exists():
+        missing.append("sipvicious (pip install -e '.[test]')")
     return missing
 
 
@@ -36,3 +46,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     missing = _missing()
     if missing:
         pytest.exit("CI is set and the tests would skip for lack of: " + "; ".join(missing), 3)
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    """A real HTTP webhook receiver for a test module's bridge (a module may define its own)."""
+    rx = WebhookReceiver()
+    yield rx
+    rx.close()

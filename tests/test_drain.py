@@ -41,13 +41,6 @@ LOAD_EVERY_S = 3.0  # each call lasts ~9 s: at most 3 at once, within one proces
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[WebhookReceiver]:
-    rx = WebhookReceiver()
-    yield rx
-    rx.close()
-
-
-@pytest.fixture(scope="module")
 def bridge(
     tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver
 ) -> Iterator[RunningBridge]:

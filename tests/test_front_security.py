@@ -17,14 +17,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pytest
 
 from sip_bridge import config, front_security, kamailio
 from sip_bridge.config import Config, SipAuthConfig, SipConfig, SipTlsConfig, SipUser
 from tests.support import speech
-from tests.support.baresip import BaresipCall
+from tests.support.baresip import play_prompts
 from tests.support.bridge import RunningBridge, serving
 from tests.support.ports import free_tcp_port
 from tests.support.raw_uac import digest_authorization, invite_answer
@@ -115,13 +115,6 @@ def test_every_guard_on_gives_a_config_kamailio_accepts_without_the_password(
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[WebhookReceiver]:
-    rx = WebhookReceiver()
-    yield rx
-    rx.close()
-
-
-@pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_certificate(tmp_path_factory.mktemp("tls"))
 
@@ -203,8 +196,8 @@ def test_every_new_call_is_challenged_alike_whatever_user_it_names(bridge: Runni
     answers = []
     for to_user in ("transcribe", USER, "100", "nobody"):
         code, msg = invite_answer("127.0.0.1", bridge.port, to_user, local_ip=ALLOWED, timeout=5)
-        challenge = [line for line in msg.split("\r\n") if line.startswith("Proxy-Authenticate")]
-        answers.append((code, len(challenge), 'realm="sip-bridge"' in msg))
+        challenges = [line for line in msg.split("\r\n") if line.startswith("Proxy-Authenticate")]
+        answers.append((code, len(challenges), 'realm="sip-bridge"' in msg))
     assert answers == [(407, 1, True)] * 4, answers
     # A wrong password, and a user that does not exist, are told the same: challenged again.
     code, msg = invite_answer("127.0.0.1", bridge.port, local_ip=ALLOWED, timeout=5)
@@ -215,6 +208,10 @@ def test_every_new_call_is_challenged_alike_whatever_user_it_names(bridge: Runni
         extra = digest_authorization(challenge, user, password, "INVITE", uri)
         code, msg = invite_answer("127.0.0.1", bridge.port, local_ip=ALLOWED, extra=extra)
         assert code == 407 and "Proxy-Authenticate" in msg, msg
+    # Control: the same answer with the right password is let through (the call is answered,
+    # then hung up).
+    extra = digest_authorization(challenge, USER, PASSWORD, "INVITE", uri)
+    assert invite_answer("127.0.0.1", bridge.port, local_ip=ALLOWED, extra=extra)[0] == 200
     assert front_stats(bridge)["script:auth_failed"] >= 2
     assert bridge.wait_for_log('digest auth failed for user "intruder"', timeout=5)
 
@@ -282,25 +279,17 @@ def test_a_call_over_tls_with_digest_auth_and_srtp_is_transcribed(
     if not shutil.which("baresip"):
         pytest.skip("needs baresip")
     prompts = speech.select(2, min_s=2.0, max_s=5.0, stride=29)
-    gap = np.zeros(8000, np.int16)
-    source = np.concatenate([gap, prompts[0].pcm(), gap, gap, prompts[1].pcm(), gap, gap])
-    wav = tmp_path / "source8k.wav"
-    speech.write_wav(wav, source, 8000)
-    tls_port = bridge.config["sip"]["tls"]["port"]
-    call = BaresipCall(
-        f"sip:transcribe@127.0.0.1:{tls_port};transport=tls", wav,
-        duration_s=source.size / 8000 + 4.0, codec="PCMU", work_dir=tmp_path / "baresip",
-        mediaenc="srtp-mand", auth=(USER, PASSWORD), ca_file=tls_files[0],
-    ).start()  # fmt: skip
-    try:
-        result = call.wait(source.size / 8000 + 30)
-    finally:
-        call.kill()
+    uri = f"sip:transcribe@127.0.0.1:{bridge.config['sip']['tls']['port']};transport=tls"
+    result = play_prompts(uri, prompts, tmp_path, mediaenc="srtp-mand", auth=(USER, PASSWORD),
+                          ca_file=tls_files[0])  # fmt: skip
     assert not result.timed_out and result.exit_code == 0, result.output[-3000:]
-    assert receiver.wait_for(
-        lambda posts: any(p.json()["type"] == "call.ended" for p in posts), timeout=30
-    ), bridge.log_text()[-3000:]
-    (ended,) = [p.json() for p in receiver.posts if p.json()["type"] == "call.ended"]
+
+    def baresips_end(posts: list[Any]) -> list[dict[str, Any]]:  # not the raw callers' calls
+        return [p.json() for p in posts if p.json()["type"] == "call.ended"
+                and not p.json()["sip_call_id"].startswith("raw-")]  # fmt: skip
+
+    assert receiver.wait_for(baresips_end, timeout=30), bridge.log_text()[-3000:]
+    (ended,) = baresips_end(receiver.posts)
     refs = " ".join(p.text for p in prompts)
     assert speech.wer([refs], [str(ended["text"])]) <= 0.3, ended["text"]
     assert "SRTP is Enabled" in result.output, result.output[-2000:]

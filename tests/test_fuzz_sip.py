@@ -41,13 +41,6 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[WebhookReceiver]:
-    rx = WebhookReceiver()
-    yield rx
-    rx.close()
-
-
-@pytest.fixture(scope="module")
 def bridge(
     tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver
 ) -> Iterator[RunningBridge]:

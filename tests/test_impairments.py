@@ -49,13 +49,6 @@ CLEAN_MAX_WER = 0.15  # the clean call itself: the accuracy bar of test_e2e
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[WebhookReceiver]:
-    rx = WebhookReceiver()
-    yield rx
-    rx.close()
-
-
-@pytest.fixture(scope="module")
 def bridge(
     tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver
 ) -> Iterator[RunningBridge]:

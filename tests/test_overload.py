@@ -34,13 +34,6 @@ CAPACITY = 4
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[WebhookReceiver]:
-    rx = WebhookReceiver()
-    yield rx
-    rx.close()
-
-
-@pytest.fixture(scope="module")
 def bridge(
     tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver
 ) -> Iterator[RunningBridge]:

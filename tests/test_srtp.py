@@ -10,11 +10,10 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.support import speech
-from tests.support.baresip import BaresipCall
+from tests.support.baresip import play_prompts
 from tests.support.bridge import RunningBridge, serving
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -25,13 +24,6 @@ pytestmark = [
         reason="needs kamailio, baresip and asterisk-core-sounds-en-wav",
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[WebhookReceiver]:
-    rx = WebhookReceiver()
-    yield rx
-    rx.close()
 
 
 @pytest.fixture(scope="module")
@@ -47,18 +39,8 @@ def test_an_srtp_only_offer_is_answered_with_srtp_and_transcribed(
     bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     prompts = speech.select(2, min_s=2.0, max_s=5.0, stride=37)
-    gap = np.zeros(8000, np.int16)
-    source = np.concatenate([gap, prompts[0].pcm(), gap, gap, prompts[1].pcm(), gap, gap])
-    wav = tmp_path / "source8k.wav"
-    speech.write_wav(wav, source, 8000)
-    call = BaresipCall(
-        f"sip:transcribe@127.0.0.1:{bridge.port}", wav, duration_s=source.size / 8000 + 4.0,
-        codec="PCMU", work_dir=tmp_path / "baresip", mediaenc="srtp-mand",
-    ).start()  # fmt: skip
-    try:
-        result = call.wait(source.size / 8000 + 30)
-    finally:
-        call.kill()
+    uri = f"sip:transcribe@127.0.0.1:{bridge.port}"
+    result = play_prompts(uri, prompts, tmp_path, mediaenc="srtp-mand")
     assert not result.timed_out and result.exit_code == 0, result.output[-3000:]
     assert receiver.wait_for(
         lambda posts: any(p.json()["type"] == "call.ended" for p in posts), timeout=30

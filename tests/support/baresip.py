@@ -25,6 +25,9 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from tests.support import speech
 from tests.support.ports import free_udp_port
@@ -168,3 +171,23 @@ class BaresipCall:
         self.kill()
         if self._own_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def play_prompts(
+    target_uri: str, prompts: list[speech.Prompt], work_dir: Path, **options: Any
+) -> BaresipResult:
+    """One PCMU call from baresip to ``target_uri`` that says ``prompts`` (8 kHz), with a second
+    of silence before each and two after, hangs up and is waited for; ``options`` go to
+    :class:`BaresipCall` (``mediaenc``, ``auth``, ``ca_file``, ...)."""
+    gap = np.zeros(8000, np.int16)
+    source = np.concatenate([part for p in prompts for part in (gap, p.pcm(), gap)] + [gap])
+    wav = work_dir / "source8k.wav"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    speech.write_wav(wav, source, 8000)
+    seconds = source.size / 8000
+    call = BaresipCall(target_uri, wav, duration_s=seconds + 4.0, codec="PCMU",
+                       work_dir=work_dir / "baresip", **options).start()  # fmt: skip
+    try:
+        return call.wait(seconds + 30)
+    finally:
+        call.kill()
