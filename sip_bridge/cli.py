@@ -341,11 +341,12 @@ def _run_media(cfg: Config, index: int) -> int:
     return media_process.main(cfg, index, on_ready=lambda: notify_ready("media", index))
 
 
-SECRET_KEYS = ("secret", "tokens", "captions_tokens")
+SECRET_KEYS = ("secret", "tokens", "captions_tokens", "password", "ha1")
 
 
 def _redacted(value: Any) -> Any:
-    """The config with webhook secrets and captions tokens hidden (it is printed, and pasted)."""
+    """The config with webhook secrets, captions tokens and SIP passwords (or their HA1) hidden
+    (it is printed, and pasted into tickets)."""
     if isinstance(value, dict):
         return {
             k: ("<hidden>" if isinstance(v, str) else ["<hidden>"] * len(v))

@@ -51,14 +51,19 @@ def test_check_config_never_prints_secrets_or_tokens(tmp_path: Path) -> None:
         "captions: {tokens: [operator-token-0123456789]}\n"
         "tenants: [{name: t, captions_tokens: [tenant-token-0123456789],"
         " webhooks: [{url: 'http://b/h', secret: hook-secret-2}]}]\n"
+        "sip: {auth: {users: [{user: pbx1, password: trunk-password-3},"
+        " {user: pbx2, ha1: 0123456789abcdef0123456789abcdef}]}}\n"
     )
     proc = run("check-config", "--config", str(path))
     assert proc.returncode == 0, proc.stderr
-    for secret in ("hook-secret-1", "hook-secret-2", "operator-token", "tenant-token"):
+    for secret in ("hook-secret-1", "hook-secret-2", "operator-token", "tenant-token",
+                   "trunk-password", "0123456789abcdef"):  # fmt: skip
         assert secret not in proc.stdout
     effective = yaml.safe_load(proc.stdout)
     assert effective["webhooks"][0] == {"url": "http://a/h", "secret": "<hidden>"}
     assert effective["tenants"][0]["captions_tokens"] == ["<hidden>"]
+    assert effective["sip"]["auth"]["users"][0] == {"user": "pbx1", "password": "<hidden>",
+                                                    "ha1": ""}  # fmt: skip
 
 
 @pytest.mark.integration
