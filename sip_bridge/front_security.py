@@ -1,7 +1,7 @@
 """Who may talk to the front: the trunk allowlist, scanner and flood drops, digest auth and TLS.
 
 Owns the Kamailio script text that guards the front (``route[SECURITY]`` for every request,
-``route[AUTH]`` for new calls), the TLS listener and ``tls.cfg``, and the checks of the ``sip``
+``route[AUTH]`` for new calls), ``tls.cfg``, and the checks of the ``sip``
 keys behind them. :mod:`sip_bridge.kamailio` puts these pieces into the front's script; nothing
 here runs SIP.
 
@@ -49,10 +49,6 @@ def ha1(user: SipUser, realm: str) -> str:
     return hashlib.md5(f"{user.user}:{realm}:{user.password}".encode()).hexdigest()
 
 
-def networks(cfg: Config) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(a, strict=False) for a in cfg.sip.allow]
-
-
 def modules(cfg: Config) -> list[str]:
     """The Kamailio modules these routes use, beyond the front's own."""
     s = cfg.sip
@@ -94,16 +90,6 @@ def globals_(cfg: Config) -> str:
     )
 
 
-def listen_line(cfg: Config, advertise: str) -> str:
-    """The TLS listener (``advertise``: the UDP trunk line's ``advertise host`` or "")."""
-    address = ipaddress.ip_address(cfg.sip.address)
-    host = f"[{address}]" if address.version == 6 else str(address)
-    line = f"listen=tls:{host}:{cfg.sip.tls.port}"
-    if advertise:
-        line += f" advertise {advertise}:{cfg.sip.tls.port}"
-    return line
-
-
 def render_tls_cfg(cfg: Config) -> str:
     """``tls.cfg``: TLS 1.2 or newer; a client certificate is required only with ``ca_list``.
     The client section serves requests we send over a new connection (rare: in-dialog requests
@@ -137,17 +123,18 @@ def _drop(stat: str, why: str) -> str:
     )
 
 
-def security_route(cfg: Config) -> str:
-    """route[SECURITY], called first for every request."""
+def security_route(cfg: Config, media_set: int) -> str:
+    """route[SECURITY], called first for every request (``media_set``: the dispatcher set of
+    the media processes, whose own requests pass)."""
     s = cfg.sip
     body = [
         "    # Our media processes' in-dialog requests (INFO, BYE) are never filtered.",
-        '    if (ds_is_from_list("1")) {',
+        f'    if (ds_is_from_list("{media_set}")) {{',
         "        return;",
         "    }",
     ]
     if s.allow:
-        nets = ",".join(str(n) for n in networks(cfg))
+        nets = ",".join(str(ipaddress.ip_network(a, strict=False)) for a in s.allow)
         body += [f'    if (!is_in_subnet("$si", "{nets}")) {{',
                  _drop("unlisted_source", "source not in sip.allow") + "    }"]  # fmt: skip
     if s.drop_scanners:

@@ -160,21 +160,28 @@ def render_dispatcher_list(cfg: Config) -> str:
 
 
 def _listen_lines(cfg: Config) -> list[str]:
+    """The trunk's sockets (UDP, and TLS with sip.tls.port), advertising the public address
+    where it differs, then the loopback socket facing the media processes if there is one."""
     address = ipaddress.ip_address(cfg.sip.address)
-    host = f"[{address}]" if address.version == 6 else str(address)
-    trunk = f"listen=udp:{host}:{cfg.sip.port}"
+    advertise = ""
     if address.is_unspecified or cfg.public_address != cfg.sip.address:
-        public = ipaddress.ip_address(cfg.public_address)
-        public_host = f"[{public}]" if public.version == 6 else str(public)
-        trunk += f" advertise {public_host}:{cfg.sip.port}"
-    lines = [trunk]
+        advertise = _uri_host(ipaddress.ip_address(cfg.public_address))
+
+    def trunk(proto: str, port: int) -> str:
+        line = f"listen={proto}:{_uri_host(address)}:{port}"
+        return f"{line} advertise {advertise}:{port}" if advertise else line
+
+    lines = [trunk("udp", cfg.sip.port)]
     if cfg.sip.tls.port:
-        advertise = trunk.partition(" advertise ")[2].rpartition(":")[0]
-        lines.append(front_security.listen_line(cfg, advertise))
+        lines.append(trunk("tls", cfg.sip.tls.port))
     internal = internal_address(cfg)
     if internal is not None:
         lines.append(f"listen=udp:{internal[0]}:{internal[1]}")
     return lines
+
+
+def _uri_host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return f"[{address}]" if address.version == 6 else str(address)
 
 
 # SDES suites PJSIP's libsrtp takes, with a base64 key||salt (RFC 4568, 6188, 7714).
@@ -424,7 +431,7 @@ route[WITHINDLG] {{
 }}
 
 {tenant_route}
-{front_security.security_route(cfg)}
+{front_security.security_route(cfg, DISPATCH_SET)}
 {front_security.auth_route(cfg)}
 {_srtp_check(cfg.media.srtp)}
 route[OPTIONS] {{

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from sip_bridge import config, front_security, kamailio
 from sip_bridge.config import Config, SipAuthConfig, SipConfig, SipTlsConfig, SipUser
@@ -52,8 +53,6 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 
 def problem(data: dict[str, object], tmp_path: Path) -> str:
     path = tmp_path / "c.yaml"
-    import yaml
-
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(config.ConfigError) as info:
         config.load(path)
