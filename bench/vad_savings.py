@@ -126,9 +126,11 @@ class TimedModel:
     def sample_rate(self) -> int:
         return self.model.sample_rate
 
-    def transcribe(self, clips: Sequence[np.ndarray]) -> list[Transcription]:
+    def transcribe(
+        self, clips: Sequence[np.ndarray], drafts: Sequence[Sequence[int]] | None = None
+    ) -> list[Transcription]:
         started = time.process_time()
-        out = self.model.transcribe(clips)
+        out = self.model.transcribe(clips, drafts)
         self.cpu_s += time.process_time() - started
         self.runs += 1
         self.clips.extend(clips)
@@ -445,9 +447,7 @@ def main() -> None:
     ref = " ".join(p.text for p in prompts)
     files = ensure_converted(args.cache_dir)
     threads = cfg.inference.threads
-    model = MoonshineModel(
-        files, choose_providers("cpu"), threads=threads, max_padding=cfg.inference.max_padding
-    )
+    model = MoonshineModel(files, choose_providers("cpu"), threads=threads)
     encoder = EncoderCost(files, threads)
     warm = np.zeros(MODEL_RATE * 3, dtype=np.float32)
     model.transcribe([warm])  # first runs allocate

@@ -5,7 +5,8 @@ Why convert: the wheel ships ``.ort`` files whose INT8 weights are dequantized o
 Re-saving them through ONNX Runtime at the basic optimisation level gives ``.onnx`` files, but the
 re-save leaves the ``If`` subgraphs of the merged decoder without names, which the ONNX checker
 rejects. Naming them lets an ordinary session constant-fold the weights at load (decoder step
-~160 ms -> ~12 ms here).
+~160 ms -> ~12 ms here). The decoder then gains attention biases and position ids
+(``moonshine_graph``), so that rows of different lengths and steps batch.
 
 This module owns locating, converting and caching those files. It must never import
 ``moonshine_cpp`` (that package loads its own, older onnxruntime into the process) and never write a
@@ -31,6 +32,8 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
+from inference.moonshine_graph import GraphEditError, add_batch_inputs
+
 log = logging.getLogger(__name__)
 
 DISTRIBUTION = "moonshine-cpp"
@@ -40,7 +43,8 @@ DECODER = "decoder_model_merged"
 TOKENIZER = "tokenizer.bin"
 ENTRY_PREFIX = "moonshine-base-en-"
 # Bump when the conversion itself changes, so old cache entries are not reused.
-CONVERSION_VERSION = 1
+# 2: the decoder takes attention biases and position ids (moonshine_graph).
+CONVERSION_VERSION = 2
 
 
 class ModelFilesError(RuntimeError):
@@ -182,6 +186,8 @@ def _convert_into(shipped: ShippedModel, staging: Path) -> None:
         target = staging / f"{stem}.onnx"
         resave_as_onnx(source, target)
         name_unnamed_graphs(target)
+        if stem == DECODER:
+            add_decoder_batch_inputs(target)
         _fsync_file(target)
     shutil.copyfile(shipped.tokenizer, staging / TOKENIZER)
     _fsync_file(staging / TOKENIZER)
@@ -218,6 +224,17 @@ def name_unnamed_graphs(path: Path) -> int:
     if named:
         onnx.save(model, str(path))
     return named
+
+
+def add_decoder_batch_inputs(path: Path) -> None:
+    """Give the merged decoder at ``path`` its masks and positions (``moonshine_graph``)."""
+    model = onnx.load(str(path))
+    try:
+        add_batch_inputs(model)
+        onnx.checker.check_model(model)
+    except (GraphEditError, onnx.checker.ValidationError) as exc:
+        raise ModelConversionError(f"{path}: cannot add the batch inputs: {exc}") from exc
+    onnx.save(model, str(path))
 
 
 def _name_subgraphs(graph: onnx.GraphProto, prefix: str) -> int:

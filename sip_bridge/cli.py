@@ -79,7 +79,6 @@ def _run_worker(cfg: Config, index: int) -> int:
         files,
         providers,
         threads=i.threads,
-        max_padding=i.max_padding,
         warm_up_max_batch=warm_up,
         warm_up_seconds=(2.0, 5.0, v.max_utterance_s),
     )
@@ -140,7 +139,7 @@ def _run_transcribe(cfg: Config, path: str, as_json: bool) -> int:
     i, g = cfg.inference, cfg.media.silence_gate
     files = ensure_converted(cfg.model_cache_path())
     providers = choose_providers(i.provider, i.device_id, i.gpu_mem_limit_mb * 1024 * 1024)
-    model = MoonshineModel(files, providers, threads=i.threads, max_padding=i.max_padding)
+    model = MoonshineModel(files, providers, threads=i.threads)
     gate = SilenceGate(rate, g.threshold_dbfs, g.hangover_ms, g.preroll_ms)
     total_s = len(pcm) / rate
     bar = sys.stderr.isatty() and total_s > 30
