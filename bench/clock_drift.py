@@ -49,7 +49,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.e2e_latency import speech_end, trace_times  # noqa: E402
+from bench.e2e_latency import speech_end  # noqa: E402
+from bench.harness.sipp_trace import trace_times  # noqa: E402
 from tests.support import speech  # noqa: E402
 from tests.support.bridge import RunningBridge  # noqa: E402
 from tests.support.rtp_pcap import (  # noqa: E402

@@ -16,8 +16,6 @@ Run:  .venv/bin/python bench/e2e_latency.py --calls 1,12 --prompts 3
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import re
 import sys
@@ -29,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness.sipp_trace import trace_times  # noqa: E402
 from tests.support import speech  # noqa: E402
 from tests.support.bridge import RunningBridge  # noqa: E402
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap  # noqa: E402
@@ -37,9 +36,6 @@ from tests.support.sipp import SippCall, run_calls  # noqa: E402
 RATE = 8000
 VERBOSE = False
 LEAD_S, GAP_S, TAIL_S = 0.5, 1.5, 0.5
-_ENTRY = re.compile(
-    r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\n(.*?)(?=^-{20,} |\Z)", re.M | re.S
-)
 
 
 def speech_end(pcm: np.ndarray, dbfs: float = -40.0) -> float:
@@ -48,28 +44,6 @@ def speech_end(pcm: np.ndarray, dbfs: float = -40.0) -> float:
     rms = np.sqrt((frames**2).mean(axis=1)) / 32768.0
     voiced = np.nonzero(20 * np.log10(rms + 1e-12) > dbfs)[0]
     return float((voiced[-1] + 1) * 160 / RATE) if len(voiced) else 0.0
-
-
-def trace_times(path: Path) -> tuple[float | None, list[tuple[float, dict[str, object]]]]:
-    """(ACK sent time, [(INFO arrival time, body)]) from a sipp -trace_msg file."""
-    text = path.read_text(errors="replace")
-    ack, infos, seen = None, [], set()
-    for stamp, block in _ENTRY.findall(text):
-        t = dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
-        lines = block.replace("\r\n", "\n").split("\n")
-        first = next((ln for ln in lines[1:] if ln.strip()), "")
-        if "sent" in lines[0] and first.startswith("ACK ") and ack is None:
-            ack = t
-        elif "received" in lines[0] and "unexpected" not in lines[0] and first.startswith("INFO "):
-            body = block.split("\n\n", 2)[-1].strip()
-            try:
-                obj = json.loads(body[: body.rindex("}") + 1])
-            except ValueError:
-                continue
-            if obj.get("seq") not in seen:
-                seen.add(obj.get("seq"))
-                infos.append((t, obj))
-    return ack, infos
 
 
 def cpu_seconds(pid: int) -> float:

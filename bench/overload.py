@@ -14,7 +14,6 @@ Run:  .venv/bin/python -m bench.overload [--processes 2 --calls-per-process 2] [
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 import tempfile
 from pathlib import Path
@@ -22,15 +21,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.e2e_latency import (  # noqa: E402
-    _ENTRY,
     GAP_S,
     LEAD_S,
     RATE,
     TAIL_S,
     pct,
     speech_end,
-    trace_times,
 )
+from bench.harness.sipp_trace import entries, trace_times  # noqa: E402
 from tests.support import speech  # noqa: E402
 from tests.support.bridge import RunningBridge  # noqa: E402
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap  # noqa: E402
@@ -81,10 +79,8 @@ def run_level(bridge: RunningBridge, work: Path, calls: int, per_call: int, stri
 def refusal_seconds(trace: Path) -> float:
     """INVITE sent → 503 received, from a sipp -trace_msg file."""
     sent = refused = None
-    for stamp, block in _ENTRY.findall(trace.read_text(errors="replace")):
-        t = dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
-        lines = block.replace("\r\n", "\n").split("\n")
-        first = next((ln for ln in lines[1:] if ln.strip()), "")
+    for t, header, first, _ in entries(trace):
+        lines = [header]
         if sent is None and "sent" in lines[0] and first.startswith("INVITE "):
             sent = t
         elif refused is None and "received" in lines[0] and first.startswith("SIP/2.0 503"):

@@ -26,7 +26,15 @@ def _script() -> str:
 
 
 class RunningBridge:
-    def __init__(self, work: Path, overrides: dict[str, Any], webhook_url: str | None) -> None:
+    def __init__(
+        self,
+        work: Path,
+        overrides: dict[str, Any],
+        webhook_url: str | None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``env``: more environment variables for serve and its children (the benchmarks run
+        another revision's code with PYTHONPATH)."""
         base = random.Random(os.getpid() + time.time_ns()).randrange(20000, 30000, 100)
         cfg: dict[str, Any] = {
             "sip": {"address": "127.0.0.1", "port": base},
@@ -64,6 +72,10 @@ class RunningBridge:
         self.proc = subprocess.Popen(
             [_script(), "serve", "--config", str(self.config_path)],
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
+            # Not the repository: with ``python -m`` the children would import its packages
+            # from the working directory first, whatever PYTHONPATH says.
+            cwd=work,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
