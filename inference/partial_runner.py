@@ -7,8 +7,9 @@ becomes ready meanwhile waits for it (the live benchmark showed finals' p95 set 
 (about nine tenths of it at +10), and the partial finishes later. ONNX Runtime releases the GIL
 while it runs and one session serves concurrent runs, so both threads share the model.
 
-The worker's loop owns it: :meth:`submit` one batch at a time, :meth:`poll` for the result. The
-thread touches nothing but the model and its two queues.
+The worker's loop owns it: :meth:`submit` one batch of stream steps at a time, :meth:`poll` for
+the answers. The thread touches nothing but the model and its two queues (stream states are
+immutable: the loop keeps or drops the new ones the answers come with).
 """
 
 from __future__ import annotations
@@ -22,25 +23,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from inference.speech_model import SpeechModel, Transcription
+from inference.speech_model import StreamingSpeechModel, StreamStep, Transcription
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    token: Any  # what the caller submitted with the clips
-    results: list[Transcription]
+    token: Any  # what the caller submitted with the steps
+    results: list[tuple[Transcription, Any]]  # each step's answer and the stream's next state
     seconds: float  # wall time inside the model
 
 
 class PartialRunner:
-    def __init__(self, model: SpeechModel, nice_delta: int = 10) -> None:
+    def __init__(self, model: StreamingSpeechModel, nice_delta: int = 10) -> None:
         self._model = model
         self._nice_delta = nice_delta
-        self._inbox: queue.SimpleQueue[tuple[Any, Sequence[np.ndarray]] | None] = (
+        self._inbox: queue.SimpleQueue[tuple[Any, Sequence[StreamStep]] | None] = (
             queue.SimpleQueue()
         )
         self._done: queue.SimpleQueue[Finished | BaseException] = queue.SimpleQueue()
@@ -48,11 +47,11 @@ class PartialRunner:
         self._thread = threading.Thread(target=self._run, name="partials", daemon=True)
         self._thread.start()
 
-    def submit(self, token: Any, clips: Sequence[np.ndarray]) -> None:
+    def submit(self, token: Any, steps: Sequence[StreamStep]) -> None:
         if self.busy:
             raise RuntimeError("a partial batch is already running")
         self.busy = True
-        self._inbox.put((token, clips))
+        self._inbox.put((token, steps))
 
     def poll(self) -> Finished | None:
         """The finished batch, if any. Re-raises what the model raised on the thread."""
@@ -83,10 +82,10 @@ class PartialRunner:
             item = self._inbox.get()
             if item is None:
                 return
-            token, clips = item
+            token, steps = item
             started = time.perf_counter()
             try:
-                results = self._model.transcribe(clips)
+                results = self._model.step(steps)
             except Exception as exc:  # handed to the loop, which fails loudly
                 self._done.put(exc)
                 continue

@@ -36,7 +36,15 @@ from inference import metrics
 from inference.batching import Batcher, BatchPolicy, Request
 from inference.heartbeat import HeartbeatThread
 from inference.partial_runner import PartialRunner
-from inference.speech_model import SpeechModel, Transcription
+from inference.partial_scheduler import Growing, PartialPolicy, PartialScheduler
+from inference.speech_model import (
+    DraftedStreams,
+    SpeechModel,
+    StreamingSpeechModel,
+    StreamStep,
+    Transcription,
+)
+from inference.turn_taking import TurnPolicy
 from media import wire
 from media.curve import CurveKeys, authenticator
 from media.endpointing import Endpointer, EndpointerSettings, UtteranceEnded
@@ -45,8 +53,6 @@ from media.silero import SileroVad, VadStream, window_size
 log = logging.getLogger(__name__)
 
 MODEL_RATE = 16000
-# The partial tick, as a share of partial_interval_s (see Worker.queue_partials).
-PARTIAL_TICK_SHARE = 0.9
 # Distinct reply_to endpoints a worker connects to (one per media process is the normal case);
 # CallStarts naming more are refused, so a peer cannot make it open sockets without bound.
 MAX_REPLY_ENDPOINTS = 256
@@ -61,7 +67,12 @@ class WorkerSettings:
     endpoint: str  # where this worker's PULL socket binds
     policy: BatchPolicy = field(default_factory=BatchPolicy)
     endpointing: EndpointerSettings = field(default_factory=EndpointerSettings)
-    partial_interval_s: float = 1.0  # 0 disables partials
+    # A call's partials at most this often (0 disables them); see partial_scheduler.
+    partial_interval_s: float = 0.3
+    partial_min_new_s: float = 0.2  # new audio before another partial of an utterance
+    partial_cpu_share: float = 1.0  # of the partial thread's time partials may use
+    # When a pausing utterance's early final may end it before min_silence_ms (turn_taking).
+    turn: TurnPolicy = field(default_factory=TurnPolicy)
     # A live call sends audio or a time mark every 40 ms; one silent this long lost its media
     # process, and is ended here so its state does not leak.
     call_idle_timeout_s: float = 30.0
@@ -111,6 +122,11 @@ class _Call:
     held: dict[int, wire.Transcript] = field(default_factory=dict)
     checkpoint: int = 0  # the offset of the last checkpoint sent (or the resume offset)
     spec: _Spec | None = None
+    # The open utterance's stream (StreamingSpeechModel state) and its partials so far.
+    stream_index: int = -1  # the utterance the stream belongs to
+    stream: Any = None
+    captioned: int = 0  # samples of the utterance in the last partial started
+    last_partial_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -127,7 +143,8 @@ class WorkerStats:
     audio_seconds: float = 0.0
     expired_calls: int = 0
     stale_messages: int = 0  # from an earlier placement of a call (it moved away and back)
-    partials_dropped: int = 0  # waited too long for the model (overload): finals went first
+    partials_dropped: int = 0  # their utterance ended or paused while they ran
+    turns_ended_early: int = 0  # finals sent at a short pause because the text ended the turn
     resumed_calls: int = 0
     early_finals_used: int = 0  # finals whose decoding was done or under way at the endpoint
     early_finals_wasted: int = 0  # speech resumed: that decoding was shown as a partial only
@@ -145,19 +162,24 @@ class _Job:
     final: bool
     audio: np.ndarray  # float32, 16 kHz
     speculative: bool = False  # an early final (Worker.speculate)
+    state: Any = None  # the utterance's stream state when the job was made
 
 
 class Worker:
     def __init__(
         self,
         settings: WorkerSettings,
-        model: SpeechModel,
+        model: SpeechModel | StreamingSpeechModel,
         vad: SileroVad,
         ctx: zmq.Context[Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``model`` decodes every utterance as a stream: an offline ``SpeechModel`` is wrapped
+        in ``DraftedStreams``."""
         self.settings = settings
-        self.model = model
+        self.model: StreamingSpeechModel = (
+            model if isinstance(model, StreamingSpeechModel) else DraftedStreams(model)
+        )
         self.vad = vad
         self.clock = clock
         self.ctx = ctx or zmq.Context.instance()
@@ -167,13 +189,20 @@ class Worker:
         self._replies: dict[str, zmq.Socket[Any]] = {}
         self._stop = False
         self._next_idle_check = 0.0
-        self._next_partial_tick = 0.0
+        self.scheduler = PartialScheduler(
+            PartialPolicy(
+                min_interval_s=settings.partial_interval_s,
+                min_new_audio_s=settings.partial_min_new_s,
+                max_batch=settings.policy.max_batch,
+                cpu_share=settings.partial_cpu_share,
+            )
+        )
         # Read by the heartbeat thread (plain attribute reads; each is atomic in CPython).
         self.loop_turned_at = clock()
         self.model_seconds_total = 0.0
         self._partials: PartialRunner | None = None
         if settings.partial_interval_s > 0 and settings.partial_nice is not None:
-            self._partials = PartialRunner(model, settings.partial_nice)
+            self._partials = PartialRunner(self.model, settings.partial_nice)
         self._auth = None if settings.curve is None else authenticator(self.ctx, settings.curve)
         self.pull: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, 100_000)
@@ -360,7 +389,7 @@ class Worker:
                 audio = self._model_audio(event.audio, call.sample_rate)
                 job = _Job(
                     call, call.call_id, event.index, event.start_sample, event.end_sample,
-                    event.speech_end_sample, True, audio,
+                    event.speech_end_sample, True, audio, state=self._stream(call, event.index),
                 )  # fmt: skip
                 call.outstanding += 1
                 key = (call.call_id, event.index)
@@ -399,7 +428,8 @@ class Worker:
             index, start, end, speech_end = guess
             call.spec = _Spec(index, start, end)
             audio = self._model_audio(call.endpointer.audio_until(end), call.sample_rate)
-            job = _Job(call, call.call_id, index, start, end, speech_end, False, audio, True)
+            job = _Job(call, call.call_id, index, start, end, speech_end, False, audio, True,
+                       self._stream(call, index))  # fmt: skip
             key = (call.call_id, index, "early")
             self.batcher.add(Request(key, len(audio), now, True, job))
 
@@ -438,46 +468,74 @@ class Worker:
         self._release_finals(call)
         self._maybe_done(call)
 
-    def drop_stale_partials(self, now: float) -> None:
-        """A partial that has waited a whole partial interval for the model is worth less than
-        the finals and fresher partials it delays: drop it (overload sheds partials, never
-        finals)."""
-        interval = self.settings.partial_interval_s
-        if interval > 0:
-            dropped = self.batcher.discard(lambda r: not r.final and now - r.ready_at > interval)
-            self.stats.partials_dropped += dropped
+    def _stream(self, call: _Call, index: int) -> Any:
+        """Utterance ``index``'s stream state, opened on first use."""
+        if call.stream_index != index:
+            call.stream_index, call.stream = index, self.model.open_stream()
+            call.captioned, call.last_partial_at = 0, None
+        return call.stream
 
-    def queue_partials(self, now: float) -> None:
-        """Partials of every growing utterance, all at once, on a worker-wide tick.
+    def end_turns(self) -> None:
+        """Finals whose early decoding says the turn is over go out now, not after
+        ``min_silence_ms`` (see ``turn_taking``)."""
+        for call in list(self.calls.values()):
+            spec = call.spec
+            if call.ending or spec is None or spec.promoted or spec.result is None:
+                continue
+            pause_ms = call.endpointer.pause_samples * 1000 / call.sample_rate
+            if self.settings.turn.turn_over(spec.result.text, pause_ms):
+                events = call.endpointer.end_turn()
+                if events:
+                    self.stats.turns_ended_early += 1
+                    self._on_events(call, events)
 
-        One tick for all calls (not one timer per call) puts the partials of every talking call
-        in the same batch: that is where batching pays. The tick runs a little faster than
-        ``partial_interval_s`` (PARTIAL_TICK_SHARE of it) so that, with the model's time varying
-        from one partial to the next, an utterance still gets one at least every interval. No
-        partial starts on an utterance that is pausing (likely to end: its early final is near).
-        Partials run on their own lower-priority thread (``partial_nice``); without it, none is
-        queued while a final waits.
+    def schedule_partials(self, now: float) -> None:
+        """Start the partials the scheduler picks, if the partial thread is free.
+
+        Candidates are the open utterances that are not pausing (a pausing one's early final is
+        near, and is sent as its partial meanwhile). Without the partial thread
+        (``partial_nice`` None) they run here, in the loop, only while no final waits.
         """
-        interval = self.settings.partial_interval_s
-        if interval <= 0 or now < self._next_partial_tick:
+        runner = self._partials
+        if not self.scheduler.policy.enabled or (runner is not None and runner.busy):
             return
-        if self._partials is None and self.batcher.finals_waiting:
+        if runner is None and self.batcher.finals_waiting:
             return  # in the loop, a partial would delay the finals
-        self._next_partial_tick = now + interval * PARTIAL_TICK_SHARE
+        growing: list[Growing] = []
+        current: dict[str, tuple[int, np.ndarray]] = {}
         for call in self.calls.values():
             if call.ending or call.endpointer.pausing:
                 continue
-            current = call.endpointer.current_utterance()
-            if current is None:
+            utterance = call.endpointer.current_utterance()
+            if utterance is None:
                 continue
-            start, pcm = current
-            if len(pcm) < call.sample_rate // 2:
-                continue
+            current[call.call_id] = utterance
             index = call.endpointer.next_index - 1
-            audio = self._model_audio(pcm, call.sample_rate)
+            self._stream(call, index)
+            rate = call.sample_rate
+            growing.append(Growing(call.call_id, len(utterance[1]) / rate, call.captioned / rate,
+                                   call.last_partial_at))  # fmt: skip
+        jobs: list[_Job] = []
+        for call_id in self.scheduler.choose(growing, now):
+            call = self.calls[str(call_id)]
+            start, pcm = current[call.call_id]
             end = start + len(pcm)
-            job = _Job(call, call.call_id, index, start, end, end, False, audio)
-            self.batcher.add(Request((call.call_id, index), len(audio), now, False, job))
+            audio = self._model_audio(pcm, call.sample_rate)
+            jobs.append(_Job(call, call.call_id, call.stream_index, start, end, end, False,
+                             audio, state=call.stream))  # fmt: skip
+            call.captioned, call.last_partial_at = len(pcm), now
+        if not jobs:
+            return
+        metrics.BATCH_SIZE.labels("partial").observe(len(jobs))
+        steps = [StreamStep(j.state, j.audio) for j in jobs]
+        if runner is not None:
+            runner.submit(jobs, steps)
+            return
+        t0 = time.perf_counter()
+        results = self.model.step(steps)
+        spent = time.perf_counter() - t0
+        self.scheduler.ran(spent, self.clock())
+        self._deliver(jobs, results, spent)
 
     # -- inference and results ----------------------------------------------------------------
 
@@ -525,28 +583,33 @@ class Worker:
     def run_batch(self, batch: list[Request]) -> None:
         jobs = [r.payload for r in batch if isinstance(r.payload, _Job)]
         t0 = time.perf_counter()
-        results = self.model.transcribe([j.audio for j in jobs])
+        results = self.model.step([StreamStep(j.state, j.audio, final=True) for j in jobs])
         self._deliver(jobs, results, time.perf_counter() - t0)
 
     def _collect_partials(self) -> None:
         runner = self._partials
         done = runner.poll() if runner is not None else None
         if done is not None:
+            self.scheduler.ran(done.seconds, self.clock())
             self._deliver(done.token, done.results, done.seconds)
 
-    def _deliver(self, jobs: list[_Job], results: list[Transcription], spent: float) -> None:
+    def _deliver(
+        self, jobs: list[_Job], results: list[tuple[Transcription, Any]], spent: float
+    ) -> None:
         self.stats.batches += 1
         self.stats.batch_items += len(jobs)
         self.stats.model_seconds += spent
-        metrics.MODEL_SECONDS.labels(_kind(any(j.final for j in jobs))).inc(spent)
+        metrics.MODEL_SECONDS.labels(_kind(any(j.final or j.speculative for j in jobs))).inc(spent)
         self.model_seconds_total += spent  # read by the heartbeat thread
         self.stats.audio_seconds += sum(len(j.audio) for j in jobs) / MODEL_RATE
         log.debug("batch of %d (%d finals) in %.0f ms", len(jobs), sum(j.final for j in jobs),
                   spent * 1000)  # fmt: skip
-        for job, result in zip(jobs, results, strict=True):
+        for job, (result, state) in zip(jobs, results, strict=True):
             call = self.calls.get(job.call_id)
             if call is None or call is not job.owner:
                 continue
+            if not job.final and call.stream_index == job.utterance:
+                call.stream = state  # the next decoding of this utterance starts from it
             rate = call.sample_rate
             msg = wire.Transcript(
                 job.call_id, job.utterance, job.final, result.text.strip(),
@@ -557,10 +620,12 @@ class Worker:
                 self._early_final_done(call, job, msg)
             elif job.final:
                 self._final_ready(call, msg)
-            else:
+            elif self._partial_useful(job):
                 self.stats.partials += 1
-                if msg.text and not call.ending and job.utterance >= call.next_final:
+                if msg.text:
                     self._send(call, msg)
+            else:
+                self.stats.partials_dropped += 1
 
     def _early_final_done(self, call: _Call, job: _Job, msg: wire.Transcript) -> None:
         spec = call.spec
@@ -577,6 +642,7 @@ class Worker:
         if msg.text and not call.ending and job.utterance >= call.next_final:
             self.stats.partials += 1
             self._send(call, msg)
+        self.end_turns()
 
     def _release_finals(self, call: _Call) -> None:
         while call.next_final in call.held:
@@ -641,30 +707,15 @@ class Worker:
             self.send_checkpoints()
             self._sync_metrics()
         self._collect_partials()
+        self.end_turns()
         self.speculate(now)
-        self.drop_stale_partials(now)
-        self.queue_partials(now)
         coming = self._final_imminent()
-        runner = self._partials
-        if runner is None:
-            batch = self.batcher.next_batch(now, nothing_coming=not coming)
-            if batch:
-                _observe(batch, now)
-                self.run_batch(batch)
-            return
-        batch = self.batcher.next_batch(now, nothing_coming=not coming, only="final")
+        batch = self.batcher.next_batch(now, nothing_coming=not coming)
         if batch:
             _observe(batch, now)
             self.run_batch(batch)
-        elif not runner.busy:
-            # Partials come from one tick, all together: nothing is worth waiting for.
-            batch = self.batcher.next_batch(now, nothing_coming=True, only="partial")
-            _observe(batch, now)
-            jobs = [r.payload for r in batch if isinstance(r.payload, _Job)]
-            useful = [j for j in jobs if self._partial_useful(j)]
-            self.stats.partials_dropped += len(jobs) - len(useful)
-            if useful:
-                runner.submit(useful, [j.audio for j in useful])
+        else:
+            self.schedule_partials(now)
 
     def _sync_metrics(self) -> None:
         st = self.stats
@@ -676,7 +727,7 @@ class Worker:
             metrics.sync_counter(metrics.WORKER_DROPS, reason, total)
 
     def _partial_useful(self, job: _Job) -> bool:
-        """Is a queued partial still worth the model's time? Not once its utterance has ended or
+        """Is a partial's answer still worth sending? Not once its utterance has ended or
         pauses (its final is due), nor for a call that is ending or was replaced."""
         call = self.calls.get(job.call_id)
         if call is None or call is not job.owner or call.ending:
@@ -703,10 +754,16 @@ class Worker:
         return False
 
     def timeout(self) -> float:
-        deadline = self.batcher.deadline()
-        if deadline is None:
-            return self.settings.poll_interval_s
-        return min(self.settings.poll_interval_s, max(0.0, deadline - self.clock()))
+        """How long the next poll may wait: until a batch or the partial budget is due."""
+        now = self.clock()
+        wait = self.settings.poll_interval_s
+        batch_due = self.batcher.deadline()
+        if batch_due is not None:
+            wait = min(wait, max(0.0, batch_due - now))
+        partials_due = self.scheduler.next_start()
+        if partials_due > now:  # the budget's wait ends then (a past one is no reason to wake)
+            wait = min(wait, partials_due - now)
+        return wait
 
     def backlog_s(self) -> float:
         """Audio waiting for the model, in seconds (a snapshot; safe from another thread)."""

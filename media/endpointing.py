@@ -31,7 +31,7 @@ import numpy as np
 
 from media.errors import LocalProtocolError
 
-EndReason = Literal["silence", "max_length", "flush"]
+EndReason = Literal["silence", "max_length", "flush", "turn"]
 
 _EMPTY = np.zeros(0, dtype=np.int16)
 _EMPTY.flags.writeable = False
@@ -250,6 +250,17 @@ class Endpointer:
         if end - self._utt_start > self._max_len:
             return None
         return self._index, self._utt_start, end, speech_end
+
+    def end_turn(self) -> list[Event]:
+        """The caller judged the pause to end the turn (see ``inference.turn_taking``): end the
+        pausing utterance now, exactly at :meth:`provisional_end`, with reason ``turn``. The
+        silence heard after its end becomes the next utterance's start padding, as after any
+        end. Nothing happens (an empty list) unless ``provisional_end`` holds a value."""
+        if self.provisional_end() is None:
+            return []
+        events: list[Event] = []
+        self._finish(events, "turn", audio_end=self._processed_end)
+        return events
 
     def audio_until(self, end_sample: int) -> np.ndarray:
         """The open utterance's audio from its start to ``end_sample`` (a read-only view)."""

@@ -36,6 +36,7 @@ def _setup_logging(cfg: Config, role: str) -> None:
 def worker_settings(cfg: Config, index: int) -> WorkerSettings:
     """Worker ``index``'s settings, from the config (``inference`` and ``vad``)."""
     from inference.batching import BatchPolicy
+    from inference.turn_taking import TurnPolicy
     from inference.worker import WorkerSettings
     from media.endpointing import EndpointerSettings
 
@@ -51,6 +52,9 @@ def worker_settings(cfg: Config, index: int) -> WorkerSettings:
             max_utterance_s=v.max_utterance_s,
         ),
         partial_interval_s=i.partial_interval_ms / 1000.0,
+        partial_min_new_s=i.partial_min_new_ms / 1000.0,
+        partial_cpu_share=i.partial_cpu_share,
+        turn=TurnPolicy(v.turn_cue, v.turn_pause_ms),
         early_finals=i.early_finals,
         partial_nice=None if i.partial_nice < 0 else i.partial_nice,
         index=index,

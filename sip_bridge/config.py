@@ -187,9 +187,12 @@ class InferenceConfig:
     max_wait_ms: int = 50  # longest a ready utterance waits for others to batch with
     max_padding: float = 0.25  # longest padding, as a fraction of a clip, when batching
     threads: int = 1  # ONNX Runtime intra-op threads per worker
-    partial_interval_ms: int = (
-        1000  # a transcript.partial of a growing utterance this often; 0: off
-    )
+    # A transcript.partial of a growing utterance at most this often, when the CPU allows; the
+    # stalest caption goes first (inference/partial_scheduler.py). 0: no partials.
+    partial_interval_ms: int = 300
+    partial_min_new_ms: int = 200  # new speech before an utterance gets another partial
+    # Of the partial thread's time, the share partials may use (1.0: as much as is free).
+    partial_cpu_share: float = 1.0
     # Partials run on their own thread this much nicer (Linux nice) than the worker's loop, so a
     # final never waits behind a partial; -1: partials run in the loop, between finals.
     partial_nice: int = 10
@@ -214,6 +217,11 @@ class VadConfig:
     speech_pad_ms: int = 200  # audio kept before and after speech
     min_speech_ms: int = 200  # shorter bursts are dropped
     max_utterance_s: float = 15.0  # longer speech is cut here
+    # End an utterance at a short pause (turn_pause_ms, at least speech_pad_ms) when its early
+    # final's text ends a sentence ("punctuation"), else after min_silence_ms; "off": always
+    # after min_silence_ms. Needs inference.early_finals.
+    turn_cue: Literal["punctuation", "off"] = "punctuation"
+    turn_pause_ms: int = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -566,6 +574,12 @@ def validate(cfg: Config, source: str) -> Config:
         raise ConfigError(source, "inference.nice", "must be between 0 and 19")
     if not -1 <= i.partial_nice <= 19:
         raise ConfigError(source, "inference.partial_nice", "must be between -1 and 19")
+    if i.partial_interval_ms < 0 or i.partial_min_new_ms < 0:
+        raise ConfigError(source, "inference.partial_interval_ms", "must not be negative")
+    if not 0 < i.partial_cpu_share <= 1:
+        raise ConfigError(source, "inference.partial_cpu_share", "must be in (0, 1]")
+    if cfg.vad.turn_pause_ms < 0:
+        raise ConfigError(source, "vad.turn_pause_ms", "must not be negative")
     if i.device_id < 0 or i.gpu_mem_limit_mb < 0:
         raise ConfigError(source, "inference.gpu_mem_limit_mb", "must not be negative")
     if i.heartbeat_interval_ms < 10:
