@@ -28,6 +28,12 @@ QUEUE_WAIT = Histogram(
     ["kind"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+UTTERANCES = Counter(
+    "sip_bridge_utterances",
+    "Utterances ended, by why: silence (vad.min_silence_ms), turn (a short pause after a "
+    "sentence, vad.turn_cue), max_length, flush (the call ended)",
+    ["reason"],
+)
 MODEL_SECONDS = Counter("sip_bridge_model_seconds", "Time spent in the speech model", ["kind"])
 WORKER_DROPS = Counter(
     "sip_bridge_worker_dropped",

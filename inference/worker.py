@@ -384,6 +384,7 @@ class Worker:
         for event in events:
             if isinstance(event, UtteranceEnded):
                 self.stats.utterances += 1
+                metrics.UTTERANCES.labels(event.reason).inc()
                 if self._promote(call, event):
                     continue
                 audio = self._model_audio(event.audio, call.sample_rate)

@@ -475,3 +475,26 @@ def test_a_max_length_below_the_cut_search_never_makes_slivers() -> None:
     assert all(RATE <= e.end_sample - e.start_sample <= 2 * RATE for e in cut), [
         e.end_sample - e.start_sample for e in cut
     ]
+
+
+def test_end_turn_ends_exactly_at_the_provisional_end() -> None:
+    """A short pause judged to end the turn: the utterance ends where ``provisional_end`` said,
+    with reason ``turn``, long before ``min_silence_ms``; the next one starts afresh."""
+    ep = Endpointer(RATE)
+    feed(ep, [0.0] * 10 + [0.9] * 30)
+    assert ep.end_turn() == []  # talking: nothing to end
+    feed(ep, [0.0] * 3, start=40 * W)
+    assert ep.end_turn() == []  # pausing, but the end padding is not heard yet
+    feed(ep, [0.0] * 4, start=43 * W)
+    guess = ep.provisional_end()
+    assert guess is not None
+    audio = np.array(ep.audio_until(guess[2]))
+    (done,) = ended(ep.end_turn())
+    assert (done.index, done.start_sample, done.end_sample, done.speech_end_sample) == guess
+    assert done.reason == "turn"
+    np.testing.assert_array_equal(done.audio, audio)
+    assert not ep.in_utterance and ep.end_turn() == []
+    # Speech after it is a new utterance whose start padding never reaches back into this one.
+    events = feed(ep, [0.9] * 30 + [0.0] * 20, start=47 * W)
+    (nxt,) = ended(events)
+    assert nxt.index == done.index + 1 and nxt.start_sample >= done.end_sample

@@ -23,7 +23,14 @@ from inference.model_files import ModelFiles, ModelNotInstalledError, ensure_con
 from inference.moonshine import MoonshineModel, _token_limit
 from inference.moonshine_decoding import DeviceOps, pick_on_host
 from inference.providers import choose_providers, session_options
-from inference.speech_model import SpeechModel, Transcription
+from inference.speech_model import (
+    PARTIAL_TAIL_S,
+    SAMPLE_RATE,
+    DraftedStreams,
+    SpeechModel,
+    StreamStep,
+    Transcription,
+)
 from inference.tokenizer import END_ID, START_ID
 from tests.support import speech
 
@@ -383,3 +390,30 @@ def test_warm_up_runs_every_batch_size_longest_first(
         warmed.warm_up(0)
     with pytest.raises(ValueError, match="warm_up_max_batch"):
         MoonshineModel(files, choose_providers("cpu"), warm_up_max_batch=-1)
+
+
+def test_incremental_partials_give_the_full_re_decodes_text(
+    model: MoonshineModel, clips: list[np.ndarray]
+) -> None:
+    """Live utterances decoded the way the worker does (``DraftedStreams``: each partial of the
+    growing audio starts from the previous one's tokens, several streams per batch) give, at
+    every step, exactly the text of decoding that audio from scratch; so do their finals."""
+    streams = DraftedStreams(model)
+    tail = np.zeros(int(PARTIAL_TAIL_S * SAMPLE_RATE), dtype=np.float32)
+    live = clips[:6]
+    states = [streams.open_stream() for _ in live]
+    step = int(0.4 * SAMPLE_RATE)
+    reused = 0
+    for end in range(step, max(map(len, live)) + step, step):
+        rows = [i for i, c in enumerate(live) if end - step < len(c)]
+        final = {i: end >= len(live[i]) for i in rows}
+        answers = streams.step(
+            [StreamStep(states[i], live[i][:end], final=final[i]) for i in rows]
+        )  # fmt: skip
+        for i, (answer, state) in zip(rows, answers, strict=True):
+            audio = live[i][:end] if final[i] else np.concatenate((live[i][:end], tail))
+            (scratch,) = model.transcribe([audio])
+            assert answer.text == scratch.text and answer.token_ids == scratch.token_ids
+            reused += answer.draft_kept
+            states[i] = state
+    assert reused > 0  # the drafts were used, not ignored

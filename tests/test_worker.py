@@ -16,8 +16,10 @@ from inference.batching import BatchPolicy
 from inference.model_files import ensure_converted
 from inference.moonshine import MoonshineModel
 from inference.providers import choose_providers
+from inference.turn_taking import TurnPolicy
 from inference.worker import Worker, WorkerSettings
 from media import wire
+from media.endpointing import EndpointerSettings
 from media.silence_gate import SilenceGate
 from media.silero import SileroVad
 from tests.support import speech
@@ -38,7 +40,9 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> MoonshineModel:
 class Harness:
     """A worker on its own thread, and the media side's sockets."""
 
-    def __init__(self, model: MoonshineModel, partial_interval_s: float = 0.0) -> None:
+    def __init__(
+        self, model: MoonshineModel, partial_interval_s: float = 0.0, **settings_: Any
+    ) -> None:
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.results = self.ctx.socket(zmq.PULL)
         port = self.results.bind_to_random_port("tcp://127.0.0.1")
@@ -49,7 +53,10 @@ class Harness:
             partial_interval_s=partial_interval_s,
         )
         settings = WorkerSettings(
-            self._free_endpoint(), settings.policy, partial_interval_s=partial_interval_s
+            self._free_endpoint(),
+            settings.policy,
+            partial_interval_s=partial_interval_s,
+            **settings_,
         )
         self.worker = Worker(settings, model, SileroVad(), self.ctx)
         self.push = self.ctx.socket(zmq.PUSH)
@@ -330,3 +337,29 @@ def test_the_final_is_decoded_during_the_silence_wait(harness: Harness) -> None:
     stats = harness.worker.stats
     assert stats.early_finals_used == 1, stats
     assert stats.utterances == 1
+
+
+def test_a_short_pause_after_a_sentence_ends_the_turn(model: MoonshineModel) -> None:
+    """min_silence_ms is 3 s here, but the early final ends a sentence and the pause reached
+    turn_pause: the utterance ends at the short pause, exactly where the early final was cut.
+    With the cue off, the same audio waits for the long silence."""
+    (prompt,) = speech.select(1, min_s=2.0, max_s=4.0, stride=19)
+    pcm = join_with_silence([prompt.pcm()], lead_s=0.3, tail_s=3.5, noise_rms=20, seed=7)
+    slow = EndpointerSettings(min_silence_ms=3000, speech_pad_ms=120)
+    for cue, early in (("punctuation", 1), ("off", 0)):
+        turn = TurnPolicy(cue, min_pause_ms=150)  # type: ignore[arg-type]
+        h = Harness(model, endpointing=slow, turn=turn)
+        try:
+            call_id = wire.new_call_id()
+            h.send(wire.CallStart(call_id, 8000, h.reply_to, "sip-turn"))
+            step, pace = 800, threading.Event()
+            for off in range(0, len(pcm) - step + 1, step):
+                h.send(wire.Audio(call_id, off, 8000, pcm[off : off + step].tobytes()))
+                pace.wait(0.05)
+            h.send(wire.CallEnd(call_id, len(pcm) // step * step, 8000))
+            (final,) = finals(h.collect({call_id})[call_id])
+            assert speech.wer([prompt.text], [final.text]) <= 0.3, final.text
+            assert h.worker.stats.turns_ended_early == early
+            assert final.end_offset - final.speech_end_offset == 960  # speech end + 120 ms pad
+        finally:
+            h.close()

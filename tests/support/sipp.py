@@ -330,7 +330,10 @@ class SippCall:
         scenario: str | None = None,
         local_ip: str = "127.0.0.1",
         extra_headers: str = "",
+        priority: int = 0,
     ) -> None:
+        """``priority``: a nice value for sipp (negative needs root), for benches where sipp
+        stands in for a PBX on its own machine and must not queue behind the bridge for CPU."""
         if codec not in CODECS and scenario is None:
             raise SippError(f"sipp can play {sorted(CODECS)}, not {codec!r}")
         self.target = f"{target_host}:{target_port}"
@@ -348,6 +351,7 @@ class SippCall:
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="sipp-"))
         self.call_id = f"harness-{uuid.uuid4().hex[:16]}-1@{local_ip}"
         self.scenario = scenario  # XML to run instead of the play-and-collect flow
+        self.priority = priority
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -360,8 +364,9 @@ class SippCall:
 
     def command(self) -> list[str]:
         cid_prefix = self.call_id.removesuffix(f"-1@{self.local_ip}")
+        nice = ["nice", "-n", str(self.priority)] if self.priority else []
         return [
-            SIPP, self.target,
+            *nice, SIPP, self.target,
             "-sf", str(self.scenario_path),
             "-s", self.service,
             "-i", self.local_ip,
