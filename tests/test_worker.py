@@ -48,13 +48,8 @@ class Harness:
         port = self.results.bind_to_random_port("tcp://127.0.0.1")
         self.reply_to = f"tcp://127.0.0.1:{port}"
         settings = WorkerSettings(
-            "tcp://127.0.0.1:0",
-            BatchPolicy(max_batch=8, max_wait_ms=20),
-            partial_interval_s=partial_interval_s,
-        )
-        settings = WorkerSettings(
             self._free_endpoint(),
-            settings.policy,
+            BatchPolicy(max_batch=8, max_wait_ms=20),
             partial_interval_s=partial_interval_s,
             **settings_,
         )
