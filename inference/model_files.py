@@ -6,7 +6,10 @@ Re-saving them through ONNX Runtime at the basic optimisation level gives ``.onn
 re-save leaves the ``If`` subgraphs of the merged decoder without names, which the ONNX checker
 rejects. Naming them lets an ordinary session constant-fold the weights at load (decoder step
 ~160 ms -> ~12 ms here). The decoder then gains attention biases and position ids
-(``moonshine_graph``), so that rows of different lengths and steps batch.
+(``moonshine_graph``), so that rows of different lengths and steps batch. A second copy of the
+encoder has its matrix products quantized to INT8 again, dynamically (``onnxruntime.quantization``):
+on the CPU it runs in ~55% of the time (3 s clip: 30 -> 17 ms) for slightly different answers
+(WER on 150 prompts 4.55% -> 4.81%), so the workers use it for partials only, never for finals.
 
 This module owns locating, converting and caching those files. It must never import
 ``moonshine_cpp`` (that package loads its own, older onnxruntime into the process) and never write a
@@ -40,11 +43,13 @@ DISTRIBUTION = "moonshine-cpp"
 MODEL_DIR = "moonshine_cpp/models/base-en"
 ENCODER = "encoder_model"
 DECODER = "decoder_model_merged"
+PARTIAL_ENCODER = "encoder_model_int8"
 TOKENIZER = "tokenizer.bin"
 ENTRY_PREFIX = "moonshine-base-en-"
 # Bump when the conversion itself changes, so old cache entries are not reused.
 # 2: the decoder takes attention biases and position ids (moonshine_graph).
-CONVERSION_VERSION = 2
+# 3: an INT8 copy of the encoder for partials.
+CONVERSION_VERSION = 3
 
 
 class ModelFilesError(RuntimeError):
@@ -78,6 +83,7 @@ class ModelFiles:
     encoder: Path
     decoder: Path
     tokenizer: Path
+    partial_encoder: Path | None = None  # the INT8 encoder (None: partials use ``encoder``)
     converted: bool = False
 
 
@@ -158,6 +164,7 @@ def _files_in(entry: Path, converted: bool) -> ModelFiles:
         encoder=entry / f"{ENCODER}.onnx",
         decoder=entry / f"{DECODER}.onnx",
         tokenizer=entry / TOKENIZER,
+        partial_encoder=entry / f"{PARTIAL_ENCODER}.onnx",
         converted=converted,
     )
 
@@ -166,7 +173,8 @@ def _complete_entry(entry: Path) -> ModelFiles | None:
     # Entries only ever appear whole (rename of a finished staging dir), so existence is enough;
     # the file check guards against someone deleting files by hand.
     files = _files_in(entry, converted=False)
-    if all(p.is_file() for p in (files.encoder, files.decoder, files.tokenizer)):
+    wanted = (files.encoder, files.decoder, files.tokenizer, files.partial_encoder)
+    if all(p is not None and p.is_file() for p in wanted):
         return files
     return None
 
@@ -189,6 +197,8 @@ def _convert_into(shipped: ShippedModel, staging: Path) -> None:
         if stem == DECODER:
             add_decoder_batch_inputs(target)
         _fsync_file(target)
+    quantize_encoder(staging / f"{ENCODER}.onnx", staging / f"{PARTIAL_ENCODER}.onnx")
+    _fsync_file(staging / f"{PARTIAL_ENCODER}.onnx")
     shutil.copyfile(shipped.tokenizer, staging / TOKENIZER)
     _fsync_file(staging / TOKENIZER)
 
@@ -208,6 +218,31 @@ def resave_as_onnx(source: Path, target: Path) -> None:
         raise ModelConversionError(f"onnxruntime could not re-save {source}: {exc}") from exc
     if not target.is_file():
         raise ModelConversionError(f"onnxruntime did not write {target} while loading {source}")
+
+
+def quantize_encoder(encoder: Path, target: Path) -> None:
+    """Write an INT8 copy of the converted ``encoder`` to ``target``.
+
+    The converted file still computes its weights (DequantizeLinear of the shipped INT8 values);
+    one more basic re-save folds them into constants, which ``quantize_dynamic`` then quantizes
+    per matrix product (weights INT8 ahead of time, activations at run time).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    folded = target.with_name(target.stem + ".folded.onnx")
+    try:
+        resave_as_onnx(encoder, folded)
+        try:
+            quantize_dynamic(
+                str(folded), str(target), op_types_to_quantize=["MatMul"],
+                weight_type=QuantType.QInt8,
+            )  # fmt: skip
+        except Exception as exc:  # onnxruntime.quantization raises what onnx and numpy raise
+            raise ModelConversionError(f"could not quantize {encoder}: {exc}") from exc
+    finally:
+        folded.unlink(missing_ok=True)
+    if not target.is_file():
+        raise ModelConversionError(f"quantize_dynamic did not write {target}")
 
 
 def name_unnamed_graphs(path: Path) -> int:

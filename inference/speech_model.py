@@ -117,12 +117,25 @@ class DraftedStreams:
     step costs the encoder plus a few decoder steps instead of a whole decoding, and its answer
     is exactly what decoding from scratch would give. Partials get ``PARTIAL_TAIL_S`` of silence
     appended; finals are decoded as they are (their audio already ends in silence).
+
+    ``partial_model`` (default: ``model``) decodes the partial steps: a cheaper approximation
+    of ``model`` (Moonshine's INT8 encoder), whose answers stay drafts for the finals, which
+    ``model`` always decodes. Where the two disagree the final's draft holds for fewer tokens:
+    it costs decoder steps, never the final's text.
     """
 
-    def __init__(self, model: SpeechModel, partial_tail_s: float = PARTIAL_TAIL_S) -> None:
+    def __init__(
+        self,
+        model: SpeechModel,
+        partial_tail_s: float = PARTIAL_TAIL_S,
+        partial_model: SpeechModel | None = None,
+    ) -> None:
         if partial_tail_s < 0:
             raise ValueError(f"partial_tail_s must be >= 0, got {partial_tail_s}")
         self.model = model
+        self.partial_model = partial_model or model
+        if self.partial_model.sample_rate != model.sample_rate:
+            raise ValueError("partial_model must take the same sample rate as model")
         self._tail = np.zeros(int(partial_tail_s * model.sample_rate), dtype=np.float32)
 
     @property
@@ -133,13 +146,23 @@ class DraftedStreams:
         return DraftState()
 
     def step(self, steps: Sequence[StreamStep]) -> list[tuple[Transcription, DraftState]]:
-        clips = [
-            s.audio if s.final or not self._tail.size else np.concatenate((s.audio, self._tail))
-            for s in steps
-        ]
         drafts = [_draft(s.state) for s in steps]
-        answers = self.model.transcribe(clips, drafts)
-        return [(a, DraftState(a.token_ids)) for a in answers]
+        answers: list[Transcription | None] = [None] * len(steps)
+        for model, final in ((self.model, True), (self.partial_model, False)):
+            picked = [i for i, s in enumerate(steps) if s.final == final]
+            if not picked:
+                continue
+            clips = [
+                steps[i].audio
+                if final or not self._tail.size
+                else np.concatenate((steps[i].audio, self._tail))
+                for i in picked
+            ]
+            for i, answer in zip(
+                picked, model.transcribe(clips, [drafts[i] for i in picked]), strict=True
+            ):
+                answers[i] = answer
+        return [(a, DraftState(a.token_ids)) for a in answers if a is not None]
 
 
 def _draft(state: object) -> tuple[int, ...]:

@@ -68,6 +68,7 @@ def _run_worker(cfg: Config, index: int) -> int:
     from inference.model_files import ensure_converted
     from inference.moonshine import MoonshineModel
     from inference.providers import choose_providers
+    from inference.speech_model import DraftedStreams
     from inference.worker import Worker
     from media.silero import SileroVad
     from sip_bridge.supervisor import notify_ready
@@ -87,7 +88,8 @@ def _run_worker(cfg: Config, index: int) -> int:
         warm_up_seconds=(2.0, 5.0, v.max_utterance_s),
     )
     settings = worker_settings(cfg, index)
-    worker = Worker(settings, model, SileroVad())
+    streams = DraftedStreams(model, partial_model=model.for_partials() if i.partial_int8 else None)
+    worker = Worker(settings, streams, SileroVad())
 
     import signal
 

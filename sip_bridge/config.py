@@ -199,6 +199,9 @@ class InferenceConfig:
     # Partials run on their own thread this much nicer (Linux nice) than the worker's loop, so a
     # final never waits behind a partial; -1: partials run in the loop, between finals.
     partial_nice: int = 10
+    # Partials through Moonshine's INT8 encoder (about half the encoder's CPU time; finals always
+    # use the exact one). CPU provider only; false: partials use the finals' encoder.
+    partial_int8: bool = True
     # Decode an utterance's final while the silence that ends it is still being waited for
     # (from speech end + vad.speech_pad_ms), so the final is ready when the pause is long enough.
     early_finals: bool = True

@@ -149,14 +149,12 @@ def test_missing_wheel_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.mark.integration
 @needs_model
 def test_conversion_cache_is_reused(cache_dir: Path, files: ModelFiles) -> None:
-    before = {p: p.stat().st_mtime_ns for p in (files.encoder, files.decoder, files.tokenizer)}
+    assert files.partial_encoder is not None
+    paths = (files.encoder, files.decoder, files.tokenizer, files.partial_encoder)
+    before = {p: p.stat().st_mtime_ns for p in paths}
     again = ensure_converted(cache_dir)
     assert not again.converted
-    assert (again.encoder, again.decoder, again.tokenizer) == (
-        files.encoder,
-        files.decoder,
-        files.tokenizer,
-    )
+    assert (again.encoder, again.decoder, again.tokenizer, again.partial_encoder) == paths
     assert {p: p.stat().st_mtime_ns for p in before} == before
     # one finished entry, no staging directories left behind
     assert [p.name for p in cache_dir.iterdir() if p.is_dir()] == [files.encoder.parent.name]
@@ -417,3 +415,65 @@ def test_incremental_partials_give_the_full_re_decodes_text(
             reused += answer.draft_kept
             states[i] = state
     assert reused > 0  # the drafts were used, not ignored
+
+
+@pytest.fixture(scope="session")
+def int8(model: MoonshineModel) -> MoonshineModel:
+    return model.for_partials()
+
+
+@pytest.mark.integration
+@needs_model
+@needs_speech
+def test_int8_encoder_for_partials_is_close_to_the_exact_one(
+    model: MoonshineModel,
+    int8: MoonshineModel,
+    prompts: list[speech.Prompt],
+    clips: list[np.ndarray],
+    one_by_one: list[Transcription],
+) -> None:
+    """The INT8 encoder is really another session (not the exact one under a new name), shares
+    the decoder, and transcribes the prompts within 2 points of WER of the exact model."""
+    assert int8 is not model and int8._encoder is not model._encoder
+    assert int8._decoder is model._decoder
+    answers = [int8.transcribe([clip])[0] for clip in clips]
+    refs = [p.text for p in prompts]
+    exact, approx = (
+        speech.wer(refs, [t.text for t in one_by_one]),
+        speech.wer(refs, [t.text for t in answers]),
+    )
+    print(f"WER exact {exact:.1%}, INT8 encoder {approx:.1%}")
+    assert approx <= exact + 0.02
+    assert (
+        sum(a.token_ids != b.token_ids for a, b in zip(answers, one_by_one, strict=True))
+        < len(clips) / 2
+    )
+
+
+@pytest.mark.integration
+@needs_model
+@needs_speech
+def test_int8_partials_leave_finals_exact(
+    model: MoonshineModel, int8: MoonshineModel, clips: list[np.ndarray]
+) -> None:
+    """With the INT8 encoder decoding the partials, each partial is what that model gives the
+    audio so far, and each final is exactly the exact model's from-scratch answer, its draft
+    (the last INT8 partial) notwithstanding."""
+    streams = DraftedStreams(model, partial_model=int8)
+    tail = np.zeros(int(PARTIAL_TAIL_S * SAMPLE_RATE), dtype=np.float32)
+    live = clips[:6]
+    states = [streams.open_stream() for _ in live]
+    step = int(0.5 * SAMPLE_RATE)
+    for end in range(step, max(map(len, live)) + step, step):
+        rows = [i for i, c in enumerate(live) if end - step < len(c)]
+        final = {i: end >= len(live[i]) for i in rows}
+        answers = streams.step(
+            [StreamStep(states[i], live[i][:end], final=final[i]) for i in rows]
+        )  # fmt: skip
+        for i, (answer, state) in zip(rows, answers, strict=True):
+            if final[i]:
+                (scratch,) = model.transcribe([live[i]])
+            else:
+                (scratch,) = int8.transcribe([np.concatenate((live[i][:end], tail))])
+            assert answer.token_ids == scratch.token_ids
+            states[i] = state
