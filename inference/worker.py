@@ -1,58 +1,42 @@
-"""An inference worker: PCM of many calls in, VAD-cut utterances out, transcribed in batches.
+"""An inference worker's ZeroMQ loop: wire messages of many calls in, transcripts back out.
 
-One thread, one loop (:meth:`Worker.run`): read every waiting wire message from the PULL socket,
-run Silero VAD over all calls' new audio in one batched pass, feed each call's
-:class:`~media.endpointing.Endpointer`, queue finished utterances (finals) and growing ones
-(partials) in the :class:`~inference.batching.Batcher`, and run whatever batch the policy says is
-due. While the model runs, audio waits in ZeroMQ's queue and is VAD'ed in one batch afterwards.
-Results go back to the media process named in each call's ``CallStart``. Every call gets exactly one
-``CallDone``, after its last final.
+One thread, one loop (:meth:`Worker.run`): read every waiting message from the PULL socket,
+decode it (:mod:`media.wire`) and hand it to the :class:`~inference.transcriber.Transcriber`,
+which runs VAD over all calls' new audio in one batched pass, cuts utterances and decodes them in
+batches; then let it take its turn (:meth:`~inference.transcriber.Transcriber.tick`). While the
+model runs, audio waits in ZeroMQ's queue and is VAD'ed in one batch afterwards. Each result goes
+out on a PUSH socket to the media process named in its call's ``CallStart`` (one socket per
+media process, connected when the first call names it).
 
-Failover support: every result carries the call's *epoch* (its placement number); a call moved here
-from a dead worker starts at the ``CallStart``'s resume offset and utterance number; finals carry
-their end offset and, between utterances, :class:`~media.wire.Checkpoint` messages tell the media
-side which audio it no longer needs to keep for a replay. A
-:class:`~inference.heartbeat.HeartbeatThread` publishes the
-worker's liveness and load; it runs beside the loop, so a long model batch does not look like death,
-and it reports how long ago the loop last turned, so a stuck loop does.
+A :class:`~inference.heartbeat.HeartbeatThread` publishes the worker's liveness and load; it runs
+beside the loop, so a long model batch does not look like death, and it reports how long ago the
+loop last turned, so a stuck loop does.
 
 Bad messages from a peer are counted and logged, never fatal.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import soxr
 import zmq
 
-from inference import metrics
-from inference.batching import Batcher, BatchPolicy, Request
+from inference.call_state import CallState
 from inference.heartbeat import HeartbeatThread
-from inference.partial_runner import PartialRunner
-from inference.partial_scheduler import Growing, PartialPolicy, PartialScheduler
-from inference.speech_model import (
-    DraftedStreams,
-    SpeechModel,
-    StreamingSpeechModel,
-    StreamStep,
-    Transcription,
-)
-from inference.turn_taking import TurnPolicy
+from inference.speech_model import SpeechModel, StreamingSpeechModel
+from inference.transcriber import MODEL_RATE, Transcriber
+from inference.worker_settings import WorkerSettings, WorkerStats
 from media import wire
-from media.curve import CurveKeys, authenticator
-from media.endpointing import Endpointer, EndpointerSettings, UtteranceEnded
-from media.silero import SileroVad, VadStream, window_size
+from media.curve import authenticator
+from media.silero import SileroVad
+
+__all__ = ["MAX_MESSAGE_BYTES", "MAX_REPLY_ENDPOINTS", "MODEL_RATE", "Worker", "WorkerSettings"]
 
 log = logging.getLogger(__name__)
 
-MODEL_RATE = 16000
 # Distinct reply_to endpoints a worker connects to (one per media process is the normal case);
 # CallStarts naming more are refused, so a peer cannot make it open sockets without bound.
 MAX_REPLY_ENDPOINTS = 256
@@ -60,109 +44,6 @@ MAX_REPLY_ENDPOINTS = 256
 # sends each held run of speech as one message, far below this; a peer declaring a larger frame
 # is disconnected by ZeroMQ before anything is allocated for it.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    endpoint: str  # where this worker's PULL socket binds
-    policy: BatchPolicy = field(default_factory=BatchPolicy)
-    endpointing: EndpointerSettings = field(default_factory=EndpointerSettings)
-    # A call's partials at most this often (0 disables them); see partial_scheduler.
-    partial_interval_s: float = 0.3
-    partial_min_new_s: float = 0.2  # new audio before another partial of an utterance
-    partial_cpu_share: float = 1.0  # of the partial thread's time partials may use
-    # When a pausing utterance's early final may end it before min_silence_ms (turn_taking).
-    turn: TurnPolicy = field(default_factory=TurnPolicy)
-    # A live call sends audio or a time mark every 40 ms; one silent this long lost its media
-    # process, and is ended here so its state does not leak.
-    call_idle_timeout_s: float = 30.0
-    poll_interval_s: float = 0.02
-    index: int = 0  # this worker's number, reported in heartbeats
-    heartbeat_endpoint: str | None = None  # where the heartbeat PUB socket binds; None: no beats
-    heartbeat_interval_s: float = 0.25
-    # Between utterances, tell the media side at most this often that it may drop old audio.
-    checkpoint_interval_s: float = 1.0
-    # Decode an utterance's final during the silence wait that ends it (see Worker.speculate).
-    early_finals: bool = True
-    # Partials run on their own thread this much nicer than the loop (see partial_runner);
-    # None: in the loop, between finals.
-    partial_nice: int | None = 10
-    # CURVE on every socket to and from the media processes (None: plain, loopback only).
-    curve: CurveKeys | None = None
-
-
-@dataclass(slots=True)
-class _Spec:
-    """A final decoded early, while its utterance pauses (see :meth:`Worker.speculate`)."""
-
-    index: int
-    start: int
-    end: int
-    result: wire.Transcript | None = None  # the decoding, once done
-    promoted: bool = False  # the utterance ended exactly here: the decoding is its final
-
-
-@dataclass(slots=True)
-class _Call:
-    call_id: str
-    sample_rate: int
-    reply_to: str
-    vad: VadStream
-    endpointer: Endpointer
-    window: int
-    epoch: int = 0
-    pending: list[np.ndarray] = field(default_factory=list)  # received, not yet VAD'ed
-    pending_offset: int = 0  # the offset of the first pending sample
-    next_offset: int = 0  # the offset just past the last sample received
-    outstanding: int = 0  # finals queued or running
-    ending: bool = False
-    last_seen: float = 0.0
-    # Finals leave in utterance order, whatever order their batches ran in.
-    next_final: int = 0
-    held: dict[int, wire.Transcript] = field(default_factory=dict)
-    checkpoint: int = 0  # the offset of the last checkpoint sent (or the resume offset)
-    spec: _Spec | None = None
-    # The open utterance's stream (StreamingSpeechModel state) and its partials so far.
-    stream_index: int = -1  # the utterance the stream belongs to
-    stream: Any = None
-    captioned: int = 0  # samples of the utterance in the last partial started
-    last_partial_at: float | None = None
-
-
-@dataclass(slots=True)
-class WorkerStats:
-    messages: int = 0
-    bad_messages: int = 0  # refused: not wire format, wrong type or rate, unusable reply_to
-    bad_reply_to: int = 0  # of which: a CallStart whose reply_to ZeroMQ cannot connect to
-    unknown_call: int = 0
-    utterances: int = 0
-    partials: int = 0
-    batches: int = 0
-    batch_items: int = 0
-    model_seconds: float = 0.0
-    audio_seconds: float = 0.0
-    expired_calls: int = 0
-    stale_messages: int = 0  # from an earlier placement of a call (it moved away and back)
-    partials_dropped: int = 0  # their utterance ended or paused while they ran
-    turns_ended_early: int = 0  # finals sent at a short pause because the text ended the turn
-    resumed_calls: int = 0
-    early_finals_used: int = 0  # finals whose decoding was done or under way at the endpoint
-    early_finals_wasted: int = 0  # speech resumed: that decoding was shown as a partial only
-    results_dropped: int = 0  # the media process was not reading them (its queue full)
-
-
-@dataclass(frozen=True, slots=True)
-class _Job:
-    owner: _Call  # results of a call that was dropped or replaced meanwhile are discarded
-    call_id: str
-    utterance: int
-    start: int  # samples at the call's rate
-    end: int
-    speech_end: int
-    final: bool
-    audio: np.ndarray  # float32, 16 kHz
-    speculative: bool = False  # an early final (Worker.speculate)
-    state: Any = None  # the utterance's stream state when the job was made
 
 
 class Worker:
@@ -174,35 +55,15 @@ class Worker:
         ctx: zmq.Context[Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``model`` decodes every utterance as a stream: an offline ``SpeechModel`` is wrapped
-        in ``DraftedStreams``."""
+        """``model`` and ``vad`` go to the :class:`Transcriber`; see there."""
         self.settings = settings
-        self.model: StreamingSpeechModel = (
-            model if isinstance(model, StreamingSpeechModel) else DraftedStreams(model)
-        )
-        self.vad = vad
         self.clock = clock
         self.ctx = ctx or zmq.Context.instance()
-        self.batcher = Batcher(settings.policy)
-        self.calls: dict[str, _Call] = {}
-        self.stats = WorkerStats()
+        self.core = Transcriber(settings, model, vad, self._emit, clock)
         self._replies: dict[str, zmq.Socket[Any]] = {}
         self._stop = False
-        self._next_idle_check = 0.0
-        self.scheduler = PartialScheduler(
-            PartialPolicy(
-                min_interval_s=settings.partial_interval_s,
-                min_new_audio_s=settings.partial_min_new_s,
-                max_batch=settings.policy.max_batch,
-                cpu_share=settings.partial_cpu_share,
-            )
-        )
-        # Read by the heartbeat thread (plain attribute reads; each is atomic in CPython).
+        # Read by the heartbeat thread (a plain attribute read is atomic in CPython).
         self.loop_turned_at = clock()
-        self.model_seconds_total = 0.0
-        self._partials: PartialRunner | None = None
-        if settings.partial_interval_s > 0 and settings.partial_nice is not None:
-            self._partials = PartialRunner(self.model, settings.partial_nice)
         self._auth = None if settings.curve is None else authenticator(self.ctx, settings.curve)
         self.pull: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, 100_000)
@@ -212,333 +73,51 @@ class Worker:
             settings.curve.bind_side(self.pull)
         self.pull.bind(settings.endpoint)
 
+    # What the heartbeat thread, the benchmarks and the tests read.
+
+    @property
+    def calls(self) -> dict[str, CallState]:
+        return self.core.calls
+
+    @property
+    def stats(self) -> WorkerStats:
+        return self.core.stats
+
+    @property
+    def model_seconds_total(self) -> float:
+        return self.core.model_seconds_total
+
+    def backlog_s(self) -> float:
+        """Audio waiting for the model, in seconds (a snapshot; safe from another thread)."""
+        return self.core.backlog_s()
+
     # -- messages in --------------------------------------------------------------------------
 
     def handle(self, frames: list[Any]) -> None:
-        self.stats.messages += 1
+        stats = self.core.stats
+        stats.messages += 1
         try:
             msg = wire.decode(frames)
         except wire.WireError as exc:
-            self.stats.bad_messages += 1
-            if self.stats.bad_messages <= 10 or self.stats.bad_messages % 1000 == 0:
-                log.warning("bad message dropped (%d so far): %s", self.stats.bad_messages, exc)
+            stats.bad_messages += 1
+            if stats.bad_messages <= 10 or stats.bad_messages % 1000 == 0:
+                log.warning("bad message dropped (%d so far): %s", stats.bad_messages, exc)
             return
         if isinstance(msg, wire.Audio):
-            self._audio(msg)
+            self.core.audio(msg)
         elif isinstance(msg, wire.CallStart):
-            self._start(msg)
+            if self._can_reply(msg):
+                self.core.start(msg)
+            else:
+                stats.bad_messages += 1
+                stats.bad_reply_to += 1
         elif isinstance(msg, wire.CallEnd):
-            self._end(msg)
+            self.core.end(msg)
         else:
-            self.stats.bad_messages += 1
+            stats.bad_messages += 1
             log.warning("unexpected %s from a media process dropped", type(msg).__name__)
 
-    def _start(self, msg: wire.CallStart) -> None:
-        if msg.sample_rate not in (8000, 16000):
-            log.warning("call %s: unsupported sample rate %d", msg.call_id, msg.sample_rate)
-            self.stats.bad_messages += 1
-            return
-        if not self._can_reply(msg):
-            self.stats.bad_messages += 1
-            self.stats.bad_reply_to += 1
-            return
-        old = self.calls.get(msg.call_id)
-        if old is not None:
-            if msg.epoch <= old.epoch:
-                log.warning("call %s: started twice (epoch %d); keeping epoch %d",
-                            msg.call_id, msg.epoch, old.epoch)  # fmt: skip
-                return
-            # It left this worker (declared dead while stalled) and came back: start afresh.
-            log.info("call %s: placed here again (epoch %d -> %d)", msg.call_id, old.epoch,
-                     msg.epoch)  # fmt: skip
-            self._forget(old)
-        offset = msg.resume_offset
-        self.calls[msg.call_id] = _Call(
-            msg.call_id,
-            msg.sample_rate,
-            msg.reply_to,
-            self.vad.new_stream(msg.sample_rate),
-            Endpointer(
-                msg.sample_rate,
-                self.settings.endpointing,
-                start_offset=offset,
-                first_index=msg.first_utterance,
-            ),  # fmt: skip
-            window_size(msg.sample_rate),
-            epoch=msg.epoch,
-            pending_offset=offset,
-            next_offset=offset,
-            last_seen=self.clock(),
-            next_final=msg.first_utterance,
-            checkpoint=offset,
-        )
-        if msg.epoch:
-            self.stats.resumed_calls += 1
-            log.info(
-                "call %s: resumed here (sip %s, %d Hz, epoch %d) at %.2f s, utterance %d",
-                msg.call_id, msg.sip_call_id, msg.sample_rate, msg.epoch,
-                offset / msg.sample_rate, msg.first_utterance,
-            )  # fmt: skip
-        else:
-            log.info("call %s: started (sip %s, %d Hz)", msg.call_id, msg.sip_call_id,
-                     msg.sample_rate)  # fmt: skip
-
-    def _forget(self, call: _Call) -> None:
-        """Drop a call's state without results (its queued work is skipped when it runs)."""
-        del self.calls[call.call_id]
-        self.batcher.discard(lambda r: isinstance(r.payload, _Job) and r.payload.owner is call)
-
-    def _audio(self, msg: wire.Audio) -> None:
-        call = self.calls.get(msg.call_id)
-        if call is None or call.ending:
-            self.stats.unknown_call += 1
-            return
-        if msg.epoch != call.epoch:
-            self.stats.stale_messages += 1
-            return
-        if msg.sample_rate != call.sample_rate:
-            self.stats.bad_messages += 1
-            return
-        call.last_seen = self.clock()
-        if msg.offset < call.next_offset:  # overlapping or repeated audio: keep what is new
-            skip = call.next_offset - msg.offset
-            if skip >= msg.samples:
-                return
-            pcm = np.frombuffer(msg.pcm, dtype="<i2")[skip:]
-            offset = call.next_offset
-        else:
-            pcm = np.frombuffer(msg.pcm, dtype="<i2")
-            offset = msg.offset
-        if offset > call.next_offset:  # suppressed silence: VAD what came before, then the gap
-            self._vad_one(call)
-            call.vad.reset()
-            self._on_events(call, call.endpointer.gap(offset))
-        if len(pcm) == 0:  # a time mark: the call got this far in silence
-            call.next_offset = offset
-            return
-        if not call.pending:
-            call.pending_offset = offset
-        call.pending.append(pcm)
-        call.next_offset = offset + len(pcm)
-
-    def _end(self, msg: wire.CallEnd) -> None:
-        call = self.calls.get(msg.call_id)
-        if call is None:
-            self.stats.unknown_call += 1
-            return
-        if msg.epoch != call.epoch:
-            self.stats.stale_messages += 1
-            return
-        self._finish_call(call)
-
-    def _finish_call(self, call: _Call) -> None:
-        self._vad_one(call)
-        call.ending = True
-        self._on_events(call, call.endpointer.flush())
-        self._maybe_done(call)
-
-    # -- VAD and endpointing ------------------------------------------------------------------
-
-    @staticmethod
-    def _take(call: _Call) -> np.ndarray | None:
-        if not call.pending:
-            return None
-        pcm = call.pending[0] if len(call.pending) == 1 else np.concatenate(call.pending)
-        call.pending = []
-        return pcm
-
-    def _feed(self, call: _Call, pcm: np.ndarray, probs: np.ndarray) -> None:
-        verdicts = probs.tolist()
-        speech = sum(p >= call.endpointer.settings.threshold for p in verdicts)
-        seconds = call.window / call.sample_rate
-        if speech:
-            metrics.VAD_AUDIO_SECONDS.labels("speech").inc(speech * seconds)
-        if len(verdicts) > speech:
-            metrics.VAD_AUDIO_SECONDS.labels("silence").inc((len(verdicts) - speech) * seconds)
-        events = call.endpointer.push(pcm, call.pending_offset, verdicts, call.window)
-        call.pending_offset += len(pcm)
-        self._on_events(call, events)
-
-    def _vad_one(self, call: _Call) -> None:
-        """VAD this one call's pending audio now (before a gap or the end)."""
-        pcm = self._take(call)
-        if pcm is not None:
-            (probs,) = self.vad.probabilities([(call.vad, pcm)])
-            self._feed(call, pcm, probs)
-
-    def run_vad(self) -> None:
-        """One batched VAD pass over every call's pending audio."""
-        items: list[tuple[_Call, np.ndarray]] = []
-        for call in self.calls.values():
-            if not call.ending and call.vad.pending_windows(sum(map(len, call.pending))):
-                pcm = self._take(call)
-                if pcm is not None:
-                    items.append((call, pcm))
-        if not items:
-            return
-        probs = self.vad.probabilities([(c.vad, pcm) for c, pcm in items])
-        for (call, pcm), p in zip(items, probs, strict=True):
-            self._feed(call, pcm, p)
-
-    def _on_events(self, call: _Call, events: list[Any]) -> None:
-        for event in events:
-            if isinstance(event, UtteranceEnded):
-                self.stats.utterances += 1
-                metrics.UTTERANCES.labels(event.reason).inc()
-                if self._promote(call, event):
-                    continue
-                audio = self._model_audio(event.audio, call.sample_rate)
-                job = _Job(
-                    call, call.call_id, event.index, event.start_sample, event.end_sample,
-                    event.speech_end_sample, True, audio, state=self._stream(call, event.index),
-                )  # fmt: skip
-                call.outstanding += 1
-                key = (call.call_id, event.index)
-                self.batcher.add(Request(key, len(audio), self.clock(), True, job))
-
-    @staticmethod
-    def _model_audio(pcm: np.ndarray, rate: int) -> np.ndarray:
-        audio = pcm.astype(np.float32) / 32768.0
-        if rate != MODEL_RATE:
-            audio = soxr.resample(audio, rate, MODEL_RATE).astype(np.float32, copy=False)
-        return audio
-
-    def speculate(self, now: float) -> None:
-        """Start decoding a pausing utterance's final before the pause has lasted long enough
-        to end it.
-
-        Once the end padding after the speech has been heard, the endpointer knows exactly which
-        audio the final will hold if the pause lasts (``provisional_end``). Decoding it now, with
-        a final's priority, hides the model's time inside the ``min_silence_ms`` wait: when the
-        utterance ends there, its final is ready or nearly so. If speech resumes instead, the
-        decoding is not wasted entirely: it goes out as a partial.
-        """
-        if not self.settings.early_finals:
-            return
-        for call in self.calls.values():
-            if call.ending:
-                continue
-            guess = call.endpointer.provisional_end()
-            spec = call.spec
-            if spec is not None and not spec.promoted:
-                if guess is not None and (spec.index, spec.start, spec.end) == guess[:3]:
-                    continue
-                self._drop_spec(call)
-            if guess is None or call.spec is not None:
-                continue
-            index, start, end, speech_end = guess
-            call.spec = _Spec(index, start, end)
-            audio = self._model_audio(call.endpointer.audio_until(end), call.sample_rate)
-            job = _Job(call, call.call_id, index, start, end, speech_end, False, audio, True,
-                       self._stream(call, index))  # fmt: skip
-            key = (call.call_id, index, "early")
-            self.batcher.add(Request(key, len(audio), now, True, job))
-
-    def _drop_spec(self, call: _Call) -> None:
-        spec = call.spec
-        if spec is None:
-            return
-        call.spec = None
-        self.stats.early_finals_wasted += 1
-        self.batcher.discard(
-            lambda r: isinstance(r.payload, _Job) and r.payload.owner is call
-            and r.payload.speculative
-        )  # fmt: skip
-
-    def _promote(self, call: _Call, event: UtteranceEnded) -> bool:
-        """The utterance ended where its early final was cut: that decoding is its final."""
-        spec = call.spec
-        if spec is None or spec.promoted:
-            return False
-        if (spec.index, spec.start, spec.end) != (event.index, event.start_sample,
-                                                  event.end_sample):  # fmt: skip
-            self._drop_spec(call)
-            return False
-        self.stats.early_finals_used += 1
-        call.outstanding += 1
-        if spec.result is None:
-            spec.promoted = True  # it is queued: its result will be the final
-        else:
-            call.spec = None
-            self._final_ready(call, spec.result)
-        return True
-
-    def _final_ready(self, call: _Call, msg: wire.Transcript) -> None:
-        call.outstanding -= 1
-        call.held[msg.utterance] = msg
-        self._release_finals(call)
-        self._maybe_done(call)
-
-    def _stream(self, call: _Call, index: int) -> Any:
-        """Utterance ``index``'s stream state, opened on first use."""
-        if call.stream_index != index:
-            call.stream_index, call.stream = index, self.model.open_stream()
-            call.captioned, call.last_partial_at = 0, None
-        return call.stream
-
-    def end_turns(self) -> None:
-        """Finals whose early decoding says the turn is over go out now, not after
-        ``min_silence_ms`` (see ``turn_taking``)."""
-        for call in list(self.calls.values()):
-            spec = call.spec
-            if call.ending or spec is None or spec.promoted or spec.result is None:
-                continue
-            pause_ms = call.endpointer.pause_samples * 1000 / call.sample_rate
-            if self.settings.turn.turn_over(spec.result.text, pause_ms):
-                events = call.endpointer.end_turn()
-                if events:
-                    self.stats.turns_ended_early += 1
-                    self._on_events(call, events)
-
-    def schedule_partials(self, now: float) -> None:
-        """Start the partials the scheduler picks, if the partial thread is free.
-
-        Candidates are the open utterances that are not pausing (a pausing one's early final is
-        near, and is sent as its partial meanwhile). Without the partial thread
-        (``partial_nice`` None) they run here, in the loop, only while no final waits.
-        """
-        runner = self._partials
-        if not self.scheduler.policy.enabled or (runner is not None and runner.busy):
-            return
-        if runner is None and self.batcher.finals_waiting:
-            return  # in the loop, a partial would delay the finals
-        growing: list[Growing] = []
-        current: dict[str, tuple[int, np.ndarray]] = {}
-        for call in self.calls.values():
-            if call.ending or call.endpointer.pausing:
-                continue
-            utterance = call.endpointer.current_utterance()
-            if utterance is None:
-                continue
-            current[call.call_id] = utterance
-            index = call.endpointer.next_index - 1
-            self._stream(call, index)
-            rate = call.sample_rate
-            growing.append(Growing(call.call_id, len(utterance[1]) / rate, call.captioned / rate,
-                                   call.last_partial_at))  # fmt: skip
-        jobs: list[_Job] = []
-        for call_id in self.scheduler.choose(growing, now):
-            call = self.calls[str(call_id)]
-            start, pcm = current[call.call_id]
-            end = start + len(pcm)
-            audio = self._model_audio(pcm, call.sample_rate)
-            jobs.append(_Job(call, call.call_id, call.stream_index, start, end, end, False,
-                             audio, state=call.stream))  # fmt: skip
-            call.captioned, call.last_partial_at = len(pcm), now
-        if not jobs:
-            return
-        metrics.BATCH_SIZE.labels("partial").observe(len(jobs))
-        steps = [StreamStep(j.state, j.audio) for j in jobs]
-        if runner is not None:
-            runner.submit(jobs, steps)
-            return
-        t0 = time.perf_counter()
-        results = self.model.step(steps)
-        spent = time.perf_counter() - t0
-        self.scheduler.ran(spent, self.clock())
-        self._deliver(jobs, results, spent)
-
-    # -- inference and results ----------------------------------------------------------------
+    # -- results out --------------------------------------------------------------------------
 
     def _can_reply(self, msg: wire.CallStart) -> bool:
         """Connect the call's reply socket now, so that a ``reply_to`` ZeroMQ cannot connect to
@@ -573,125 +152,20 @@ class Worker:
             self._replies[endpoint] = sock
         return sock
 
-    def _send(self, call: _Call, msg: wire.Message) -> None:
+    def _emit(self, reply_to: str, call_id: str, msg: wire.Message) -> bool:
         try:
-            self._reply(call.reply_to).send_multipart(wire.encode(msg), flags=zmq.NOBLOCK)
+            self._reply(reply_to).send_multipart(wire.encode(msg), flags=zmq.NOBLOCK)
         except zmq.Again:
-            self.stats.results_dropped += 1
-            log.error("call %s: media process not reading results; %s dropped", call.call_id,
-                      type(msg).__name__)  # fmt: skip
-
-    def run_batch(self, batch: list[Request]) -> None:
-        jobs = [r.payload for r in batch if isinstance(r.payload, _Job)]
-        t0 = time.perf_counter()
-        results = self.model.step([StreamStep(j.state, j.audio, final=True) for j in jobs])
-        self._deliver(jobs, results, time.perf_counter() - t0)
-
-    def _collect_partials(self) -> None:
-        runner = self._partials
-        done = runner.poll() if runner is not None else None
-        if done is not None:
-            self.scheduler.ran(done.seconds, self.clock())
-            self._deliver(done.token, done.results, done.seconds)
-
-    def _deliver(
-        self, jobs: list[_Job], results: list[tuple[Transcription, Any]], spent: float
-    ) -> None:
-        self.stats.batches += 1
-        self.stats.batch_items += len(jobs)
-        self.stats.model_seconds += spent
-        metrics.MODEL_SECONDS.labels(_kind(any(j.final or j.speculative for j in jobs))).inc(spent)
-        self.model_seconds_total += spent  # read by the heartbeat thread
-        self.stats.audio_seconds += sum(len(j.audio) for j in jobs) / MODEL_RATE
-        log.debug("batch of %d (%d finals) in %.0f ms", len(jobs), sum(j.final for j in jobs),
-                  spent * 1000)  # fmt: skip
-        for job, (result, state) in zip(jobs, results, strict=True):
-            call = self.calls.get(job.call_id)
-            if call is None or call is not job.owner:
-                continue
-            if not job.final and call.stream_index == job.utterance:
-                call.stream = state  # the next decoding of this utterance starts from it
-            rate = call.sample_rate
-            msg = wire.Transcript(
-                job.call_id, job.utterance, job.final, result.text.strip(),
-                job.start / rate, job.end / rate, result.confidence, job.speech_end,
-                job.end if job.final else 0, call.epoch,
-            )  # fmt: skip
-            if job.speculative:
-                self._early_final_done(call, job, msg)
-            elif job.final:
-                self._final_ready(call, msg)
-            elif self._partial_useful(job):
-                self.stats.partials += 1
-                if msg.text:
-                    self._send(call, msg)
-            else:
-                self.stats.partials_dropped += 1
-
-    def _early_final_done(self, call: _Call, job: _Job, msg: wire.Transcript) -> None:
-        spec = call.spec
-        if spec is None or (spec.index, spec.start, spec.end) != (job.utterance, job.start,
-                                                                  job.end):  # fmt: skip
-            return  # superseded while it ran
-        final = dataclasses.replace(msg, final=True, end_offset=job.end)
-        if spec.promoted:
-            call.spec = None
-            self._final_ready(call, final)
-            return
-        spec.result = final
-        # Until the pause decides, it is also the freshest partial of the utterance.
-        if msg.text and not call.ending and job.utterance >= call.next_final:
-            self.stats.partials += 1
-            self._send(call, msg)
-        self.end_turns()
-
-    def _release_finals(self, call: _Call) -> None:
-        while call.next_final in call.held:
-            msg = call.held.pop(call.next_final)
-            call.next_final += 1
-            call.checkpoint = max(call.checkpoint, msg.end_offset)
-            self._send(call, msg)
-            log.info("call %s: utterance %d final %.2f-%.2f s: %r", call.call_id,
-                     msg.utterance, msg.start, msg.end, msg.text)  # fmt: skip
-
-    def _maybe_done(self, call: _Call) -> None:
-        if call.ending and call.outstanding == 0:
-            for index in sorted(call.held):  # only if an index was skipped: never hold forever
-                call.next_final = index
-                self._release_finals(call)
-            self._send(call, wire.CallDone(call.call_id, call.epoch))
-            del self.calls[call.call_id]
-            log.info("call %s: done", call.call_id)
+            return False
+        return True
 
     # -- loop ---------------------------------------------------------------------------------
-
-    def send_checkpoints(self) -> None:
-        """Between utterances, with every final sent, tell each call's media side how much of its
-        audio no later utterance can need (it keeps that audio to replay to another worker)."""
-        interval = self.settings.checkpoint_interval_s
-        for call in self.calls.values():
-            ep = call.endpointer
-            if call.ending or call.outstanding or call.held or ep.in_utterance:
-                continue
-            offset = ep.safe_offset
-            if offset - call.checkpoint < interval * call.sample_rate:
-                continue
-            call.checkpoint = offset
-            self._send(call, wire.Checkpoint(call.call_id, offset, ep.next_index, call.epoch))
-
-    def expire_idle_calls(self, now: float) -> None:
-        limit = self.settings.call_idle_timeout_s
-        for call in list(self.calls.values()):
-            if not call.ending and now - call.last_seen > limit:
-                self.stats.expired_calls += 1
-                log.warning("call %s: nothing received for %.0f s; ending it", call.call_id, limit)
-                self._finish_call(call)
 
     def request_stop(self) -> None:
         self._stop = True
 
     def step(self, timeout_s: float) -> None:
-        """One turn of the loop: receive, VAD, queue, maybe run one batch."""
+        """One turn of the loop: receive, then the transcriber's turn."""
         if self.pull.poll(int(timeout_s * 1000)):
             for _ in range(10_000):
                 try:
@@ -699,76 +173,17 @@ class Worker:
                 except zmq.Again:
                     break
                 self.handle([f.buffer for f in frames])
-        self.run_vad()
+        self.core.run_vad()
         now = self.clock()
         self.loop_turned_at = now
-        if now >= self._next_idle_check:
-            self._next_idle_check = now + 1.0
-            self.expire_idle_calls(now)
-            self.send_checkpoints()
-            self._sync_metrics()
-        self._collect_partials()
-        self.end_turns()
-        self.speculate(now)
-        coming = self._final_imminent()
-        batch = self.batcher.next_batch(now, nothing_coming=not coming)
-        if batch:
-            _observe(batch, now)
-            self.run_batch(batch)
-        else:
-            self.schedule_partials(now)
-
-    def _sync_metrics(self) -> None:
-        st = self.stats
-        for reason, total in (
-            ("bad_message", st.bad_messages), ("stale_message", st.stale_messages),
-            ("unknown_call", st.unknown_call), ("partial_too_late", st.partials_dropped),
-            ("results_not_read", st.results_dropped), ("bad_reply_to", st.bad_reply_to),
-        ):  # fmt: skip
-            metrics.sync_counter(metrics.WORKER_DROPS, reason, total)
-
-    def _partial_useful(self, job: _Job) -> bool:
-        """Is a partial's answer still worth sending? Not once its utterance has ended or
-        pauses (its final is due), nor for a call that is ending or was replaced."""
-        call = self.calls.get(job.call_id)
-        if call is None or call is not job.owner or call.ending:
-            return False
-        ep = call.endpointer
-        return ep.in_utterance and not ep.pausing and job.utterance == ep.next_index - 1
-
-    def _final_imminent(self) -> bool:
-        """Could another call's final (or early final) be ready within the batching wait?
-
-        Only then is waiting for it worth the latency: a final comes only after a pause of
-        ``speech_pad_ms`` (early finals) or ``min_silence_ms``, so a call that is not pausing, or
-        has paused for much less than that, sends nothing to batch with in time.
-        """
-        s = self.settings.endpointing
-        wait_ms = self.batcher.policy.max_wait_ms
-        for call in self.calls.values():
-            ep = call.endpointer
-            if call.ending or not ep.pausing or call.spec is not None:
-                continue
-            due_ms = s.speech_pad_ms if self.settings.early_finals else s.min_silence_ms
-            if due_ms - ep.pause_samples * 1000 / call.sample_rate <= wait_ms:
-                return True
-        return False
+        self.core.tick(now)
 
     def timeout(self) -> float:
         """How long the next poll may wait: until a batch or the partial budget is due."""
         now = self.clock()
+        due = self.core.next_due(now)
         wait = self.settings.poll_interval_s
-        batch_due = self.batcher.deadline()
-        if batch_due is not None:
-            wait = min(wait, max(0.0, batch_due - now))
-        partials_due = self.scheduler.next_start()
-        if partials_due > now:  # the budget's wait ends then (a past one is no reason to wake)
-            wait = min(wait, partials_due - now)
-        return wait
-
-    def backlog_s(self) -> float:
-        """Audio waiting for the model, in seconds (a snapshot; safe from another thread)."""
-        return self.batcher.waiting_samples() / MODEL_RATE
+        return wait if due is None else min(wait, max(0.0, due - now))
 
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
         beats = None
@@ -786,23 +201,9 @@ class Worker:
             self.close()
 
     def close(self) -> None:
-        if self._partials is not None:
-            self._partials.stop()
+        self.core.close()
         self.pull.close(0)
         for sock in self._replies.values():
             sock.close()
         if self._auth is not None:
             self._auth.stop()
-
-
-def _kind(final: bool) -> str:
-    return "final" if final else "partial"
-
-
-def _observe(batch: list[Request], now: float) -> None:
-    """A batch is about to run: its size and how long each clip waited for it."""
-    if not batch:
-        return
-    metrics.BATCH_SIZE.labels(_kind(any(r.final for r in batch))).observe(len(batch))
-    for r in batch:
-        metrics.QUEUE_WAIT.labels(_kind(r.final)).observe(max(0.0, now - r.ready_at))
