@@ -130,7 +130,7 @@ def test_twelve_concurrent_calls_over_several_media_processes(
     # Each call stays on one worker, and both workers take calls.
     seen: dict[str, set[str]] = {}
     for worker, call_id in re.findall(
-        r"worker\[(\d)\] inference\.worker: call (\w+):", bridge.log_text()
+        r"worker\[(\d)\] inference\.transcriber: call (\w+):", bridge.log_text()
     ):
         seen.setdefault(call_id, set()).add(worker)
     assert all(len(w) == 1 for w in seen.values()), seen
@@ -226,7 +226,7 @@ def test_a_worker_killed_mid_call_loses_no_utterance_and_comes_back(
         call_id = str(event["call_id"])
         log = bridge.log_text()
         (worker,) = set(
-            re.findall(rf"worker\[(\d)\] inference\.worker: call {call_id}: started", log)
+            re.findall(rf"worker\[(\d)\] inference\.transcriber: call {call_id}: started", log)
         )
         up, ready = (
             f"worker {worker} is up",
@@ -286,7 +286,7 @@ def test_a_worker_that_stops_answering_loses_its_calls_and_its_late_results_are_
         call_id = str(event["call_id"])
         log = bridge.log_text()
         (worker,) = set(
-            re.findall(rf"worker\[(\d)\] inference\.worker: call {call_id}: started", log)
+            re.findall(rf"worker\[(\d)\] inference\.transcriber: call {call_id}: started", log)
         )
         up, down = f"worker {worker} is up", f"worker {worker} is down"
         ups, downs = log.count(up), log.count(down)

@@ -60,7 +60,7 @@ def test_a_call_on_one_host_is_transcribed_by_a_worker_on_another(tmp_path: Path
                 refs = " ".join(p.text for p in prompts)
                 assert speech.wer([refs], [str(ended["text"])]) <= 0.3, ended["text"]
             call_id = str(ended["call_id"])
-            assert re.search(rf"worker\[0\] inference\.worker: call {call_id}: started",
+            assert re.search(rf"worker\[0\] inference\.transcriber: call {call_id}: started",
                              b.log_text()), b.log_text()[-2000:]  # fmt: skip
     finally:
         receiver.close()
