@@ -120,7 +120,9 @@ def start(variant: Variant, work: Path, processes: int, workers: int) -> None:
         "PYTHONPATH": os.pathsep.join([str(variant.source), str(PROBE)]),
         "SIP_BRIDGE_CPU_PROBE_DIR": str(variant.probe_dir),
     }
-    variant.bridge = RunningBridge(work, overrides, variant.sink.url, env=env)
+    variant.bridge = RunningBridge(
+        work, overrides, variant.sink.url, env=env, loopback_trunk=variant.name != "today"
+    )
 
 
 def wait_started(variant: Variant) -> None:

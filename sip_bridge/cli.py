@@ -64,6 +64,24 @@ def worker_settings(cfg: Config, index: int) -> WorkerSettings:
     )
 
 
+def _capacity(cfg: Config) -> str:
+    """What the config admits, as YAML comments above the effective values."""
+    from sip_bridge import source_limits
+
+    m, s = cfg.media, cfg.sip
+    limit = source_limits.default_limit(cfg)
+    why = "half the slots, sip.per_source_max_calls: -1" if s.per_source_max_calls == -1 else (
+        "sip.per_source_max_calls")  # fmt: skip
+    lines = [
+        f"# capacity: {source_limits.pool_calls(cfg)} calls ({m.processes} media processes x "
+        f"{m.calls_per_process}), {len(cfg.worker_targets())} worker(s)",
+        f"# one source: at most {limit if limit else 'every'} call(s) ({why})"
+        + "".join(f"; trunk {t.address}: {t.max_calls or 'no limit'}" for t in s.trunks),
+        f"# an answered call not ACKed within {s.ack_timeout_s:g} s is hung up (sip.ack_timeout_s)",
+    ]
+    return "\n".join(lines)
+
+
 def _run_worker(cfg: Config, index: int) -> int:
     from inference.model_files import ensure_converted
     from inference.moonshine import MoonshineModel
@@ -449,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sip-bridge: config error: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
+        print(_capacity(cfg))
         print(yaml.safe_dump(_redacted(dataclasses.asdict(cfg)), sort_keys=False), end="")
         return 0
     if args.command == "calls":

@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import yaml
 
 from media.curve import CurveError, CurveKeys
-from sip_bridge import front_security, tenants
+from sip_bridge import front_security, source_limits, tenants
 
 
 class ConfigError(Exception):
@@ -59,6 +59,15 @@ class SipTlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SipTrunk:
+    """A listed trunk (``sip.trunks``): its calls are limited by ``max_calls``, not by
+    ``sip.per_source_max_calls``."""
+
+    address: str  # an address or network ("192.0.2.10", "10.1.0.0/16")
+    max_calls: int = 0  # per source address in it; 0 = no limit
+
+
+@dataclass(frozen=True, slots=True)
 class SipFloodConfig:
     """Kamailio's pike flood limit: a source sending more requests than this in a window is
     ignored (no answer) until its rate falls back under it. Our media processes are exempt."""
@@ -89,6 +98,17 @@ class SipConfig:
     auth: SipAuthConfig = field(default_factory=SipAuthConfig)
     tls: SipTlsConfig = field(default_factory=SipTlsConfig)
     flood: SipFloodConfig = field(default_factory=SipFloodConfig)
+    # A call answered (200 OK) but not confirmed by an ACK within this long is half-open: the
+    # media process ends it with a BYE (RFC 3261 §13.3.1.4) and its slot is free again, at the
+    # front too. RFC 3261 waits 32 s (64*T1); an ACK normally comes within one round trip.
+    ack_timeout_s: float = 4.0
+    # Concurrent calls one source address may hold, half-open ones included; over it, new calls
+    # from it get over_limit_status (503 + Retry-After, or 486). -1 = half the pool's call slots
+    # (so no one stranger can take them all), 0 = no limit. Listed trunks ({address, max_calls},
+    # max_calls 0 = no limit) have their own: list your PBX to give it the whole pool.
+    per_source_max_calls: int = -1
+    trunks: tuple[SipTrunk, ...] = ()
+    over_limit_status: Literal[503, 486] = 503
     # Requests whose User-Agent names a known SIP scanner (sipvicious' "friendly-scanner", ...)
     # are dropped without an answer.
     drop_scanners: bool = True
@@ -658,6 +678,7 @@ def validate(cfg: Config, source: str) -> Config:
     _check_captions(cfg, source, used)
     tenants.check(cfg, source)
     front_security.check(cfg, source)
+    source_limits.check(cfg, source)
     return cfg
 
 

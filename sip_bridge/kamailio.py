@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sip_bridge import front_security, tenant_routing
+from sip_bridge import front_security, source_limits, tenant_routing
 from sip_bridge.config import Config
 from sip_bridge.tenants import TENANT_HEADER
 
@@ -256,9 +256,12 @@ def render_config(cfg: Config, files: KamailioFiles) -> str:
         sock = f"udp:{internal[0]}:{internal[1]}"
         ping_from = f"sip:front@{internal[0]}:{internal[1]}"
         default_socket = f'modparam("dispatcher", "ds_default_socket", "{sock}")\n'
-    names = dict.fromkeys((*_MODULES, *tenant_routing.modules(cfg),
-                           *front_security.modules(cfg)))  # fmt: skip
+    limits = source_limits.enabled(cfg)
+    names = dict.fromkeys((*_MODULES, *tenant_routing.modules(cfg), *front_security.modules(cfg),
+                           *(source_limits.modules(cfg) if limits else ())))  # fmt: skip
     modules = "\n".join(f'loadmodule "{name}.so"' for name in names)
+    profiles = tenant_routing.profiles(cfg) + source_limits.profiles(cfg)
+    dialog_params = source_limits.dialog_modparams(cfg, profiles)
     tenant_route = tenant_routing.route(cfg)
     use_tenants = "    route(TENANT);\n" if tenant_route else ""
     alias_back = (
@@ -329,7 +332,8 @@ modparam("dispatcher", "ds_inactive_threshold", 1)
 modparam("dispatcher", "ds_ping_reply_codes", "class=2;code=486")
 # media.max_call_rate counts new calls per second (pl_check's limit is per timer interval).
 modparam("pipelimit", "timer_interval", 1)
-{default_socket}{tenant_routing.modparams(cfg)}{front_security.modparams(cfg, files.tls_config)}
+{default_socket}{front_security.modparams(cfg, files.tls_config)}
+{source_limits.modparams(cfg) if limits else ""}{dialog_params}
 request_route {{
     route(SECURITY);
     route(REQINIT);
@@ -385,7 +389,7 @@ request_route {{
 {DRAIN_CHECK}
 {auth_call}    route(SRTP);
 {use_tenants}    record_route();
-    route(DISPATCH);
+{"    route(SOURCE_LIMIT);" + chr(10) if limits else ""}    route(DISPATCH);
 }}
 
 route[REQINIT] {{
@@ -434,6 +438,7 @@ route[WITHINDLG] {{
 {front_security.security_route(cfg, DISPATCH_SET)}
 {front_security.auth_route(cfg)}
 {_srtp_check(cfg.media.srtp)}
+{source_limits.route(cfg, RETRY_AFTER_S)}
 route[OPTIONS] {{
 {DRAIN_CHECK}
 {options_body}

@@ -43,7 +43,7 @@ from sip_bridge.audio_sender import (
 from sip_bridge.audio_tap import CallAudioPort, release
 from sip_bridge.call_journal import CallJournal
 from sip_bridge.call_outputs import CallOutputs
-from sip_bridge.call_watch import MAX_DURATION, RTP_TIMEOUT, CallWatch
+from sip_bridge.call_watch import MAX_DURATION, NO_ACK, RTP_TIMEOUT, CallWatch
 from sip_bridge.config import Config
 from sip_bridge.events import CallEvents, CallInfo, Event
 from sip_bridge.frame_copy import make_copier
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 BYE_REASONS = {
     RTP_TIMEOUT: 'Q.850;cause=102;text="rtp timeout"',
     MAX_DURATION: 'Q.850;cause=16;text="max duration"',
+    NO_ACK: 'SIP;cause=408;text="no ACK for the 200 OK"',
 }
 WATCH_EVERY_S = 1.0  # how often RTP counters and call limits are looked at
 RESULT_MAX_BYTES = wire.HEADER_SIZE + wire.MAX_JSON_BYTES + 1024  # a result, with room to spare
@@ -214,7 +215,8 @@ class MediaProcess:
             d.sip_info_partials, d.sip_info_partial_interval_ms / 1000.0,
         )  # fmt: skip
         now = time.monotonic()
-        watch = CallWatch(now, self.cfg.media.rtp_timeout_s, self.cfg.media.max_call_s)
+        watch = CallWatch(now, self.cfg.media.rtp_timeout_s, self.cfg.media.max_call_s,
+                          self.cfg.sip.ack_timeout_s)  # fmt: skip
         ours = tenants.TENANT_HEADER.lower()  # the front's, not the caller's
         picked = sip_headers.select(
             [f for f in fields if f[0].lower() != ours], self.cfg.sip.metadata_headers
@@ -365,6 +367,8 @@ class MediaProcess:
                 release(refused)
             return
         info = sip_call.getInfo()
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            call.watch.confirmed(time.monotonic())
         if info.state != pj.PJSIP_INV_STATE_DISCONNECTED:
             return
         if not call.end_reason:

@@ -24,10 +24,6 @@ from sip_bridge.tenants import TENANT_HEADER
 PROFILE = "tenant"
 LIMIT_LOCK = "tenant-limits"
 RETRY_AFTER_S = 5
-# A call that outlives this without a BYE passing the front (its media process was killed) stops
-# counting against its tenant: media.max_call_s ends calls before then.
-DIALOG_TIMEOUT_MARGIN_S = 120
-DIALOG_TIMEOUT_NO_MAX_S = 43200
 
 
 def modules(cfg: Config) -> list[str]:
@@ -46,17 +42,11 @@ def _limited(cfg: Config) -> list[TenantConfig]:
     return [t for t in cfg.tenants if t.max_calls > 0]
 
 
-def modparams(cfg: Config) -> str:
-    if not _limited(cfg):
-        return ""
-    m = cfg.media.max_call_s
-    timeout = int(m) + DIALOG_TIMEOUT_MARGIN_S if m > 0 else DIALOG_TIMEOUT_NO_MAX_S
-    return (
-        f'modparam("dialog", "profiles_with_value", "{PROFILE}")\n'
-        f'modparam("dialog", "default_timeout", {timeout})\n'
-        'modparam("dialog", "enable_stats", 0)\n'
-        'modparam("cfgutils", "lock_set_size", 1)  # 2 locks; one is ours\n'
-    )
+def profiles(cfg: Config) -> list[str]:
+    """The dialog profiles the tenant route counts in (``source_limits.dialog_modparams``
+    declares every profile of the front at once)."""
+    return [PROFILE] if _limited(cfg) else []
+
 
 
 def condition(rule: TenantMatch) -> str:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sip_bridge.call_watch import MAX_DURATION, RTP_TIMEOUT, CallWatch
+from sip_bridge.call_watch import MAX_DURATION, NO_ACK, RTP_TIMEOUT, CallWatch
 
 
 def test_flowing_rtp_keeps_a_call_and_silence_ends_it() -> None:
@@ -52,3 +52,23 @@ def test_max_duration_wins_even_with_media_and_on_hold() -> None:
 def test_zero_means_never() -> None:
     w = CallWatch(answered_at=0.0, rtp_timeout_s=0, max_call_s=0)
     assert w.expired(1e9) is None
+
+
+def test_a_call_not_acked_in_time_is_given_up() -> None:
+    w = CallWatch(answered_at=0.0, rtp_timeout_s=30, max_call_s=0, ack_timeout_s=4)
+    assert w.expired(3.9) is None
+    assert w.expired(4.0) == NO_ACK
+
+
+def test_an_acked_call_is_not_given_up_and_its_rtp_clock_starts_at_the_ack() -> None:
+    w = CallWatch(answered_at=0.0, rtp_timeout_s=5, max_call_s=0, ack_timeout_s=4)
+    w.confirmed(3.0)
+    assert w.expired(7.9) is None  # 4.9 s after the ACK, no RTP yet
+    assert w.expired(8.0) == "rtp timeout"
+    w.confirmed(100.0)  # a second ACK (a retransmission) changes nothing
+    assert w.expired(8.0) == "rtp timeout"
+
+
+def test_no_ack_timeout_waits_as_pjsip_does() -> None:
+    w = CallWatch(answered_at=0.0, rtp_timeout_s=0, max_call_s=0)
+    assert w.expired(1000.0) is None

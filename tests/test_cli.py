@@ -42,6 +42,9 @@ def test_check_config_prints_effective_values(tmp_path: Path) -> None:
     effective = yaml.safe_load(proc.stdout)
     assert effective["sip"]["port"] == 5090
     assert effective["media"]["calls_per_process"] == 4
+    # what the config admits, as comments: the pool and one stranger's share of it
+    assert "# capacity: 12 calls (3 media processes x 4)" in proc.stdout
+    assert "# one source: at most 6 call(s)" in proc.stdout
 
 
 def test_check_config_never_prints_secrets_or_tokens(tmp_path: Path) -> None:

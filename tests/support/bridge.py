@@ -32,12 +32,16 @@ class RunningBridge:
         overrides: dict[str, Any],
         webhook_url: str | None,
         env: dict[str, str] | None = None,
+        loopback_trunk: bool = True,
     ) -> None:
         """``env``: more environment variables for serve and its children (the benchmarks run
-        another revision's code with PYTHONPATH)."""
+        another revision's code with PYTHONPATH). ``loopback_trunk``: 127.0.0.1, where the tests'
+        callers are, is a listed trunk (``sip.trunks``), as an operator lists the PBX: its calls
+        are not held to the per-source limit of strangers (off for a revision without it)."""
         base = random.Random(os.getpid() + time.time_ns()).randrange(20000, 30000, 100)
         cfg: dict[str, Any] = {
-            "sip": {"address": "127.0.0.1", "port": base},
+            "sip": {"address": "127.0.0.1", "port": base}
+            | ({"trunks": [{"address": "127.0.0.1"}]} if loopback_trunk else {}),
             "media": {
                 "processes": 4,
                 "sip_port_base": base + 11,

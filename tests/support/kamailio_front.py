@@ -260,7 +260,13 @@ class Front:
         base = config.load(None)
         self.cfg = dataclasses.replace(
             base,
-            sip=dataclasses.replace(base.sip, address=address, port=self.kamailio_port),
+            # The callers here stand for the PBX: a listed trunk, no per-source limit.
+            sip=dataclasses.replace(
+                base.sip,
+                address=address,
+                port=self.kamailio_port,
+                trunks=(config.SipTrunk("127.0.0.0/8"),),
+            ),  # fmt: skip
             media=dataclasses.replace(
                 base.media, processes=2, calls_per_process=2, sip_port_base=self.media_base
             ),
