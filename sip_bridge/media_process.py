@@ -20,6 +20,7 @@ import logging
 import signal
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -549,6 +550,27 @@ class MediaProcess:
         call.end_reason = reason
         log.info("call %s: hanging up: %s", call.call_id, reason)
         self._hangup(call, 200, BYE_REASONS.get(reason))
+        if reason == NO_ACK:
+            self._bye_half_open(call)
+
+    def _bye_half_open(self, call: _Call) -> None:
+        """PJSIP ends a call still waiting for its ACK without a BYE (its hangup in that state
+        only stops retransmitting the 200), so neither the caller nor the front would hear of
+        it, and the front would count the call against its media process and its source. Send
+        the BYE RFC 3261 §13.3.1.4 asks for ourselves, through the front's route set, on a
+        thread of its own: it waits up to 4 s for an answer that an attacker never sends."""
+        dialog = call.dialog
+        if dialog is None:
+            log.warning("call %s: no dialog noted; the front releases it at its noack timeout",
+                        call.call_id)  # fmt: skip
+            return
+        threading.Thread(
+            target=orphans.send_byes,
+            args=([(call.call_id, dialog)],),
+            kwargs={"reason": BYE_REASONS[NO_ACK]},
+            name="bye-half-open",
+            daemon=True,
+        ).start()
 
     def _watch(self, now: float) -> None:
         """RTP counters and call limits: end the calls that went quiet or ran too long."""

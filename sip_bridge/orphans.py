@@ -65,8 +65,11 @@ def _emit_ended(cfg: Config, outputs: CallOutputs, o: Orphan, now: float) -> Non
                 o.info.sip_call_id, len(o.finals))  # fmt: skip
 
 
-def send_byes(dialogs: list[tuple[str, Dialog]], timeout_s: float = BYE_TIMEOUT_S) -> int:
-    """Send a BYE for each dialog and wait for their final answers; returns how many got one."""
+def send_byes(
+    dialogs: list[tuple[str, Dialog]], timeout_s: float = BYE_TIMEOUT_S, reason: str = BYE_REASON
+) -> int:
+    """Send a BYE for each dialog and wait for their final answers; returns how many got one.
+    ``reason``: the BYEs' Reason header (RFC 3326)."""
     if not dialogs:
         return 0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -81,7 +84,7 @@ def send_byes(dialogs: list[tuple[str, Dialog]], timeout_s: float = BYE_TIMEOUT_
             except DialogError as exc:
                 log.error("call %s: no BYE sent: %s", call_id, exc)
                 continue
-            branch, request = bye(dlg, "127.0.0.1", port, cseq, BYE_REASON)
+            branch, request = bye(dlg, "127.0.0.1", port, cseq, reason)
             pending.append(_Bye(call_id, dest, branch, request, now))
         deadline = now + timeout_s
         waiting = list(pending)

@@ -48,7 +48,6 @@ def profiles(cfg: Config) -> list[str]:
     return [PROFILE] if _limited(cfg) else []
 
 
-
 def condition(rule: TenantMatch) -> str:
     """One rule as a Kamailio condition (every key it gives must hold)."""
     parts = []
