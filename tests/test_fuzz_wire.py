@@ -165,7 +165,13 @@ def test_a_worker_refuses_corrupt_messages_and_goes_on_transcribing(
     # A call that starts with an unusable reply_to and ends at once: its CallDone used to raise
     # zmq.ZMQError out of the worker's loop (fuzz finding); now the CallStart is refused.
     w.push.send_multipart(wire.encode(wire.CallEnd(CALL, 0, 8000)))
-    wait_for("every corrupt message counted", lambda: w.worker.stats.bad_messages >= len(bad), 10)
+    # The CallEnd comes after them: wait for it too (the stats are read from this thread while
+    # the worker's loop may still be between the last bad message and it).
+    wait_for(
+        "every corrupt message and the CallEnd counted",
+        lambda: w.worker.stats.bad_messages >= len(bad) and w.worker.stats.unknown_call >= 1,
+        10,
+    )
     assert w.worker.stats.bad_messages == len(bad), w.worker.stats
     assert w.worker.stats.bad_reply_to == 2
     assert w.worker.stats.unknown_call == 1  # the CallEnd of the refused call
