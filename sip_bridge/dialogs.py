@@ -127,6 +127,30 @@ def bye(
     return branch, ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+def ack_for_caller(dialog: Dialog, cseq: int, target: str, via_host: str, via_port: int) -> bytes:
+    """The ACK the caller owed our 2xx (same CSeq number as its INVITE, §13.2.2.4), as the
+    caller would send it to ``target``: From the caller's tag, To ours. For a media process to
+    hand its own PJSIP, whose dialog must be confirmed before it will end it with a BYE."""
+    lines = [
+        f"ACK {target} SIP/2.0",
+        f"Via: SIP/2.0/UDP {via_host}:{via_port};branch=z9hG4bK{secrets.token_hex(8)};rport",
+        "Max-Forwards: 70",
+        f"From: {dialog.remote}",
+        f"To: {dialog.local}",
+        f"Call-ID: {dialog.call_id}",
+        f"CSeq: {cseq} ACK",
+        "Content-Length: 0",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def invite_cseq(invite: str) -> int | None:
+    """The CSeq number of an INVITE as received (None: missing or not a number)."""
+    value = sip_headers.value(sip_headers.parse_headers(invite), "CSeq") or ""
+    number = value.split(" ", 1)[0].strip()
+    return int(number) if number.isdigit() else None
+
+
 def response_status(message: bytes, branch: str) -> int | None:
     """The status of ``message`` if it is a response to our request with ``branch``."""
     if not message.startswith(b"SIP/2.0 ") or branch.encode() not in message:

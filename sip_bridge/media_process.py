@@ -20,7 +20,6 @@ import logging
 import signal
 import socket
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ BYE_REASONS = {
     MAX_DURATION: 'Q.850;cause=16;text="max duration"',
     NO_ACK: 'SIP;cause=408;text="no ACK for the 200 OK"',
 }
+HANDED_ACK_WAIT_S = 2.0  # for PJSIP to take the ACK a half-open call's caller never sent
 WATCH_EVERY_S = 1.0  # how often RTP counters and call limits are looked at
 RESULT_MAX_BYTES = wire.HEADER_SIZE + wire.MAX_JSON_BYTES + 1024  # a result, with room to spare
 DTMF_DIGITS = "0123456789*#ABCD"
@@ -85,6 +85,8 @@ class _Call:
     end_reason: str = ""  # set when we end the call ourselves, else from the SIP state
     invite: str = ""  # the INVITE as received, until our 2xx makes the dialog
     dialog: dialogs.Dialog | None = None  # journaled: a successor can BYE the call
+    invite_cseq: int | None = None  # the INVITE's CSeq number (for the ACK we hand PJSIP)
+    acked_for_caller_at: float | None = None  # see MediaProcess._give_up_half_open
 
 
 class BridgeCall(pj.Call):  # type: ignore[misc]
@@ -370,6 +372,10 @@ class MediaProcess:
         info = sip_call.getInfo()
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
             call.watch.confirmed(time.monotonic())
+            if call.acked_for_caller_at is not None:  # the ACK we handed PJSIP: now the BYE
+                call.acked_for_caller_at = None
+                log.info("call %s: hanging up: %s", call.call_id, NO_ACK)
+                self._hangup(call, 200, BYE_REASONS[NO_ACK])
         if info.state != pj.PJSIP_INV_STATE_DISCONNECTED:
             return
         if not call.end_reason:
@@ -414,6 +420,7 @@ class MediaProcess:
         except dialogs.DialogError as exc:
             log.warning("call %s: dialog not journaled (%s): if this process dies, the call"
                         " is not hung up for the PBX", call.call_id, exc)  # fmt: skip
+        call.invite_cseq = dialogs.invite_cseq(call.invite)
         call.invite = ""
         dialog = call.dialog
         if dialog is not None and call.events is not None:  # else call.started journals it
@@ -550,31 +557,42 @@ class MediaProcess:
         call.end_reason = reason
         log.info("call %s: hanging up: %s", call.call_id, reason)
         self._hangup(call, 200, BYE_REASONS.get(reason))
-        if reason == NO_ACK:
-            self._bye_half_open(call)
 
-    def _bye_half_open(self, call: _Call) -> None:
-        """PJSIP ends a call still waiting for its ACK without a BYE (its hangup in that state
-        only stops retransmitting the 200), so neither the caller nor the front would hear of
-        it, and the front would count the call against its media process and its source. Send
-        the BYE RFC 3261 §13.3.1.4 asks for ourselves, through the front's route set, on a
-        thread of its own: it waits up to 4 s for an answer that an attacker never sends."""
-        dialog = call.dialog
-        if dialog is None:
-            log.warning("call %s: no dialog noted; the front releases it at its noack timeout",
-                        call.call_id)  # fmt: skip
+    def _give_up_half_open(self, call: _Call, now: float) -> None:
+        """End a call that got our 200 and never an ACK (RFC 3261 §13.3.1.4: with a BYE).
+
+        PJSIP ends a call still waiting for its ACK without a BYE and keeps its call slot until
+        its own wait for the ACK ends (32 s), and the front would go on counting it. So we hand
+        PJSIP, over loopback, the ACK the caller owed: the dialog is confirmed, and the hangup
+        that follows (:meth:`on_call_state`) sends the BYE through the front, which releases
+        the call's count, and frees the slot once the BYE is answered or times out at the front.
+        If PJSIP does not take that ACK in time, the call is hung up as it is.
+        """
+        call.end_reason = NO_ACK
+        dialog, cseq = call.dialog, call.invite_cseq
+        if dialog is None or cseq is None:
+            log.warning("call %s: not ACKed; no dialog noted, hanging up as it is", call.call_id)
+            self._hangup(call, 200)
             return
-        threading.Thread(
-            target=orphans.send_byes,
-            args=([(call.call_id, dialog)],),
-            kwargs={"reason": BYE_REASONS[NO_ACK]},
-            name="bye-half-open",
-            daemon=True,
-        ).start()
+        log.info("call %s: no ACK for %.0f s: confirming it for PJSIP to BYE it", call.call_id,
+                 self.cfg.sip.ack_timeout_s)  # fmt: skip
+        port = self.cfg.media_sip_port(self.index)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            ack = dialogs.ack_for_caller(
+                dialog, cseq, f"sip:127.0.0.1:{port}", "127.0.0.1", sock.getsockname()[1]
+            )
+            sock.sendto(ack, ("127.0.0.1", port))
+        call.acked_for_caller_at = now
 
     def _watch(self, now: float) -> None:
         """RTP counters and call limits: end the calls that went quiet or ran too long."""
         for call in list(self.calls.values()):
+            if call.disconnected_at is None and call.acked_for_caller_at is not None:
+                if now - call.acked_for_caller_at >= HANDED_ACK_WAIT_S:  # PJSIP ignored it
+                    call.acked_for_caller_at = None
+                    self._hangup(call, 200, BYE_REASONS[NO_ACK])
+                continue
             if call.disconnected_at is not None or call.end_reason:
                 continue
             if call.port is not None and call.media_index >= 0:
@@ -584,7 +602,9 @@ class MediaProcess:
                 except pj.Error:
                     pass  # no stream right now (mid re-INVITE): no count this time
             reason = call.watch.expired(now)
-            if reason is not None:
+            if reason == NO_ACK:
+                self._give_up_half_open(call, now)
+            elif reason is not None:
                 self._end_call(call, reason)
 
     def _hangup(self, call: _Call, code: int, reason_header: str | None = None) -> None:

@@ -75,3 +75,17 @@ def test_an_invite_missing_what_a_dialog_needs_is_a_dialog_error(drop: str) -> N
 def test_an_answer_without_our_tag_is_a_dialog_error() -> None:
     with pytest.raises(dialogs.DialogError):
         dialogs.from_messages(INVITE, ANSWER.replace(";tag=ours-1", ""))
+
+
+def test_the_ack_owed_by_the_caller_is_its_side_of_the_dialog() -> None:
+    d = dialogs.from_messages(INVITE, ANSWER)
+    assert dialogs.invite_cseq(INVITE) == 7
+    assert dialogs.invite_cseq(INVITE.replace("CSeq: 7 INVITE", "CSeq: x INVITE")) is None
+    text = dialogs.ack_for_caller(d, 7, "sip:127.0.0.1:5071", "127.0.0.1", 40001).decode()
+    assert text.startswith("ACK sip:127.0.0.1:5071 SIP/2.0\r\n")
+    fields = sip_headers.parse_headers(text)
+    assert sip_headers.value(fields, "From") == '"PBX" <sip:1000@pbx.example>;tag=abc'
+    assert sip_headers.value(fields, "To") == "<sip:transcribe@bridge.example>;tag=ours-1"
+    assert sip_headers.value(fields, "CSeq") == "7 ACK"  # the INVITE's number (13.2.2.4)
+    assert sip_headers.value(fields, "Call-ID") == "42@pbx"
+    assert "Route" not in {n for n, _ in fields}  # straight to our own PJSIP
