@@ -173,8 +173,6 @@ def _problems(cfg: Config) -> Iterator[tuple[str, str]]:
         yield "sip.per_source_max_calls", "must be -1 (half the pool), 0 (no limit) or more"
     if not 0 < s.ack_timeout_s <= 32:
         yield "sip.ack_timeout_s", "must be more than 0 and at most 32 (RFC 3261's 64*T1)"
-    if s.over_limit_status not in (503, 486):
-        yield "sip.over_limit_status", "must be 503 or 486"
     for n, trunk in enumerate(s.trunks):
         try:
             ipaddress.ip_network(trunk.address, strict=False)
