@@ -160,4 +160,6 @@ def serving(
         left = subprocess.run(
             ["pgrep", "-af", str(bridge.config_path.parent)], capture_output=True, text=True
         ).stdout
+        if left:  # reported below, but not left to eat the CPU of the tests that follow
+            subprocess.run(["pkill", "-KILL", "-f", str(bridge.config_path.parent)], check=False)
         assert left == "", left

@@ -20,6 +20,7 @@ import zmq
 
 from media import wire
 from tests.support.ports import free_udp_port
+from tests.support.procs import wait_or_kill
 from tests.support.webhook_receiver import WebhookReceiver
 
 
@@ -126,11 +127,15 @@ def lone_media(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Itera
         )
     finally:
         proc.terminate()
-        code = proc.wait(30)
+        code, hung = wait_or_kill(proc, 30)  # never leave it running for the next test
         worker.close()
-        ctx.term()
+        # linger 0: a reply socket a failed test left open must not block term (nor a later
+        # garbage collection of this context, which would hang whichever test it lands in).
+        ctx.destroy(linger=0)
         log.close()
         try:
-            assert code == 0, (tmp_path / "media.log").read_text()[-3000:]
+            tail = (tmp_path / "media.log").read_text(errors="replace")[-3000:]
+            assert not hung, "media process still running 30 s after SIGTERM:\n" + tail
+            assert code == 0, tail
         finally:
             rx.close()  # fails if a webhook event broke the event schemas
