@@ -7,7 +7,13 @@ For each level it prints: calls offered, admitted (200), refused (503, how many 
 Retry-After, and the slowest refusal), then for the admitted calls the end-of-speech → INFO
 latency (p50, p95, max; as bench/e2e_latency measures it) and their WER.
 
+With ``--calls-per-worker N`` the capacity is the workers' (admission by their heartbeats,
+``inference.calls_per_worker``; the pool ``auto``, twice as many slots), and the same levels run
+a second time on a bridge without that limit (``calls_per_worker: 0``, same pool), so one run
+shows what refusing the excess does for the admitted calls' latency against taking them all.
+
 Run:  .venv/bin/python -m bench.overload [--processes 2 --calls-per-process 2] [--prompts 3]
+      .venv/bin/python -m bench.overload --workers 2 --calls-per-worker 8 --levels 1.0,1.5
 (needs kamailio, sipp, asterisk-core-sounds-en-wav, and root or CAP_NET_RAW for sipp's pcap play)
 """
 
@@ -88,31 +94,68 @@ def refusal_seconds(trace: Path) -> float:
     return refused - sent if sent is not None and refused is not None else float("nan")
 
 
+def run_bridge(
+    work: Path, overrides: dict[str, dict[str, object]], capacity: int, levels: list[float],
+    prompts: int, title: str,
+) -> None:  # fmt: skip
+    work.mkdir()
+    bridge = RunningBridge(work, overrides, None)
+    try:
+        bridge.wait_ready(600)
+        print(f"{title}, {prompts} prompts a call")
+        print(
+            f"{'offered':>7} {'admitted':>8} {'refused':>7} {'Retry-After':>11} "
+            f"{'refusal ms':>13} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'WER%':>6}"
+        )
+        for i, level in enumerate(levels):
+            run_level(bridge, work, round(capacity * level), prompts, stride=i * 11)
+    finally:
+        bridge.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--processes", type=int, default=2, help="media processes")
     ap.add_argument("--calls-per-process", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1, help="inference workers")
+    ap.add_argument(
+        "--calls-per-worker",
+        type=int,
+        default=0,
+        help="admission by the workers' load (0: the slots are the capacity)",
+    )
     ap.add_argument("--prompts", type=int, default=3, help="prompts per call")
     ap.add_argument("--levels", default="1.0,1.5", help="offered load as multiples of capacity")
     args = ap.parse_args()
-    capacity = args.processes * args.calls_per_process
-    overrides = {"media": {"processes": args.processes,
-                           "calls_per_process": args.calls_per_process}}  # fmt: skip
+    levels = [float(x) for x in args.levels.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp:
         work = Path(tmp)
-        bridge = RunningBridge(work, overrides, None)
-        try:
-            bridge.wait_ready(600)
-            print(f"capacity {capacity} calls ({args.processes} media processes x "
-                  f"{args.calls_per_process}), {args.prompts} prompts a call")  # fmt: skip
-            print(
-                f"{'offered':>7} {'admitted':>8} {'refused':>7} {'Retry-After':>11} "
-                f"{'refusal ms':>13} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'WER%':>6}"
-            )
-            for i, level in enumerate(float(x) for x in args.levels.split(",")):
-                run_level(bridge, work, round(capacity * level), args.prompts, stride=i * 11)
-        finally:
-            bridge.stop()
+        if not args.calls_per_worker:
+            capacity = args.processes * args.calls_per_process
+            overrides = {"media": {"processes": args.processes,
+                                   "calls_per_process": args.calls_per_process},
+                         "inference": {"workers": args.workers}}  # fmt: skip
+            title = (f"capacity {capacity} calls ({args.processes} media processes x "
+                     f"{args.calls_per_process})")  # fmt: skip
+            run_bridge(work / "slots", overrides, capacity, levels, args.prompts, title)
+        else:
+            capacity = args.workers * args.calls_per_worker
+            for limit in (args.calls_per_worker, 0):
+                overrides = {
+                    "media": {"processes": "auto"},
+                    "inference": {"workers": args.workers, "calls_per_worker": limit},
+                }
+                # "auto" sizes the pool from calls_per_worker: give the unlimited bridge the
+                # same pool as the limited one.
+                if not limit:
+                    slots = 2 * capacity
+                    overrides["media"] = {"processes": -(-slots // 4)}
+                title = (
+                    f"admission at {capacity} calls ({args.workers} workers x {limit})"
+                    if limit
+                    else f"no admission limit ({args.workers} workers)"
+                )
+                run_bridge(work / str(limit), overrides, capacity, levels, args.prompts, title)
     print("latency: of admitted calls, INFO arrival - end of the prompt's last voiced frame as")
     print("played by sipp; refusal ms: INVITE sent -> 503 received, the slowest.")
 

@@ -121,7 +121,7 @@ def start(variant: Variant, work: Path, processes: int, workers: int) -> None:
         "SIP_BRIDGE_CPU_PROBE_DIR": str(variant.probe_dir),
     }
     variant.bridge = RunningBridge(
-        work, overrides, variant.sink.url, env=env, loopback_trunk=variant.name != "today"
+        work, overrides, variant.sink.url, env=env, this_tree=variant.name != "today"
     )
 
 

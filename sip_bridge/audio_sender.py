@@ -134,6 +134,8 @@ class SenderSettings:
     stall_timeout_s: float = 15.0
     replay_max_s: float = 60.0
     curve: CurveKeys | None = None  # CURVE to the workers (None: plain, loopback only)
+    calls_per_worker: int = 0  # admission limits (WorkerRouter.has_room); 0: off
+    max_backlog_s: float = 0.0
 
 
 class AudioSender:
@@ -157,7 +159,14 @@ class AudioSender:
             offset=settings.process_index,
             timeout_s=settings.heartbeat_timeout_s,
             stall_s=settings.stall_timeout_s,
+            calls_per_worker=settings.calls_per_worker,
+            max_backlog_s=settings.max_backlog_s,
         )
+        # Whether the workers take a new call (WorkerRouter.has_room), as of this thread's last
+        # heartbeat tick or placement; the SIP thread reads it to admit or refuse an INVITE (a
+        # bool attribute's assignment is atomic in CPython). Calls that arrive within one tick
+        # of each other may overshoot the limit by the few this process places meanwhile.
+        self.room = True
         self._ctx = ctx
         self._clock = clock
         self._calls: dict[str, _CallStream] = {}
@@ -169,9 +178,12 @@ class AudioSender:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop the thread once it has sent what is queued; False if it is still running
+        after ``timeout`` (its sockets are still open then: do not ``term`` the context)."""
         self.queue.put(_Stop())
         self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     # -- the thread ---------------------------------------------------------------------------
 
@@ -254,6 +266,7 @@ class AudioSender:
             self._reset_socket(source)
         for move in moves:
             self._move(move)
+        self.room = self.router.has_room()
 
     # -- calls --------------------------------------------------------------------------------
 
@@ -270,6 +283,7 @@ class AudioSender:
         g = self.settings.gate
         gate = SilenceGate(s.sample_rate, g.threshold_dbfs, g.hangover_ms, g.preroll_ms)
         worker = self.router.assign(s.call_id)
+        self.room = self.router.has_room()
         replay = ReplayBuffer(int(self.settings.replay_max_s * s.sample_rate))
         call = _CallStream(
             s.call_id, s.sip_call_id, s.sample_rate, SuppressedStream(gate), replay, worker

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from sip_bridge.config import Config, ConfigError, load, validate
+from sip_bridge.config import Config, ConfigError, auto_processes, load
 
 if TYPE_CHECKING:
     from inference.worker import WorkerSettings
@@ -70,11 +70,35 @@ def _capacity(cfg: Config) -> str:
 
     m, s = cfg.media, cfg.sip
     limit = source_limits.default_limit(cfg)
-    why = "half the slots, sip.per_source_max_calls: -1" if s.per_source_max_calls == -1 else (
+    why = "half the capacity, sip.per_source_max_calls: -1" if s.per_source_max_calls == -1 else (
         "sip.per_source_max_calls")  # fmt: skip
+    i = cfg.inference
+    workers = len(cfg.worker_targets())
+    calls = source_limits.capacity(cfg)
+    if not i.calls_per_worker:
+        capacity = f"{calls} calls (the call slots; no per-worker limit, calls_per_worker: 0)"
+    elif calls < workers * i.calls_per_worker:
+        capacity = (
+            f"{calls} calls (the call slots; the workers would take {workers * i.calls_per_worker})"
+        )
+    else:
+        capacity = (f"{calls} calls ({workers} worker(s) x {i.calls_per_worker}, "
+                    "inference.calls_per_worker)")  # fmt: skip
+    capacity += "; beyond it, new calls get 503"
+    if i.max_backlog_s:
+        capacity += (f", and while every worker has over {i.max_backlog_s:g} s of audio "
+                     "waiting (inference.max_backlog_s)")  # fmt: skip
+    cores = len(os.sched_getaffinity(0))
+    if i.provider != "cuda" and i.calls_per_worker and i.workers > cores:
+        capacity += (f"\n# NOTE: {i.workers} workers on {cores} cores here; the CPU figure "
+                     "of inference.calls_per_worker assumes a core per worker")  # fmt: skip
+    pool = f"{m.processes} media processes x {m.calls_per_process}"
+    if m.processes == auto_processes(cfg):
+        pool += ("; media.processes: auto, twice the capacity, so that a source held to half "
+                 "of it leaves room for the others")  # fmt: skip
     lines = [
-        f"# capacity: {source_limits.pool_calls(cfg)} calls ({m.processes} media processes x "
-        f"{m.calls_per_process}), {len(cfg.worker_targets())} worker(s)",
+        f"# capacity: {capacity}",
+        f"# call slots: {source_limits.pool_calls(cfg)} ({pool})",
         f"# one source: at most {limit if limit else 'every'} call(s) ({why})"
         + "".join(f"; trunk {t.address}: {t.max_calls or 'no limit'}" for t in s.trunks),
         f"# an answered call not ACKed within {s.ack_timeout_s:g} s is hung up (sip.ack_timeout_s)",
@@ -459,10 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     args = parser.parse_args(argv)
     try:
-        cfg = load(args.config)
-        if args.workers is not None:
-            inference = dataclasses.replace(cfg.inference, workers=args.workers)
-            cfg = validate(dataclasses.replace(cfg, inference=inference), "--workers")
+        cfg = load(args.config, workers=args.workers)
     except ConfigError as exc:
         print(f"sip-bridge: config error: {exc}", file=sys.stderr)
         return 2

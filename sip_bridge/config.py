@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import types
 import typing
@@ -103,9 +104,10 @@ class SipConfig:
     # front too. RFC 3261 waits 32 s (64*T1); an ACK normally comes within one round trip.
     ack_timeout_s: float = 4.0
     # Concurrent calls one source address may hold, half-open ones included; over it, new calls
-    # from it get over_limit_status (503 + Retry-After, or 486). -1 = half the pool's call slots
-    # (so no one stranger can take them all), 0 = no limit. Listed trunks ({address, max_calls},
-    # max_calls 0 = no limit) have their own: list your PBX to give it the whole pool.
+    # from it get over_limit_status (503 + Retry-After, or 486). -1 = half the calls the host
+    # takes (source_limits.capacity: no one stranger can take them all), 0 = no limit. Listed
+    # trunks ({address, max_calls}, max_calls 0 = no limit) have their own: list your PBX to
+    # give it the whole pool.
     per_source_max_calls: int = -1
     trunks: tuple[SipTrunk, ...] = ()
     over_limit_status: Literal[503, 486] = 503
@@ -144,7 +146,11 @@ class SilenceGateConfig:
 
 @dataclass(frozen=True, slots=True)
 class MediaConfig:
-    processes: int = 3  # PJSUA2 media processes behind the front
+    # PJSUA2 media processes behind the front; "auto": call slots for twice the calls the
+    # workers take (inference.calls_per_worker each), so that the slots are never what runs out
+    # first, half-open calls and refused INVITEs included (3 on the default 2 workers was 12
+    # slots for 16 calls).
+    processes: int = field(default=-1, metadata={"auto": True})
     calls_per_process: int = 4  # the pjsua2-python wheel caps a process at 4
     # New calls the front sends one media process per second; beyond it the next process is
     # tried, then 503 + Retry-After. A burst of short calls otherwise exhausts the wheel's
@@ -206,6 +212,15 @@ class InferenceConfig:
     # A worker whose loop has not turned for this long (its heartbeats say so) is stuck: its calls
     # move too. Above the longest model batch this machine runs.
     stall_timeout_s: float = 15.0
+    # Admission: a new call gets 503 (and the front's Retry-After) while every live worker has
+    # this many calls (8: bench/word_lag.py held caption lag p95 under 1 s at 16 calls on two
+    # 1-thread CPU workers, 1.8 s at 24) or is behind (max_backlog_s). 0: no limit (a GPU worker
+    # takes more: measure it with bench/worker_capacity.py --provider cuda).
+    calls_per_worker: int = 8
+    # A worker whose heartbeats report more than this much audio waiting for its model, twice
+    # in a row, takes no new calls: at the 15-25 audio-s per s one CPU worker decodes, about
+    # half a second of finals queued. 0: off.
+    max_backlog_s: float = 8.0
     max_batch: int = 8  # utterances transcribed together
     max_wait_ms: int = 50  # longest a ready utterance waits for others to batch with
     max_padding: float = 0.25  # longest padding, as a fraction of a clip, when batching
@@ -519,6 +534,31 @@ def _convert(value: Any, typ: Any, key: str, source: str) -> Any:
     raise ConfigError(source, key, f"unsupported type {typ}")
 
 
+AUTO = -1  # an "auto" key, until validate() works out its value
+
+
+def _auto_int(value: Any, key: str, source: str) -> int:
+    if value == "auto":
+        return AUTO
+    number: int = _convert(value, int, key, source)
+    if number < 0:
+        raise ConfigError(source, key, "must be 0 or more, or auto")
+    return number
+
+
+def auto_processes(cfg: Config) -> int:
+    """media.processes "auto": twice the workers' calls (see MediaConfig.processes)."""
+    i = cfg.inference
+    workers = i.workers + len(i.remote)
+    per_worker = i.calls_per_worker or AUTO_POOL_CALLS_PER_WORKER
+    return max(1, math.ceil(2 * workers * per_worker / cfg.media.calls_per_process))
+
+
+# With no per-worker limit (inference.calls_per_worker: 0), "auto" sizes the pool for this many
+# calls per worker, the CPU figure.
+AUTO_POOL_CALLS_PER_WORKER = 8
+
+
 # Keys that existed once, and what replaced them: an old config fails with directions.
 REMOVED_KEYS = {
     "delivery.webhook_retries": "removed: failed webhooks are now retried until "
@@ -539,7 +579,10 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str, source: str) -> T:
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in data:
             where = f"{prefix}.{f.name}" if prefix else f.name
-            kwargs[f.name] = _convert(data[f.name], hints[f.name], where, source)
+            if f.metadata.get("auto"):
+                kwargs[f.name] = _auto_int(data[f.name], where, source)
+            else:
+                kwargs[f.name] = _convert(data[f.name], hints[f.name], where, source)
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field (e.g. webhook url) is missing
@@ -552,7 +595,12 @@ def _check_port(source: str, key: str, port: int) -> None:
 
 
 def validate(cfg: Config, source: str) -> Config:
-    """Checks that cross keys or bound values; raises ConfigError."""
+    """Checks that cross keys or bound values, and works out the "auto" ones; raises
+    ConfigError."""
+    if cfg.media.processes == AUTO:
+        cfg = dataclasses.replace(
+            cfg, media=dataclasses.replace(cfg.media, processes=auto_processes(cfg))
+        )
     _check_port(source, "sip.port", cfg.sip.port)
     for key, addr in (("sip.address", cfg.sip.address), ("sip.public_address", cfg.public_address)):
         try:
@@ -568,6 +616,9 @@ def validate(cfg: Config, source: str) -> Config:
     ):
         if value < 1:
             raise ConfigError(source, key, "must be at least 1")
+    if i.calls_per_worker < 0 or i.max_backlog_s < 0:
+        key = "inference.calls_per_worker" if i.calls_per_worker < 0 else "inference.max_backlog_s"
+        raise ConfigError(source, key, "must be 0 (no limit) or more")
     if m.max_call_rate < 0:
         raise ConfigError(source, "media.max_call_rate", "must be 0 (no limit) or more")
     if m.processes < 0 or i.workers < 0:
@@ -745,10 +796,11 @@ def _check_captions(cfg: Config, source: str, used: dict[int, str]) -> None:
         raise ConfigError(source, "metrics.port", f"port {m.port} is also used by {used[m.port]}")
 
 
-def load(path: str | Path | None) -> Config:
-    """Load and validate a config file; ``None`` gives the defaults."""
+def load(path: str | Path | None, workers: int | None = None) -> Config:
+    """Load and validate a config file; ``None`` gives the defaults. ``workers``: overrides
+    ``inference.workers`` (``serve --workers N``) before the "auto" keys are worked out."""
     if path is None:
-        return validate(Config(), "(defaults)")
+        return validate(_with_workers(Config(), workers), "(defaults)")
     source = str(path)
     try:
         text = Path(path).read_text()
@@ -762,4 +814,10 @@ def load(path: str | Path | None) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, "(top)", "expected a mapping of keys")
-    return validate(_build(Config, data, "", source), source)
+    return validate(_with_workers(_build(Config, data, "", source), workers), source)
+
+
+def _with_workers(cfg: Config, workers: int | None) -> Config:
+    if workers is None:
+        return cfg
+    return dataclasses.replace(cfg, inference=dataclasses.replace(cfg.inference, workers=workers))

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from sip_bridge import front_security, source_limits, tenant_routing
 from sip_bridge.config import Config
+from sip_bridge.sip_headers import OVER_CAPACITY_REASON
 from sip_bridge.tenants import TENANT_HEADER
 
 log = logging.getLogger(__name__)
@@ -496,8 +497,9 @@ failure_route[DISPATCH_FAILED] {{
     }}
     if (t_check_status("486|408|5[0-9][0-9]") || (t_branch_timeout() && !t_branch_replied())) {{
         # ds_next_dst() with nothing left drops the current entry and ds_load_unset() then does
-        # nothing, leaking a call's worth of load: look before moving.
-        if ($xavp(_dsdst_[1]=>uri) != $null) {{
+        # nothing, leaking a call's worth of load: look before moving. Workers at capacity are
+        # every media process's workers: no other process would take the call.
+        if ($T_reply_reason != "{OVER_CAPACITY_REASON}" && $xavp(_dsdst_[1]=>uri) != $null) {{
             if (ds_next_dst()) {{
                 xlog("L_WARN", "INVITE $ci: $T_reply_code from a media process, trying $du\\n");
                 t_on_failure("DISPATCH_FAILED");
@@ -505,7 +507,11 @@ failure_route[DISPATCH_FAILED] {{
                 route(RELAY);
             }}
         }}
-        xlog("L_WARN", "INVITE $ci: $T_reply_code and no media process left, 503\\n");
+        if ($T_reply_reason == "{OVER_CAPACITY_REASON}") {{
+            xlog("L_INFO", "INVITE $ci: the workers are at capacity, 503\\n");
+        }} else {{
+            xlog("L_WARN", "INVITE $ci: $T_reply_code and no media process left, 503\\n");
+        }}
         ds_load_unset();
         append_to_reply("Retry-After: {RETRY_AFTER_S}\\r\\n");
         t_reply("503", "Service Unavailable");

@@ -140,9 +140,13 @@ class MediaProcess:
                 stall_timeout_s=cfg.inference.stall_timeout_s,
                 replay_max_s=cfg.media.replay_max_s,
                 curve=self.curve,
+                calls_per_worker=cfg.inference.calls_per_worker,
+                max_backlog_s=cfg.inference.max_backlog_s,
             ),
         )
         self.stale_results = 0
+        self.over_capacity = 0  # INVITEs refused because every worker was full or behind
+        self._next_capacity_log = 0.0
         self.bad_results = 0  # refused on the result socket: not wire format, or not a result
         self.node = f"{socket.gethostname()}/media{index}"  # as events name it
         self.outputs = CallOutputs(cfg, index, self.ctx, self.node)
@@ -212,6 +216,9 @@ class MediaProcess:
                       u.status)  # fmt: skip
             self._refuse(sip_call, u.status, u.reason)
             return
+        if not self.sender.room:
+            self._refuse_over_capacity(sip_call)
+            return
         d = self.cfg.delivery
         info = InfoPolicy.for_peer(
             tenant.sip_info, d.info_package, sip_headers.recv_info(fields), d.sip_info_legacy,
@@ -239,7 +246,31 @@ class MediaProcess:
             log.error("call %s: answering failed: %s", call.call_id, exc.info())
             self._forget(call)
 
-    def _refuse(self, sip_call: BridgeCall, status: int, reason: str, warning: str = "") -> None:
+    def _refuse_over_capacity(self, sip_call: BridgeCall) -> None:
+        """Every worker has its calls (inference.calls_per_worker) or is behind: 503, which
+        the front answers the caller with its Retry-After, without trying the other media
+        processes (they share the workers). Logged once a minute, counted every time."""
+        self.over_capacity += 1
+        now = time.monotonic()
+        if now >= self._next_capacity_log:
+            self._next_capacity_log = now + 60.0
+            i = self.cfg.inference
+            log.warning(
+                "call %s: refused with 503, every worker is at capacity (%d calls each, "
+                "inference.calls_per_worker) or behind (over %g s of audio waiting); "
+                "%d refused so far", sip_call.bridge_call_id, i.calls_per_worker,
+                i.max_backlog_s, self.over_capacity,
+            )  # fmt: skip
+        self._refuse(sip_call, 503, sip_headers.OVER_CAPACITY_REASON, outcome="over_capacity")
+
+    def _refuse(
+        self,
+        sip_call: BridgeCall,
+        status: int,
+        reason: str,
+        warning: str = "",
+        outcome: str = "refused",
+    ) -> None:
         """Answer an INVITE we do not take (no tenant of ours; an offer we cannot use)."""
         op = pj.CallOpParam()
         op.statusCode = status
@@ -251,7 +282,7 @@ class MediaProcess:
         except pj.Error as exc:
             log.warning("call %s: refusing failed: %s", sip_call.bridge_call_id, exc.info())
         self._refused[sip_call.bridge_call_id] = sip_call  # released once DISCONNECTED
-        metrics.CALLS.labels("refused").inc()
+        metrics.CALLS.labels(outcome).inc()
 
     def _call_for(self, sip_call: BridgeCall) -> _Call | None:
         return self.calls.get(sip_call.bridge_call_id)
@@ -635,6 +666,7 @@ class MediaProcess:
         ):
             metrics.sync_counter(metrics.WEBHOOKS, result, total)
         metrics.sync_counter(metrics.MEDIA_DROPS, "bad_heartbeat", st.bad_heartbeats)
+        metrics.ADMITTING.set(1 if self.sender.room else 0)
         router = self.sender.router
         for w in range(len(self.sender.settings.worker_endpoints)):
             metrics.WORKER_UP.labels(str(w)).set(1 if router.is_live(w) else 0)
@@ -722,7 +754,10 @@ class MediaProcess:
         for refused in self._refused.values():
             release(refused)
         self._refused.clear()
-        self.sender.stop()
+        sender_stopped = self.sender.stop()
+        if not sender_stopped:
+            log.error("media process %d: the audio sender did not stop within 5 s; exiting "
+                      "without waiting for its sockets", self.index)  # fmt: skip
         self.outputs.close()
         self.journal.close()
         if self.account is not None:
@@ -734,7 +769,8 @@ class MediaProcess:
         if self._auth is not None:
             self._auth.stop()
         self.ep.libDestroy()
-        self.ctx.term()
+        if sender_stopped:
+            self.ctx.term()  # else it would wait for the sender's sockets forever
 
 
 def _outcome(reason: str) -> str:

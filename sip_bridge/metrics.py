@@ -19,7 +19,8 @@ __all__ = ["sync_counter"]  # the media process syncs its own running counts wit
 ACTIVE_CALLS = Gauge("sip_bridge_active_calls", "Calls in progress", multiprocess_mode="livesum")
 CALLS = Counter(
     "sip_bridge_calls",
-    "Calls by outcome: answered, refused (no tenant), ended_by_caller, ended_by_bridge"
+    "Calls by outcome: answered, refused (no tenant), over_capacity (503: every worker at"
+    " capacity or behind), ended_by_caller, ended_by_bridge"
     " (rtp timeout, max duration, media error), shutdown, lost (their media process died)",
     ["outcome"],
 )
@@ -38,6 +39,13 @@ WEBHOOKS = Counter(
     "Webhook attempts by result: delivered, retried (failed, will retry), dead_letter,"
     " dropped (spool full)",
     ["result"],
+)
+ADMITTING = Gauge(
+    "sip_bridge_admitting",
+    "1 while the media processes take new calls (the highest view wins); 0 while every worker"
+    " is at capacity or behind (inference.calls_per_worker, inference.max_backlog_s) and new"
+    " INVITEs get 503",
+    multiprocess_mode="livemax",
 )
 WORKER_UP = Gauge(
     "sip_bridge_worker_up",

@@ -16,6 +16,9 @@ _COMPACT = {
     "c": "Content-Type", "f": "From", "s": "Subject", "k": "Supported", "t": "To", "v": "Via",
     "o": "Event", "r": "Refer-To", "b": "Referred-By", "u": "Allow-Events", "x": "Session-Expires",
 }  # fmt: skip
+# The reason phrase of a media process's 503 when every worker is full or behind: the front
+# reads it to answer the caller at once instead of trying the other media processes.
+OVER_CAPACITY_REASON = "Transcription Capacity Reached"
 MAX_VALUE_CHARS = 512  # a copied header value is cut here
 MAX_HEADERS = 32  # at most this many copied headers per call
 

@@ -1,4 +1,13 @@
-"""How many calls one source may hold at the front: the per-source limit, half-open calls included.
+"""How many calls the front admits: for the host (its workers' capacity) and per source, half-open
+calls included.
+
+The host's limit: the front counts every call it admits (dialog profile ``admitted``) and answers
+an INVITE beyond the workers' capacity (``capacity()``: ``inference.calls_per_worker`` for each
+worker, where that is below the call slots) with 503 + ``Retry-After`` at once, counted as
+``script:over_capacity`` and logged once a minute. It is exact for a burst, where the workers'
+heartbeats (every 250 ms) lag: 24 INVITEs at once over 8 media processes were all taken before
+any heartbeat counted them (bench/overload.py). The media processes still refuse a call when the
+heartbeats say every worker is full or behind (workers shared with other hosts, a slow model).
 
 One sender must not be able to take every call slot: a dozen INVITEs that are answered and never
 ACKed used to hold the whole pool for 32 s (RFC 3261's wait for the ACK). The front counts each
@@ -9,8 +18,10 @@ process has hung the half-open call up itself). A source at its limit gets
 ``sip.over_limit_status`` (503 with ``Retry-After``, or 486 Busy Here), counted as
 ``script:source_limited`` and logged once a minute per source.
 
-``sip.per_source_max_calls``: -1 (the default) is half of the pool's call slots, rounded up, so
-a stranger can take at most half; 0 is no limit; listed trunks (``sip.trunks``: an address or
+``sip.per_source_max_calls``: -1 (the default) is half of the calls the bridge takes (its
+workers' capacity, ``inference.calls_per_worker`` each, or the pool's call slots if fewer), rounded
+up, so a stranger can take at most half, half-open calls included (they count on a worker until
+they are given up); 0 is no limit; listed trunks (``sip.trunks``: an address or
 network and its own ``max_calls``, 0 for none) are counted under their own limit. The one PBX of a
 small site should be listed, to have the whole pool.
 
@@ -27,8 +38,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sip_bridge.config import Config
 
-STATS = ("source_limited",)
+STATS = ("source_limited", "over_capacity")
 PROFILE = "caller"
+HOST_PROFILE = "admitted"  # every admitted call, under the one value "host"
 LOCK = "source-limits"
 LOG_EVERY_S = 60
 AUTO = -1
@@ -53,16 +65,36 @@ def pool_calls(cfg: Config) -> int:
     return cfg.media.processes * cfg.media.calls_per_process
 
 
+def capacity(cfg: Config) -> int:
+    """The calls this host's front admits at once: the call slots, or the workers' capacity
+    (their admission limit, inference.calls_per_worker) where that is lower."""
+    slots = pool_calls(cfg)
+    per_worker = cfg.inference.calls_per_worker
+    workers = cfg.inference.workers + len(cfg.inference.remote)
+    return min(slots, workers * per_worker) if per_worker else slots
+
+
 def default_limit(cfg: Config) -> int:
     """The limit of a source that is not a listed trunk (0: none)."""
     limit = cfg.sip.per_source_max_calls
     if limit == AUTO:
-        return max(1, math.ceil(pool_calls(cfg) / 2))
+        return max(1, math.ceil(capacity(cfg) / 2))
     return limit
 
 
+def host_limit(cfg: Config) -> int:
+    """The front's limit on all its calls (0: none; the call slots are then the limit, which
+    the dispatcher's load count enforces)."""
+    calls = capacity(cfg)
+    return calls if calls < pool_calls(cfg) else 0
+
+
 def enabled(cfg: Config) -> bool:
-    return default_limit(cfg) > 0 or any(t.max_calls > 0 for t in cfg.sip.trunks)
+    return (
+        host_limit(cfg) > 0
+        or default_limit(cfg) > 0
+        or any(t.max_calls > 0 for t in cfg.sip.trunks)
+    )
 
 
 def modules(cfg: Config) -> list[str]:
@@ -97,7 +129,7 @@ def dialog_modparams(cfg: Config, profiles: list[str]) -> str:
 
 
 def profiles(cfg: Config) -> list[str]:
-    return [PROFILE] if enabled(cfg) else []
+    return [PROFILE, HOST_PROFILE] if enabled(cfg) else []
 
 
 def route(cfg: Config, retry_after_s: int) -> str:
@@ -128,12 +160,32 @@ def route(cfg: Config, retry_after_s: int) -> str:
     )
     lines = "\n".join(pick)
     warning = f"INVITE $ci from $si: at its limit of $var(limit) calls, {status} (once a minute)"
+    host = host_limit(cfg)
+    full = (f"INVITE $ci: the host is at its capacity of {host} calls (inference.calls_per_worker),"
+            " 503 (once a minute)")  # fmt: skip
+    host_check = (
+        f"""    get_profile_size("{HOST_PROFILE}", "host", "$var(all)");
+    if ($var(all) >= {host}) {{
+        unlock("{LOCK}");
+        update_stat("over_capacity", "+1");
+        if ($sht(limited=>host) == $null) {{
+            $sht(limited=>host) = 1;
+            xlog("L_WARN", "{full}\\n");
+        }}
+        append_to_reply("Retry-After: {retry_after_s}\\r\\n");
+        send_reply("503", "Service Unavailable");
+        exit;
+    }}
+"""
+        if host
+        else ""
+    )
     return f"""route[SOURCE_LIMIT] {{
 {lines}
-    if ($var(limit) > 0) {{
-        # Counted and admitted under one lock, the transaction (so the dialog) made inside it:
-        # two INVITEs at once cannot both take a source's last call.
-        lock("{LOCK}");
+    # Counted and admitted under one lock, the transaction (so the dialog) made inside it:
+    # two INVITEs at once cannot both take the host's or a source's last call.
+    lock("{LOCK}");
+{host_check}    if ($var(limit) > 0) {{
         get_profile_size("{PROFILE}", "$si", "$var(held)");
         if ($var(held) >= $var(limit)) {{
             unlock("{LOCK}");
@@ -150,12 +202,11 @@ def route(cfg: Config, retry_after_s: int) -> str:
         dlg_manage();  # else route[TENANT] made it
     }}
     set_dlg_profile("{PROFILE}", "$si");
+    set_dlg_profile("{HOST_PROFILE}", "host");
     if (!t_lookup_request()) {{
         t_newtran();
     }}
-    if ($var(limit) > 0) {{
-        unlock("{LOCK}");
-    }}
+    unlock("{LOCK}");
 }}
 """
 
@@ -170,7 +221,7 @@ def check(cfg: Config, source: str) -> None:
 def _problems(cfg: Config) -> Iterator[tuple[str, str]]:
     s = cfg.sip
     if s.per_source_max_calls < AUTO:
-        yield "sip.per_source_max_calls", "must be -1 (half the pool), 0 (no limit) or more"
+        yield "sip.per_source_max_calls", "must be -1 (half the capacity), 0 (no limit) or more"
     if not 0 < s.ack_timeout_s <= 32:
         yield "sip.ack_timeout_s", "must be more than 0 and at most 32 (RFC 3261's 64*T1)"
     for n, trunk in enumerate(s.trunks):

@@ -13,7 +13,12 @@ the worker keeps the call's VAD and utterance state. This module decides where, 
   ``timeout_s``, or a stuck loop) or restarts (a new incarnation), each of its calls moves to the
   least-loaded live worker, which is a :class:`Move` for the caller to carry out (replay the
   audio the call still needs). With no live worker a call waits (``target`` None) and moves as
-  soon as one appears.
+  soon as one appears;
+* :meth:`WorkerRouter.has_room` is the admission rule: a new call is taken only while some live
+  worker has fewer calls than ``calls_per_worker`` (its last heartbeat's count, which covers every
+  media process's calls, plus those this process placed since) and is not *behind*: its last
+  ``BEHIND_BEATS`` heartbeats all reported more than ``max_backlog_s`` of audio waiting for its
+  model. With no live worker at all the call is taken and waits, as during a worker's restart.
 
 No sockets, no threads, no wall clock: ``now`` is passed in, so it is tested with a fake clock.
 """
@@ -26,6 +31,10 @@ from dataclasses import dataclass
 from media.wire import Heartbeat
 
 log = logging.getLogger(__name__)
+
+# Heartbeats in a row over max_backlog_s that make a worker "behind": one burst of finals
+# (a few calls ending their sentences together) is not a worker that cannot keep up.
+BEHIND_BEATS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +56,32 @@ class _Worker:
     reported_calls: int = 0
     placed_since_beat: int = 0
     backlog_s: float = 0.0
+    beats_over_backlog: int = 0  # heartbeats in a row over max_backlog_s
 
 
 class WorkerRouter:
     def __init__(
-        self, workers: int, offset: int = 0, timeout_s: float = 1.5, stall_s: float = 15.0
+        self,
+        workers: int,
+        offset: int = 0,
+        timeout_s: float = 1.5,
+        stall_s: float = 15.0,
+        calls_per_worker: int = 0,
+        max_backlog_s: float = 0.0,
     ) -> None:
+        """``calls_per_worker`` and ``max_backlog_s``: the admission limits of
+        :meth:`has_room` (0: that limit is off)."""
         if workers < 1:
             raise ValueError("at least one worker")
         if timeout_s <= 0 or stall_s <= 0:
             raise ValueError("timeout_s and stall_s must be positive")
+        if calls_per_worker < 0 or max_backlog_s < 0:
+            raise ValueError("calls_per_worker and max_backlog_s must be 0 (off) or more")
         self._offset = offset
         self._timeout = timeout_s
         self._stall = stall_s
+        self._calls_per_worker = calls_per_worker
+        self._max_backlog = max_backlog_s
         self._workers = [_Worker(i) for i in range(workers)]
         self._assigned: dict[str, int | None] = {}
 
@@ -79,6 +101,17 @@ class WorkerRouter:
 
     def calls_on(self, index: int) -> list[str]:
         return sorted(c for c, w in self._assigned.items() if w == index)
+
+    def has_room(self) -> bool:
+        """Whether a new call may be admitted (see the module's docstring)."""
+        live = [w for w in self._workers if w.live]
+        return not live or any(self._takes_calls(w) for w in live)
+
+    def _takes_calls(self, w: _Worker) -> bool:
+        cap = self._calls_per_worker
+        if cap and w.reported_calls + w.placed_since_beat >= cap:
+            return False
+        return not (self._max_backlog and w.beats_over_backlog >= BEHIND_BEATS)
 
     # -- calls --------------------------------------------------------------------------------
 
@@ -108,6 +141,8 @@ class WorkerRouter:
         w.reported_calls = beat.calls
         w.placed_since_beat = 0
         w.backlog_s = beat.backlog_s
+        over = self._max_backlog and beat.backlog_s > self._max_backlog
+        w.beats_over_backlog = w.beats_over_backlog + 1 if over else 0
         stalled = beat.loop_age_s > self._stall
         if restarted:
             log.warning("worker %d restarted", w.index)
@@ -147,7 +182,9 @@ class WorkerRouter:
         live = [w for w in self._workers if w.live]
         if not live:
             return None
-        return min(live, key=self._load).index
+        # A worker at its limits is picked only when every one is (a call moved off a dead
+        # worker must go somewhere; admission keeps new calls out).
+        return min(live, key=lambda w: (not self._takes_calls(w), self._load(w))).index
 
     def _place(self, call_id: str, target: int | None) -> None:
         self._assigned[call_id] = target

@@ -42,9 +42,21 @@ def test_check_config_prints_effective_values(tmp_path: Path) -> None:
     effective = yaml.safe_load(proc.stdout)
     assert effective["sip"]["port"] == 5090
     assert effective["media"]["calls_per_process"] == 4
-    # what the config admits, as comments: the pool and one stranger's share of it
-    assert "# capacity: 12 calls (3 media processes x 4)" in proc.stdout
-    assert "# one source: at most 6 call(s)" in proc.stdout
+    # what the config admits, as comments: the workers' capacity, the pool sized from it
+    # (twice over) and one stranger's share of the capacity
+    assert "# capacity: 16 calls (2 worker(s) x 8, inference.calls_per_worker)" in proc.stdout
+    assert "# call slots: 32 (8 media processes x 4; media.processes: auto" in proc.stdout
+    assert effective["media"]["processes"] == 8
+    assert "# one source: at most 8 call(s) (half the capacity" in proc.stdout
+    # the pool follows the workers, --workers included
+    proc = run("check-config", "--config", str(good), "--workers", "3")
+    assert "# capacity: 24 calls (3 worker(s) x 8" in proc.stdout
+    assert yaml.safe_load(proc.stdout)["media"]["processes"] == 12
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text("media: {processes: 3}\ninference: {calls_per_worker: 0}\n")
+    proc = run("check-config", "--config", str(fixed))
+    assert "# capacity: 12 calls (the call slots; no per-worker limit" in proc.stdout
+    assert "# call slots: 12 (3 media processes x 4)" in proc.stdout
 
 
 def test_check_config_never_prints_secrets_or_tokens(tmp_path: Path) -> None:

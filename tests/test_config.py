@@ -1,3 +1,4 @@
+import dataclasses
 import re
 from pathlib import Path
 
@@ -9,8 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_example_documents_exactly_the_defaults() -> None:
-    assert load(ROOT / "config.example.yaml") == Config()
-    assert load(None) == Config()
+    assert load(ROOT / "config.example.yaml") == load(None)
+    # ... and they are the dataclasses' defaults, the "auto" keys worked out (for 2 workers
+    # taking 8 calls each: slots for 32 calls)
+    defaults = Config()
+    auto = dataclasses.replace(defaults.media, processes=8)
+    assert load(None) == dataclasses.replace(defaults, media=auto)
 
 
 @pytest.mark.parametrize(

@@ -334,6 +334,12 @@ def test_docker_config_is_valid_and_compose_parses() -> None:
     assert cfg.sip.address == "0.0.0.0"
     compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
     assert "bridge" in compose["services"]
+    # The images expose exactly the RTP range the config's (auto-sized) pool opens.
+    m = cfg.media
+    last = m.rtp_port_base + m.processes * m.rtp_ports_per_process - 1
+    rtp = f"EXPOSE {m.rtp_port_base}-{last}/udp"
+    for image in ("Dockerfile", "Dockerfile.gpu"):
+        assert rtp in (ROOT / "docker" / image).read_text().splitlines(), (image, rtp)
 
 
 def _kamailio_script() -> str:

@@ -1,7 +1,8 @@
 """The attacker's view of the front (issue: a dozen unanswered INVITEs must not take the host).
 
-``sip-bridge serve`` with the default SIP settings (no listed trunk: every source is a stranger;
-3 media processes x 4 calls, so at most 6 calls a source) takes INVITEs that nobody ACKs from
+``sip-bridge serve`` with the default SIP and pool settings for one worker (no listed trunk:
+every source is a stranger; the worker takes 8 calls, so at most 4 calls a source; the pool sized
+to twice that, 4 media processes x 4 calls) takes INVITEs that nobody ACKs from
 one source, and real sipp calls from another at once. What must hold: the half-open calls hold
 their slots only ``sip.ack_timeout_s`` (measured from the attacker's side: our 200 OK to the
 media process's BYE), a source over its limit gets 503 with Retry-After (counted, logged once),
@@ -24,8 +25,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sip_bridge import kamailio
-from tests.support import half_open, sip_fuzz_corpus, speech
+from sip_bridge import config, kamailio
+from tests.support import half_open, rtp_fuzz, sip_fuzz_corpus, speech
 from tests.support.bridge import RunningBridge, serving
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
 from tests.support.sipp import SippCall, SippResult, can_play_pcap
@@ -43,7 +44,7 @@ pytestmark = [
 ATTACKER = "127.0.0.2"
 FUZZER = "127.0.0.3"
 ACK_TIMEOUT_S = 4.0  # the default sip.ack_timeout_s
-SOURCE_LIMIT = 6  # the default: half of 3 x 4 call slots
+SOURCE_LIMIT = 4  # the default: half of the 8 calls one worker takes (inference.calls_per_worker)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,12 @@ def bridge(
     """One bridge for the module: the second test's fuzz comes right after the first test's
     half-open calls were given up, so their slots must really be free (PJSIP keeps the slot
     of a call waiting for its ACK for 32 s unless the media process confirms and BYEs it)."""
-    # The default pool (3 processes) and no listed trunk: the front's defaults, as shipped.
-    overrides = {"media": {"processes": 3}, "inference": {"workers": 1}, "sip": {"trunks": []}}
+    # The default pool ("auto") and admission, and no listed trunk: the defaults, as shipped.
+    overrides = {
+        "media": {"processes": "auto"},
+        "inference": {"workers": 1, "calls_per_worker": 8},
+        "sip": {"trunks": []},
+    }
     with serving(tmp_path_factory.mktemp("half-open"), overrides, receiver.url) as b:
         yield b
 
@@ -142,8 +147,10 @@ def test_half_open_calls_hold_a_slot_for_the_ack_timeout_and_one_source_only_its
 
 def test_the_fuzz_corpus_then_real_calls_at_once(bridge: RunningBridge, tmp_path: Path) -> None:
     """The SIP suite's malformed corpus from one source, fire and forget (no ACK, no answer to
-    anything), then at once, without a pause, three real calls from another: all transcribed.
-    Right after the first test: its half-open calls must have left no slot taken."""
+    anything), and 200 garbage RTP datagrams over the pool's RTP ports (the issue's run: about
+    300 SIP datagrams and 200 RTP), then at once, without a pause, three real calls from
+    another: all transcribed. Right after the first test: its half-open calls must have left no
+    slot taken."""
     wait_idle(bridge, 30)
     run = uuid.uuid4().hex[:5]
     socks = []
@@ -155,6 +162,17 @@ def test_the_fuzz_corpus_then_real_calls_at_once(bridge: RunningBridge, tmp_path
             data = case.render(sock.getsockname()[1], f"127.0.0.1:{bridge.port}", run)
             with contextlib.suppress(OSError):  # too large for a datagram: nothing was sent
                 sock.sendto(data, ("127.0.0.1", bridge.port))
+        m = config.load(bridge.config_path).media  # the pool "auto" made
+        ports = range(m.rtp_port_base, m.rtp_port_base + m.processes * m.rtp_ports_per_process)
+        packets = rtp_fuzz.garbage(seq=1000, ts=160_000, ssrc=0x5EED)
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp.bind((FUZZER, 0))
+        socks.append(rtp)
+        for n in range(200):  # bounded: a port of the pool and a garbage packet, in turn
+            with contextlib.suppress(OSError):
+                rtp.sendto(
+                    packets[n % len(packets)][1], ("127.0.0.1", ports[(n * 37) % len(ports)])
+                )
         calls = [real_call(bridge, tmp_path, f"after-fuzz-{n}", stride=11 + n) for n in range(3)]
         for call in calls:
             assert_transcribed(bridge, call.wait(60))

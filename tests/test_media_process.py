@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from sip_bridge.webhooks import verify
 from tests.support import speech
 from tests.support.lone_media import FakeWorkerSide, lone_media
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
-from tests.support.sipp import SippCall, can_play_pcap
+from tests.support.sipp import SippCall, SippResult, can_play_pcap
 from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = [
@@ -140,3 +141,46 @@ def test_a_fifth_call_is_refused_with_486_and_a_silent_worker_cannot_hold_a_call
     assert ok
     reasons = [p.json()["reason"] for p in rx.posts if p.json()["type"] == "call.ended"]
     assert all("worker did not answer" in r for r in reasons), reasons
+
+
+def test_heartbeats_of_a_full_or_behind_worker_make_new_calls_get_503_then_calls_come_back(
+    tmp_path: Path,
+) -> None:
+    """The media process's own admission, from what the worker's heartbeats report (its calls
+    from every media process, and its backlog): the front's count cannot see a worker shared
+    with another host, or one that falls behind."""
+    limits = {"inference": {"calls_per_worker": 2, "max_backlog_s": 5.0}}
+    with lone_media(tmp_path, limits) as m:
+        (prompt,) = speech.select(1, min_s=2.0, max_s=4.0, stride=6)
+        pcm = join_with_silence([prompt.pcm()], lead_s=0.5, tail_s=0.5)
+
+        def admitting(value: float) -> None:
+            deadline = time.monotonic() + 10
+            while m.metric("sip_bridge_admitting") != value:
+                assert time.monotonic() < deadline, m.metric("sip_bridge_admitting")
+                time.sleep(0.1)  # the process copies it into its metrics once a second
+
+        def call(name: str) -> SippResult:
+            return sipp_call(tmp_path, m.port, pcm, name, linger=0.5).start().wait(30)
+
+        admitting(1)
+        m.worker.report(calls=2)  # full with other processes' calls
+        admitting(0)
+        full = call("full")
+        assert full.final_status == 503
+        answer = next(x for x in full.messages if x.direction == "received" and x.status == 503)
+        assert answer.first_line.endswith("503 Transcription Capacity Reached"), answer.first_line
+        m.worker.report(calls=1)  # a call ended
+        admitting(1)
+        taken = call("taken")
+        assert taken.ok and taken.final_status == 200, taken.errors
+        m.worker.wait_for(
+            lambda ms: any(isinstance(x, wire.CallStart) for x in sum(ms.values(), [])), 10
+        )
+        m.worker.report(calls=1, backlog_s=9.0)  # room for a call, but behind
+        admitting(0)
+        assert call("behind").final_status == 503
+        assert m.metric("sip_bridge_calls_total", {"outcome": "over_capacity"}) == 2
+        started = [p for p in m.rx.posts if p.json()["type"] == "call.started"]
+        assert len(started) == 1  # only the call that was taken began
+        assert m.log_text().count("every worker is at capacity") == 1  # once a minute

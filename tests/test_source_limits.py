@@ -17,28 +17,57 @@ def _sip(cfg: Config, **changes: object) -> Config:
     return dataclasses.replace(cfg, sip=dataclasses.replace(cfg.sip, **changes))  # type: ignore[arg-type]
 
 
-def test_the_default_limit_is_half_the_pool() -> None:
-    cfg = config.load(None)
-    assert source_limits.default_limit(cfg) == 6  # 3 processes x 4 calls
-    bigger = dataclasses.replace(cfg, media=dataclasses.replace(cfg.media, processes=5))
-    assert source_limits.default_limit(bigger) == 10
-    assert source_limits.default_limit(_sip(cfg, per_source_max_calls=0)) == 0
-    assert not source_limits.enabled(_sip(cfg, per_source_max_calls=0))
-    assert source_limits.enabled(
-        _sip(cfg, per_source_max_calls=0, trunks=(SipTrunk("10.0.0.1", 3),))
+def _no_worker_limit(cfg: Config) -> Config:
+    """Workers without a call limit: the front's host limit is off (the slots are the limit)."""
+    return dataclasses.replace(
+        cfg, inference=dataclasses.replace(cfg.inference, calls_per_worker=0)
     )
 
 
+def test_the_default_limit_is_half_the_capacity() -> None:
+    cfg = config.load(None)
+    assert source_limits.capacity(cfg) == 16  # 2 workers x 8 calls (32 call slots)
+    assert source_limits.default_limit(cfg) == 8
+    small = dataclasses.replace(cfg, media=dataclasses.replace(cfg.media, processes=1))
+    assert source_limits.capacity(small) == 4  # the slots, where they are fewer
+    assert source_limits.default_limit(small) == 2
+    unlimited = dataclasses.replace(
+        cfg, inference=dataclasses.replace(cfg.inference, calls_per_worker=0)
+    )
+    assert source_limits.default_limit(unlimited) == 16  # half the 32 slots
+    assert source_limits.default_limit(_sip(cfg, per_source_max_calls=0)) == 0
+    assert not source_limits.enabled(_sip(_no_worker_limit(cfg), per_source_max_calls=0))
+    assert source_limits.enabled(
+        _sip(_no_worker_limit(cfg), per_source_max_calls=0, trunks=(SipTrunk("10.0.0.1", 3),))
+    )
+
+
+def test_the_host_limit_is_the_workers_capacity_where_the_slots_are_more() -> None:
+    cfg = config.load(None)
+    assert source_limits.host_limit(cfg) == 16  # 2 workers x 8 calls, 32 slots
+    assert source_limits.enabled(_sip(cfg, per_source_max_calls=0))  # the host limit alone
+    text = source_limits.route(_sip(cfg, per_source_max_calls=0), retry_after_s=5)
+    assert 'get_profile_size("admitted", "host", "$var(all)");' in text
+    assert "if ($var(all) >= 16)" in text and 'update_stat("over_capacity", "+1");' in text
+    assert 'set_dlg_profile("admitted", "host");' in text
+    few = dataclasses.replace(cfg, media=dataclasses.replace(cfg.media, processes=2))
+    assert source_limits.host_limit(few) == 0  # 8 slots: the dispatcher's count is the limit
+    assert source_limits.host_limit(_no_worker_limit(cfg)) == 0
+    assert '"admitted", "host", "$var(all)"' not in source_limits.route(few, retry_after_s=5)
+
+
 def test_the_route_counts_by_source_and_the_most_specific_trunk_wins() -> None:
-    cfg = _sip(config.load(None), trunks=(SipTrunk("10.0.0.0/8", 0), SipTrunk("10.1.2.3", 8)))
+    cfg = _sip(config.load(None), trunks=(SipTrunk("10.0.0.0/8", 0), SipTrunk("10.1.2.3", 9)))
     text = source_limits.route(cfg, retry_after_s=5)
     assert text.index('"10.1.2.3/32"') < text.index('"10.0.0.0/8"')
-    assert "$var(limit) = 6;" in text and "$var(limit) = 8;" in text and "$var(limit) = 0;" in text
+    assert "$var(limit) = 8;" in text and "$var(limit) = 9;" in text and "$var(limit) = 0;" in text
     assert 'get_profile_size("caller", "$si"' in text and 'set_dlg_profile("caller", "$si")' in text
     assert 'send_reply("503", "Service Unavailable")' in text and "Retry-After: 5" in text
-    busy = source_limits.route(_sip(cfg, over_limit_status=486), retry_after_s=5)
+    # 486 for a source over its limit (the host's own limit is always 503 + Retry-After)
+    busy = source_limits.route(_sip(_no_worker_limit(cfg), over_limit_status=486), 5)
     assert 'send_reply("486", "Busy Here")' in busy and "Retry-After" not in busy
-    assert source_limits.route(_sip(cfg, per_source_max_calls=0, trunks=()), 5) == ""
+    off = _sip(_no_worker_limit(cfg), per_source_max_calls=0, trunks=())
+    assert source_limits.route(off, 5) == ""
 
 
 @pytest.mark.parametrize(
@@ -69,5 +98,7 @@ def test_kamailio_accepts_the_limit(tmp_path: Path, trunks: tuple[SipTrunk, ...]
     text = files.config.read_text()
     assert 'loadmodule "dialog.so"' in text and "route(SOURCE_LIMIT);" in text
     assert f'modparam("dialog", "noack_timeout", {int(cfg.sip.ack_timeout_s) + 2})' in text
-    off = kamailio.render_config(_sip(cfg, per_source_max_calls=0, trunks=()), files)
+    off = kamailio.render_config(
+        _sip(_no_worker_limit(cfg), per_source_max_calls=0, trunks=()), files
+    )
     assert "dialog.so" not in off and "SOURCE_LIMIT" not in off

@@ -114,3 +114,45 @@ def test_unknown_worker_index_and_bad_settings() -> None:
         WorkerRouter(0)
     with pytest.raises(ValueError):
         WorkerRouter(1, timeout_s=0)
+
+
+def test_admission_stops_at_calls_per_worker_counting_every_process_and_own_placements() -> None:
+    r = WorkerRouter(2, calls_per_worker=3)
+    assert r.has_room()  # no live worker yet: the call is taken and waits for one
+    r.heartbeat(beat(0, calls=3), 0.0)  # full with other processes' calls
+    r.heartbeat(beat(1, calls=1), 0.0)
+    assert r.has_room()
+    assert r.assign("a") == 1 and r.assign("b") == 1  # placed here since worker 1's beat
+    assert not r.has_room()
+    r.heartbeat(beat(1, calls=2), 0.1)  # a call of another process ended meanwhile
+    assert r.has_room()
+    r.heartbeat(beat(0, calls=3), 0.2)
+    r.heartbeat(beat(1, calls=3), 0.2)
+    assert not r.has_room()
+    r.check(2.0)  # both silent past the timeout: down
+    assert not r.live_workers() and r.has_room()  # taken, and waits as during a restart
+
+
+def test_a_worker_behind_on_two_beats_in_a_row_takes_no_new_call() -> None:
+    r = WorkerRouter(2, calls_per_worker=0, max_backlog_s=5.0)
+    r.heartbeat(beat(0, calls=9, backlog=6.0), 0.0)
+    r.heartbeat(beat(1, calls=1, backlog=6.0), 0.0)
+    assert r.has_room()  # one beat over: a burst of finals, not yet behind
+    r.heartbeat(beat(0, calls=9, backlog=7.0), 0.25)
+    assert r.has_room()  # worker 1 is over on one beat only
+    assert r.assign("a") == 1  # the worker that still takes calls, though it has more of them
+    r.heartbeat(beat(1, calls=2, backlog=9.0), 0.25)
+    assert not r.has_room()
+    r.heartbeat(beat(1, calls=2, backlog=0.5), 0.5)  # caught up
+    assert r.has_room()
+
+
+def test_admission_limits_off_by_default_and_checked() -> None:
+    r = WorkerRouter(1)
+    r.heartbeat(beat(0, calls=500, backlog=100.0), 0.0)
+    r.heartbeat(beat(0, calls=500, backlog=100.0), 0.1)
+    assert r.has_room()
+    with pytest.raises(ValueError):
+        WorkerRouter(1, calls_per_worker=-1)
+    with pytest.raises(ValueError):
+        WorkerRouter(1, max_backlog_s=-0.5)

@@ -32,16 +32,19 @@ class RunningBridge:
         overrides: dict[str, Any],
         webhook_url: str | None,
         env: dict[str, str] | None = None,
-        loopback_trunk: bool = True,
+        this_tree: bool = True,
     ) -> None:
         """``env``: more environment variables for serve and its children (the benchmarks run
-        another revision's code with PYTHONPATH). ``loopback_trunk``: 127.0.0.1, where the tests'
-        callers are, is a listed trunk (``sip.trunks``), as an operator lists the PBX: its calls
-        are not held to the per-source limit of strangers (off for a revision without it)."""
+        another revision's code with PYTHONPATH). ``this_tree``: set keys an older revision
+        does not know: 127.0.0.1, where the tests' callers are, is a listed trunk
+        (``sip.trunks``), as an operator lists the PBX, so its calls are not held to the
+        per-source limit of strangers; and workers take any number of calls
+        (``inference.calls_per_worker: 0``): the tests load one worker with more calls than the
+        CPU default admits, to test concurrency (the admission tests set it back)."""
         base = random.Random(os.getpid() + time.time_ns()).randrange(20000, 30000, 100)
         cfg: dict[str, Any] = {
             "sip": {"address": "127.0.0.1", "port": base}
-            | ({"trunks": [{"address": "127.0.0.1"}]} if loopback_trunk else {}),
+            | ({"trunks": [{"address": "127.0.0.1"}]} if this_tree else {}),
             "media": {
                 "processes": 4,
                 "sip_port_base": base + 11,
@@ -51,7 +54,8 @@ class RunningBridge:
                 # A test's calls are over at teardown; one its sipp left up ends at once.
                 "drain_timeout_s": 5,
             },
-            "inference": {"workers": 1, "port_base": base + 51, "heartbeat_port_base": base + 71},
+            "inference": {"workers": 1, "port_base": base + 51, "heartbeat_port_base": base + 71}
+            | ({"calls_per_worker": 0} if this_tree else {}),
             "captions": {"port": base + 91, "feed_port": base + 92},
             "metrics": {"port": base + 93},
             "runtime_dir": str(work / "run"),

@@ -5,6 +5,7 @@ answer. Test support for the media process's tests; no Kamailio, no model.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -17,8 +18,11 @@ from typing import Any
 
 import yaml
 import zmq
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from media import wire
+from sip_bridge.metrics_server import ENV
 from tests.support.ports import free_udp_port
 from tests.support.procs import wait_or_kill
 from tests.support.webhook_receiver import WebhookReceiver
@@ -33,6 +37,7 @@ class FakeWorkerSide:
         self.pull = ctx.socket(zmq.PULL)
         self.pull.bind(endpoint)
         self.messages: dict[str, list[wire.Message]] = {}
+        self.load = (0, 0.0)  # (calls, backlog_s) each heartbeat reports; see report()
         self._stop = threading.Event()
         pub = ctx.socket(zmq.PUB)
         pub.bind(heartbeat_endpoint)
@@ -40,10 +45,18 @@ class FakeWorkerSide:
         self._beats.start()
 
     def _beat(self, pub: zmq.Socket[Any]) -> None:
-        beat = wire.encode(wire.Heartbeat(wire.new_call_id(), 0, 0, 0.0, 0.0, 0.0))
+        incarnation = wire.new_call_id()
         while not self._stop.wait(0.1):
-            pub.send_multipart(beat)
+            calls, backlog = self.load
+            pub.send_multipart(
+                wire.encode(wire.Heartbeat(incarnation, 0, calls, backlog, 0.0, 0.0))
+            )
         pub.close(0)
+
+    def report(self, calls: int, backlog_s: float = 0.0) -> None:
+        """What the next heartbeats say: the worker's calls (all media processes'), and its
+        audio waiting for the model."""
+        self.load = (calls, backlog_s)
 
     def close(self) -> None:
         self._stop.set()
@@ -71,9 +84,17 @@ class LoneMedia:
     rx: WebhookReceiver
     log_path: Path
     result_endpoint: str = ""  # the media process's result socket (where workers answer)
+    metrics_dir: Path | None = None  # its Prometheus files (multiprocess mode)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        """A sample of the media process's metrics, as /metrics would show it (updated by the
+        process once a second)."""
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, str(self.metrics_dir))
+        return registry.get_sample_value(name, labels)
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:
@@ -110,9 +131,11 @@ def lone_media(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Itera
     worker = FakeWorkerSide(ctx, f"tcp://127.0.0.1:{worker_port}", f"tcp://127.0.0.1:{beat_port}")
     worker.log_path = tmp_path / "media.log"
     log = open(tmp_path / "media.log", "wb")  # noqa: SIM115
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sip_bridge.cli", "media", "--index", "0", "--config", str(path)],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, env=os.environ | {ENV: str(metrics_dir)},
     )  # fmt: skip
     try:
         # Calls before the media process has heard the fake worker would wait for it, then be
@@ -122,9 +145,8 @@ def lone_media(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Itera
             assert proc.poll() is None, (tmp_path / "media.log").read_text()[-3000:]
             assert time.monotonic() < deadline, (tmp_path / "media.log").read_text()[-3000:]
             time.sleep(0.05)  # polling the log, bounded by the deadline
-        yield LoneMedia(
-            sip_port, worker, ctx, rx, tmp_path / "media.log", f"tcp://127.0.0.1:{result_port}"
-        )
+        yield LoneMedia(sip_port, worker, ctx, rx, tmp_path / "media.log",
+                        f"tcp://127.0.0.1:{result_port}", metrics_dir)  # fmt: skip
     finally:
         proc.terminate()
         code, hung = wait_or_kill(proc, 30)  # never leave it running for the next test
