@@ -664,7 +664,8 @@ def validate(cfg: Config, source: str) -> Config:
     if cfg.vad.turn_pause_ms < 0:
         raise ConfigError(source, "vad.turn_pause_ms", "must not be negative")
     if i.device_id < 0 or i.gpu_mem_limit_mb < 0:
-        raise ConfigError(source, "inference.gpu_mem_limit_mb", "must not be negative")
+        key = "inference.device_id" if i.device_id < 0 else "inference.gpu_mem_limit_mb"
+        raise ConfigError(source, key, "must not be negative")
     if i.heartbeat_interval_ms < 10:
         raise ConfigError(source, "inference.heartbeat_interval_ms", "must be at least 10")
     if i.heartbeat_timeout_ms < 3 * i.heartbeat_interval_ms:
@@ -701,7 +702,8 @@ def validate(cfg: Config, source: str) -> Config:
             source, "sip.min_se_s", "must be at least 90 and at most session_expires_s"
         )
     if m.rtp_timeout_s < 0 or m.max_call_s < 0:
-        raise ConfigError(source, "media.rtp_timeout_s", "timeouts must not be negative")
+        key = "media.rtp_timeout_s" if m.rtp_timeout_s < 0 else "media.max_call_s"
+        raise ConfigError(source, key, "timeouts must not be negative")
     if not cfg.delivery.info_package or not all(
         c.isalnum() or c in "-._!%*+`'~" for c in cfg.delivery.info_package
     ):
@@ -774,8 +776,10 @@ def _check_captions(cfg: Config, source: str, used: dict[int, str]) -> None:
         if c.enabled and port in used:
             raise ConfigError(source, key, f"port {port} is also used by {used[port]}")
         used[port] = key
-    if c.keep_ended < 0 or c.history < 100:
-        raise ConfigError(source, "captions.history", "keep_ended >= 0 and history >= 100, please")
+    if c.keep_ended < 0:
+        raise ConfigError(source, "captions.keep_ended", "must be 0 or more")
+    if c.history < 100:
+        raise ConfigError(source, "captions.history", "must be at least 100")
     if cfg.curve.enabled:
         if not cfg.curve.keys_dir:
             raise ConfigError(source, "curve.keys_dir", "needed with curve.enabled: make one"
