@@ -14,8 +14,6 @@ could not (see :mod:`sip_bridge.dialogs`). Sans-IO apart from SQLite; times are 
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from sip_bridge.events import (
     CallInfo,
     Event,
 )
+from sip_bridge.private_db import open_private
 
 SCHEMA_VERSION = 1
 _SCHEMA = f"""
@@ -71,22 +70,7 @@ class Orphan:
 class CallJournal:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))  # who called whom: private
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise JournalError(f"{self.path}: schema {version}, expected {SCHEMA_VERSION}")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise JournalError(f"{self.path}: {exc}") from exc
-        except JournalError:
-            self._db.close()
-            raise
+        self._db = open_private(self.path, _SCHEMA, SCHEMA_VERSION, JournalError)
 
     def close(self) -> None:
         self._db.close()

@@ -22,7 +22,6 @@ It never touches the network. One :class:`Spool` (one connection) per thread.
 
 from __future__ import annotations
 
-import os
 import random
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sip_bridge.events import Event
+from sip_bridge.private_db import open_private
 
 SCHEMA_VERSION = 1
 
@@ -138,24 +138,8 @@ class Spool:
         self.path = Path(path)
         self.policy = policy or RetryPolicy()
         self._rand = rand
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Bodies are transcripts: the file (and SQLite's -wal/-shm, which copy its mode) is
-        # private to us.
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise SpoolError(f"{self.path}: spool schema {version}, expected {SCHEMA_VERSION}")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise SpoolError(f"{self.path}: {exc}") from exc
-        except SpoolError:
-            self._db.close()
-            raise
+        # Bodies are transcripts: the file is private to us.
+        self._db = open_private(self.path, _SCHEMA, SCHEMA_VERSION, SpoolError, "spool schema")
 
     def close(self) -> None:
         self._db.close()
