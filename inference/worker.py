@@ -31,6 +31,7 @@ from inference.transcriber import MODEL_RATE, Transcriber
 from inference.worker_settings import WorkerSettings, WorkerStats
 from media import wire
 from media.curve import authenticator
+from media.log_sampling import worth_logging
 from media.silero import SileroVad
 
 __all__ = ["MAX_MESSAGE_BYTES", "MAX_REPLY_ENDPOINTS", "MODEL_RATE", "Worker", "WorkerSettings"]
@@ -100,7 +101,7 @@ class Worker:
             msg = wire.decode(frames)
         except wire.WireError as exc:
             stats.bad_messages += 1
-            if stats.bad_messages <= 10 or stats.bad_messages % 1000 == 0:
+            if worth_logging(stats.bad_messages):
                 log.warning("bad message dropped (%d so far): %s", stats.bad_messages, exc)
             return
         if isinstance(msg, wire.Audio):

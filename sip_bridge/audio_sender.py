@@ -34,6 +34,7 @@ import zmq
 
 from media import wire
 from media.curve import CurveKeys
+from media.log_sampling import worth_logging
 from media.replay_buffer import ReplayBuffer
 from media.silence_gate import SilenceGate, SuppressedStream
 from sip_bridge.config import SilenceGateConfig
@@ -164,8 +165,9 @@ class AudioSender:
         )
         # Whether the workers take a new call (WorkerRouter.has_room), as of this thread's last
         # heartbeat tick or placement; the SIP thread reads it to admit or refuse an INVITE (a
-        # bool attribute's assignment is atomic in CPython). Calls that arrive within one tick
-        # of each other may overshoot the limit by the few this process places meanwhile.
+        # bool attribute's assignment is atomic in CPython). Heartbeats come every 250 ms, so a
+        # burst over several media processes overshoots it; the front's own count of this
+        # host's calls (source_limits) is exact, and this check covers what it cannot see.
         self.room = True
         self._ctx = ctx
         self._clock = clock
@@ -254,7 +256,7 @@ class AudioSender:
                     beat = wire.decode(frames)
                 except wire.WireError as exc:
                     self.stats.bad_heartbeats += 1
-                    if self.stats.bad_heartbeats <= 10 or self.stats.bad_heartbeats % 1000 == 0:
+                    if worth_logging(self.stats.bad_heartbeats):
                         log.warning("bad heartbeat dropped (%d so far): %s",
                                     self.stats.bad_heartbeats, exc)  # fmt: skip
                     continue

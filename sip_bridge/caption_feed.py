@@ -27,6 +27,7 @@ from typing import Any
 import zmq
 
 from media.errors import RemoteProtocolError
+from media.log_sampling import worth_logging
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class CaptionFeed:
             self.sock.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
+            if worth_logging(self.dropped, first=1):
                 log.warning("captions feed: %d message(s) dropped (captions server slow)",
                             self.dropped)  # fmt: skip
 

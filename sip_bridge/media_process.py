@@ -30,6 +30,7 @@ import pjsua2 as pj
 import zmq
 
 from media import curve, wire
+from media.log_sampling import worth_logging
 from sip_bridge import dialogs, metrics, orphans, pjsip_settings, sip_headers, tenants
 from sip_bridge.audio_sender import (
     AudioSender,
@@ -517,7 +518,7 @@ class MediaProcess:
         first ten, then every thousandth), drop."""
         self.bad_results += 1
         metrics.MEDIA_DROPS.labels("bad_result").inc()
-        if self.bad_results <= 10 or self.bad_results % 1000 == 0:
+        if worth_logging(self.bad_results):
             log.warning("media %d: bad message on the result socket dropped (%d so far): %s",
                         self.index, self.bad_results, why)  # fmt: skip
 
