@@ -8,9 +8,10 @@ pending window of every call into as few ONNX Runtime runs as possible.
 It must never decide where utterances start or end (``media.endpointing`` does), never resample, and
 never be called from a PJSIP callback: a run costs tens of microseconds to milliseconds.
 
-Model contract (DESIGN.md, "Silero VAD"): ``input`` float32 ``[B, C + W]`` where W is 256 samples at
-8 kHz (512 at 16 kHz) and C the last 32 (64) samples of the previous window; ``state`` float32
-``[2, B, 128]``; ``sr`` int64 scalar. Outputs: probability ``[B, 1]`` and the next state.
+Model contract (docs/architecture.md, "Silero VAD model contract"): ``input`` float32
+``[B, C + W]`` where W is 256 samples at 8 kHz (512 at 16 kHz) and C the last 32 (64) samples of
+the previous window; ``state`` float32 ``[2, B, 128]``; ``sr`` int64 scalar. Outputs: probability
+``[B, 1]`` and the next state.
 """
 
 from __future__ import annotations

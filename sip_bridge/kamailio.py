@@ -6,7 +6,8 @@ with ``kamailio -c`` and the argv that runs Kamailio in the foreground. It never
 stops Kamailio itself (the supervisor Popens :func:`command`), and it never handles SIP itself:
 Kamailio is the proxy, we do not write one.
 
-Routing facts this script relies on (measured, see DESIGN.md "Kamailio as the front"):
+Routing facts this script relies on (measured, see docs/architecture.md, "Kamailio routing
+facts"):
 
 * Dispatcher alg 10 counts load per Call-ID; the count is released only where the script calls
   ``ds_load_update()`` as a BYE passes, or ``ds_load_unset()`` in the failure route (also for a

@@ -10,7 +10,8 @@ rest into events, sends finals into the call as SIP INFO, hands every event to t
 and tells the sender which audio it need not keep any more.
 
 Never do slow work in a PJSUA2 callback, and never let Python's GC free a media port or a call:
-they are released explicitly here (DESIGN.md: it segfaults otherwise).
+they are released explicitly here (docs/architecture.md, "PJSUA2 facts the media process
+relies on": it segfaults otherwise).
 """
 
 from __future__ import annotations
