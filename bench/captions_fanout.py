@@ -45,8 +45,8 @@ _PUBLISHER = """
 import json, sys, time
 import zmq
 from media.wire import Transcript
-from sip_bridge.caption_feed import CaptionFeed
-from sip_bridge.events import CallEvents, CallInfo
+from sip_bridge.captions.feed import CaptionFeed
+from sip_bridge.delivery.events import CallEvents, CallInfo
 port, calls, every_ms = (int(a) for a in sys.argv[1:4])
 seconds = float(sys.argv[4])
 ctx = zmq.Context()

@@ -154,7 +154,7 @@ from bench.worker_capacity import (
     warm_up,
 )
 from media import wire
-from sip_bridge.config import InferenceConfig, VadConfig
+from sip_bridge.settings.config import InferenceConfig, VadConfig
 from tests.support import speech
 
 MODEL_RATE = 16000

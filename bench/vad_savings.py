@@ -4,7 +4,8 @@ One call, built from recorded Asterisk prompts (8 kHz) joined by silences as lon
 prompt, so that the prompts fill half of it, is played once per noise variant (``--noise-rms``,
 int16 RMS laid under the whole call): digital silence, a low noise floor the energy gate still
 closes on, and line noise loud enough to hold the gate open. Everything runs offline, in this
-process, with the product's own classes and config (``sip_bridge.config`` defaults; ``--config``
+process, with the product's own classes and config (``sip_bridge.settings.config`` defaults;
+``--config``
 reads a YAML file instead):
 
 1. Media side: every 20 ms frame goes through ``media.silence_gate.SuppressedStream`` (the gate
@@ -84,13 +85,13 @@ from inference.file_pipeline import OfflineCall
 from inference.model_files import ModelFiles, default_cache_dir, ensure_converted
 from inference.moonshine import MIN_CLIP_SECONDS, MoonshineModel
 from inference.providers import choose_providers, session_options
+from inference.silero import SileroVad, VadStream
 from inference.speech_model import Transcription
 from inference.worker import MODEL_RATE, WorkerSettings
 from media import wire
 from media.silence_gate import SilenceGate, SuppressedStream
-from media.silero import SileroVad, VadStream
 from sip_bridge import cli
-from sip_bridge.config import Config, load
+from sip_bridge.settings.config import Config, load
 from tests.support import speech
 from tests.support.rtp_pcap import join_with_silence
 

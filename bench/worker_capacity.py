@@ -64,7 +64,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from media import wire
 from media.silence_gate import SilenceGate, SuppressedStream
-from sip_bridge.config import SilenceGateConfig, VadConfig
+from sip_bridge.settings.config import SilenceGateConfig, VadConfig
 from tests.support import speech
 
 RATE = 8000

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from inference.silero import VadStream
 from media import wire
 from media.endpointing import Endpointer
-from media.silero import VadStream
 
 
 @dataclass(slots=True)

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import zmq
 
+from inference.silero import SileroVad
 from inference.speech_model import SpeechModel
 from inference.worker import Worker, WorkerSettings
 from media import wire
 from media.silence_gate import SilenceGate, SuppressedStream
-from media.silero import SileroVad
 
 RATES = (8000, 16000)  # what a worker takes, as from a call: narrowband or wideband
 FRAME_S = 0.02

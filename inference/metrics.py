@@ -1,4 +1,4 @@
-"""The inference worker's Prometheus metrics (see ``sip_bridge.metrics_server`` for how every
+"""The inference worker's Prometheus metrics (see ``sip_bridge.serve.metrics_server`` for how every
 process's metrics are served as one endpoint by ``serve``).
 
 Defined once here, at import: with ``PROMETHEUS_MULTIPROC_DIR`` set (``serve`` sets it for its
@@ -10,6 +10,10 @@ batch, per utterance and per VAD pass, never per audio sample.
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
+
+from media.metric_sync import sync_counter
+
+__all__ = ["sync_counter"]  # the worker syncs its own running counts with it
 
 VAD_AUDIO_SECONDS = Counter(
     "sip_bridge_vad_audio_seconds",
@@ -40,15 +44,3 @@ WORKER_DROPS = Counter(
     "What a worker dropped on purpose, by reason",
     ["reason"],  # bad_message, stale_message, unknown_call, partial_too_late, results_not_read
 )
-
-_synced: dict[tuple[int, str], int] = {}
-
-
-def sync_counter(counter: Counter, label: str, total: int) -> None:
-    """Bring a labelled counter up to ``total``, a running count kept elsewhere (a stats
-    field), so hot paths keep their plain ``+= 1`` and the metric follows once a second."""
-    key = (id(counter), label)
-    delta = total - _synced.get(key, 0)
-    if delta > 0:
-        counter.labels(label).inc(delta)
-        _synced[key] = total

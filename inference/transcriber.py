@@ -35,6 +35,7 @@ from inference.batching import Batcher, Request
 from inference.call_state import CallState, EarlyFinal, Job
 from inference.partial_runner import PartialRunner
 from inference.partial_scheduler import Growing, PartialPolicy, PartialScheduler
+from inference.silero import SileroVad, window_size
 from inference.speech_model import (
     DraftedStreams,
     SpeechModel,
@@ -45,7 +46,6 @@ from inference.speech_model import (
 from inference.worker_settings import WorkerSettings, WorkerStats
 from media import wire
 from media.endpointing import Endpointer, UtteranceEnded
-from media.silero import SileroVad, window_size
 
 log = logging.getLogger(__name__)
 

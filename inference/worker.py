@@ -23,16 +23,17 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from inference.call_state import CallState
 from inference.heartbeat import HeartbeatThread
+from inference.silero import SileroVad
 from inference.speech_model import SpeechModel, StreamingSpeechModel
 from inference.transcriber import MODEL_RATE, Transcriber
 from inference.worker_settings import WorkerSettings, WorkerStats
 from media import wire
-from media.curve import authenticator
+from media.curve import CurveKeys
 from media.log_sampling import worth_logging
-from media.silero import SileroVad
 
 __all__ = ["MAX_MESSAGE_BYTES", "MAX_REPLY_ENDPOINTS", "MODEL_RATE", "Worker", "WorkerSettings"]
 
@@ -208,3 +209,12 @@ class Worker:
             sock.close()
         if self._auth is not None:
             self._auth.stop()
+
+
+def authenticator(ctx: zmq.Context[Any], keys: CurveKeys) -> ThreadAuthenticator:
+    """Start the ZAP handler of ``ctx``'s binding sockets: only authorised client keys pass.
+    Call before binding; ``stop()`` it at shutdown."""
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(keys.authorized))
+    return auth

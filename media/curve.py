@@ -8,21 +8,30 @@ client's public key in ``DIR/authorized``; a binding socket's process runs a ZAP
 that admits exactly the public keys found there. Copy DIR to every host; to admit another
 client key, add its ``.key`` file to ``authorized`` and restart.
 
-I/O only at start-up (reading key files); applying keys to a socket is a few setsockopts.
+Sans-IO but for reading the key files at start-up: no ZeroMQ import here. The files are
+pyzmq's certificate format (``zmq.auth``), read as text; the key pairs are made, and the ZAP
+authenticator started, at the edges that own the sockets (``sip-bridge keys``, the worker, the
+media process). Applying keys to a socket is four option assignments.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import zmq
-import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
+from typing import Protocol
 
 SERVER, CLIENT, AUTHORIZED = "server", "client", "authorized"
+
+
+# A ZeroMQ socket's CURVE options, as pyzmq exposes them (attribute assignment = setsockopt).
+_Opt = int | bytes | str
+
+
+class CurveSocket(Protocol):
+    curve_secretkey: _Opt
+    curve_publickey: _Opt
+    curve_serverkey: _Opt
+    curve_server: _Opt
 
 
 class CurveError(Exception):
@@ -40,13 +49,11 @@ class CurveKeys:
     @classmethod
     def load(cls, keys_dir: str | Path) -> CurveKeys:
         d = Path(keys_dir).expanduser()
-        if not zmq.has("curve"):
-            raise CurveError("this libzmq has no CURVE support")
         pairs = []
         for name in (SERVER, CLIENT):
             path = d / f"{name}.key_secret"
             try:
-                public, secret = zmq.auth.load_certificate(str(path))
+                public, secret = read_certificate(path)
             except (OSError, ValueError) as exc:
                 raise CurveError(
                     f"{path}: {exc} (make the keys with `sip-bridge keys {d}`)"
@@ -59,44 +66,40 @@ class CurveKeys:
         (sp, ss), (cp, cs) = pairs
         return cls(sp, ss, cp, cs, d / AUTHORIZED)
 
-    def bind_side(self, sock: zmq.Socket[Any]) -> None:
+    def bind_side(self, sock: CurveSocket) -> None:
         """Before ``bind``: this socket is a CURVE server."""
         sock.curve_secretkey = self.server_secret
         sock.curve_publickey = self.server_public
         sock.curve_server = True
 
-    def connect_side(self, sock: zmq.Socket[Any]) -> None:
+    def connect_side(self, sock: CurveSocket) -> None:
         """Before ``connect``: this socket is a CURVE client of our servers."""
         sock.curve_secretkey = self.client_secret
         sock.curve_publickey = self.client_public
         sock.curve_serverkey = self.server_public
 
 
-def authenticator(ctx: zmq.Context[Any], keys: CurveKeys) -> ThreadAuthenticator:
-    """Start the ZAP handler of ``ctx``'s binding sockets: only authorised client keys pass.
-    Call before binding; ``stop()`` it at shutdown."""
-    auth = ThreadAuthenticator(ctx)
-    auth.start()
-    auth.configure_curve(domain="*", location=str(keys.authorized))
-    return auth
+def read_certificate(path: Path) -> tuple[bytes, bytes | None]:
+    """The Z85 public and (if there) secret key of a pyzmq certificate file, as
+    ``zmq.auth.load_certificate`` reads them: ``public-key = "..."`` lines in its ``curve``
+    section. Raises OSError, or ValueError when there is no well-formed public key."""
+    public = secret = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if not sep:
+            continue
+        value = value.strip().strip("'\"")
+        if key.strip() == "public-key":
+            public = _z85_key(path, value)
+        elif key.strip() == "secret-key":
+            secret = _z85_key(path, value)
+    if public is None:
+        raise ValueError("no public key found")
+    return public, secret
 
 
-def generate(keys_dir: str | Path) -> list[Path]:
-    """Make the server and client key pairs in ``keys_dir`` (refusing to overwrite any) and
-    authorise the client's public key. Returns the files written."""
-    d = Path(keys_dir).expanduser()
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for name in (SERVER, CLIENT):
-        for suffix in (".key", ".key_secret"):
-            if (d / f"{name}{suffix}").exists():
-                raise CurveError(f"{d / (name + suffix)} exists: not overwriting keys in use")
-    written = []
-    for name in (SERVER, CLIENT):
-        public, secret = zmq.auth.create_certificates(str(d), name)
-        Path(secret).chmod(0o600)
-        written += [Path(public), Path(secret)]
-    (d / AUTHORIZED).mkdir(exist_ok=True, mode=0o700)
-    allowed = d / AUTHORIZED / f"{CLIENT}.key"
-    shutil.copyfile(d / f"{CLIENT}.key", allowed)
-    written.append(allowed)
-    return written
+def _z85_key(path: Path, text: str) -> bytes:
+    # A CURVE key is 32 bytes, 40 characters in Z85 (ZeroMQ RFC 32).
+    if len(text) != 40 or not text.isascii() or not text.isprintable():
+        raise ValueError("not a Z85-encoded 32-byte key")
+    return text.encode("ascii")

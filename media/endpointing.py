@@ -7,7 +7,7 @@ sample count (``offset``: samples since the call started), so it is tested with 
 and no real time.
 
 It must never run a model, touch a socket, read the wall clock or log: probabilities come from the
-caller (``media.silero.SileroVad`` in production), events go back to the caller.
+caller (``inference.silero.SileroVad`` in production), events go back to the caller.
 
 Timeline conventions, all in samples since call start:
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from sip_bridge.config import Config, ConfigError, auto_processes, load
+from sip_bridge.settings.config import Config, ConfigError, auto_processes, load
 
 if TYPE_CHECKING:
     from inference.worker import WorkerSettings
@@ -66,7 +66,7 @@ def worker_settings(cfg: Config, index: int) -> WorkerSettings:
 
 def _capacity(cfg: Config) -> str:
     """What the config admits, as YAML comments above the effective values."""
-    from sip_bridge import source_limits
+    from sip_bridge.front import source_limits
 
     m, s = cfg.media, cfg.sip
     limit = source_limits.default_limit(cfg)
@@ -110,10 +110,10 @@ def _run_worker(cfg: Config, index: int) -> int:
     from inference.model_files import ensure_converted
     from inference.moonshine import MoonshineModel
     from inference.providers import choose_providers
+    from inference.silero import SileroVad
     from inference.speech_model import DraftedStreams
     from inference.worker import Worker
-    from media.silero import SileroVad
-    from sip_bridge.supervisor import notify_ready
+    from sip_bridge.serve.supervisor import notify_ready
 
     i, v = cfg.inference, cfg.vad
     if i.nice:
@@ -219,7 +219,7 @@ def _run_calls(cfg: Config, as_json: bool) -> int:
     import json
     import time
 
-    from sip_bridge import active_calls
+    from sip_bridge.calls import active_calls
 
     calls = active_calls.read_all(cfg.runtime_path())
     now = time.time()
@@ -251,8 +251,8 @@ def _demo_wav(given: str | None) -> str | None:
 
 
 def _run_demo(cfg: Config, wav_arg: str | None, to: str | None) -> int:
-    from sip_bridge import kamailio
-    from sip_bridge.demo import run
+    from sip_bridge.front import kamailio
+    from sip_bridge.serve.demo import run
 
     wav = _demo_wav(wav_arg)
     if wav is None:
@@ -294,7 +294,7 @@ def _run_dead_letters(cfg: Config, as_json: bool) -> int:
     import json
     import time
 
-    from sip_bridge.spool import Spool, SpoolError
+    from sip_bridge.delivery.spool import Spool, SpoolError
 
     rows: list[dict[str, Any]] = []
     for name, path in _spools(cfg):
@@ -327,7 +327,7 @@ def _run_dead_letters(cfg: Config, as_json: bool) -> int:
 def _run_replay(cfg: Config, ids: list[str], everything: bool) -> int:
     import time
 
-    from sip_bridge.spool import Spool
+    from sip_bridge.delivery.spool import Spool
 
     if not ids and not everything:
         print("sip-bridge: name dead letters to replay (as listed by dead-letters) or --all",
@@ -353,14 +353,14 @@ def _run_replay(cfg: Config, ids: list[str], everything: bool) -> int:
 
 
 def _run_captions(cfg: Config) -> int:
-    from sip_bridge import captions_server
-    from sip_bridge.supervisor import notify_ready
+    from sip_bridge.captions import server as captions_server
+    from sip_bridge.serve.supervisor import notify_ready
 
     return captions_server.main(cfg, on_ready=lambda: notify_ready("captions", 0))
 
 
 def _run_captions_url(cfg: Config) -> int:
-    from sip_bridge.captions_server import token_path
+    from sip_bridge.captions.server import token_path
 
     c = cfg.captions
     if not c.enabled:
@@ -382,8 +382,8 @@ def _run_captions_url(cfg: Config) -> int:
 
 
 def _run_media(cfg: Config, index: int) -> int:
-    from sip_bridge import media_process
-    from sip_bridge.supervisor import notify_ready
+    from sip_bridge.calls import media_process
+    from sip_bridge.serve.supervisor import notify_ready
 
     return media_process.main(cfg, index, on_ready=lambda: notify_ready("media", index))
 
@@ -407,7 +407,8 @@ def _redacted(value: Any) -> Any:
 
 
 def _run_keys(directory: str) -> int:
-    from media.curve import CurveError, generate
+    from media.curve import CurveError
+    from sip_bridge.serve.keys import generate
 
     try:
         written = generate(directory)
@@ -426,7 +427,7 @@ def _run_rolling_restart(cfg: Config) -> int:
     logs each step."""
     import signal
 
-    from sip_bridge.supervisor import PIDFILE
+    from sip_bridge.serve.supervisor import PIDFILE
 
     pidfile = cfg.runtime_path() / PIDFILE
     try:
@@ -512,11 +513,11 @@ def main(argv: list[str] | None = None) -> int:
     role = args.command if args.command == "serve" else f"{args.command}[{args.index}]"
     _setup_logging(cfg, role)
     if args.command != "serve":
-        from sip_bridge.supervisor import die_with_supervisor
+        from sip_bridge.serve.supervisor import die_with_supervisor
 
         die_with_supervisor()
     if args.command == "serve":
-        from sip_bridge.supervisor import serve
+        from sip_bridge.serve.supervisor import serve
 
         return serve(cfg, args.config)
     if args.command == "worker":

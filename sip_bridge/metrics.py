@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from inference.metrics import sync_counter
+from media.metric_sync import sync_counter
 
 __all__ = ["sync_counter"]  # the media process syncs its own running counts with it
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sip_bridge import active_calls
+from sip_bridge.calls import active_calls
 
 
 def test_published_calls_are_read_back_oldest_first(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ import pytest
 import zmq
 
 from media import wire
-from sip_bridge.audio_sender import (
+from sip_bridge.settings.config import SilenceGateConfig
+from sip_bridge.uplink.audio_sender import (
     AudioSender,
     Commit,
     EndCall,
@@ -20,7 +21,6 @@ from sip_bridge.audio_sender import (
     SenderSettings,
     StartCall,
 )
-from sip_bridge.config import SilenceGateConfig
 
 RATE = 8000
 FRAME = 160

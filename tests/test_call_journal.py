@@ -1,4 +1,4 @@
-"""sip_bridge.call_journal: a call's state survives the process; what is left is an orphan whose
+"""sip_bridge.calls.journal: a call's state survives the process; what is left is an orphan whose
 call.ended continues the call's numbering with the finals it had."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from media.wire import Transcript
-from sip_bridge.call_journal import CallJournal, JournalError
-from sip_bridge.dialogs import Dialog
-from sip_bridge.events import CallEvents, CallInfo
+from sip_bridge.calls.dialogs import Dialog
+from sip_bridge.calls.journal import CallJournal, JournalError
+from sip_bridge.delivery.events import CallEvents, CallInfo
 
 INFO = CallInfo("c1", "sip-1@pbx", "<sip:a@pbx>", "<sip:b@us>", "PCMU/8000", 8000, "h/media0",
                 (("X-Customer", "42"),))  # fmt: skip

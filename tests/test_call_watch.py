@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sip_bridge.call_watch import MAX_DURATION, NO_ACK, RTP_TIMEOUT, CallWatch
+from sip_bridge.calls.watch import MAX_DURATION, NO_ACK, RTP_TIMEOUT, CallWatch
 
 
 def test_flowing_rtp_keeps_a_call_and_silence_ends_it() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from media.wire import Transcript
-from sip_bridge.caption_hub import CALL, CALL_LOST, NODE_TIMEOUT_S, CaptionHub
-from sip_bridge.events import CallEvents, CallInfo, Event
+from sip_bridge.captions.hub import CALL, CALL_LOST, NODE_TIMEOUT_S, CaptionHub
+from sip_bridge.delivery.events import CallEvents, CallInfo, Event
 from tests.support.event_schemas import stream_problems
 
 NODE = "host/media0"

@@ -16,16 +16,16 @@ import pytest
 import zmq
 
 from media.wire import Transcript
-from sip_bridge.caption_feed import CaptionFeed
-from sip_bridge.captions_server import (
+from sip_bridge.captions.feed import CaptionFeed
+from sip_bridge.captions.server import (
     COOKIE,
     Scope,
     TokenBook,
     _Subscriber,
     make_token_file,
 )
-from sip_bridge.config import CaptionsConfig, Config, TenantConfig, validate
-from sip_bridge.events import CallEvents, CallInfo, Event
+from sip_bridge.delivery.events import CallEvents, CallInfo, Event
+from sip_bridge.settings.config import CaptionsConfig, Config, TenantConfig, validate
 from tests.support.captions import Running
 from tests.support.event_schemas import stream_problems
 from tests.support.ports import free_tcp_port

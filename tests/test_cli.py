@@ -173,8 +173,8 @@ def test_transcribe_refuses_what_is_not_a_wav_file(tmp_path: Path) -> None:
 
 
 def test_dead_letters_are_listed_and_replayed(tmp_path: Path) -> None:
-    from sip_bridge.events import CallEvents, CallInfo
-    from sip_bridge.spool import RetryPolicy, Spool
+    from sip_bridge.delivery.events import CallEvents, CallInfo
+    from sip_bridge.delivery.spool import RetryPolicy, Spool
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"delivery:\n  spool_dir: {tmp_path / 'spool'}\n")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sip_bridge.config import Config, ConfigError, load
+from sip_bridge.settings.config import Config, ConfigError, load
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,9 @@ import pytest
 import zmq
 import zmq.auth
 
-from media.curve import CurveError, CurveKeys, authenticator, generate
+from inference.worker import authenticator
+from media.curve import CurveError, CurveKeys
+from sip_bridge.serve.keys import generate
 from tests.support import speech
 from tests.support.ports import free_tcp_port
 

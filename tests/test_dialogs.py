@@ -1,10 +1,12 @@
-"""sip_bridge.dialogs: the dialog read from an INVITE and our 2xx, and the BYE built from it."""
+"""sip_bridge.calls.dialogs: the dialog read from an INVITE and our 2xx, and the BYE built from
+it."""
 
 from __future__ import annotations
 
 import pytest
 
-from sip_bridge import dialogs, sip_headers
+from sip_bridge import sip_headers
+from sip_bridge.calls import dialogs
 
 INVITE = (
     "INVITE sip:transcribe@127.0.0.1:5091 SIP/2.0\r\n"

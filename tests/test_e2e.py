@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sip_bridge.webhooks import verify
+from sip_bridge.delivery.webhooks import verify
 from tests.support import speech
 from tests.support.baresip import BaresipCall
 from tests.support.bridge import RunningBridge, serving
@@ -403,7 +403,7 @@ def test_a_cancel_crossing_the_answer_ends_the_call_once_and_frees_the_front(
     """The bridge answers at once, so a CANCEL sent right behind the INVITE crosses its 200: the
     caller ACKs and hangs up (RFC 3261 §9.1). Either way the call ends once (or, if the CANCEL
     won, never started) and the front's call count for the media process goes back to zero."""
-    from sip_bridge import kamailio
+    from sip_bridge.front import kamailio
     from tests.support.raw_uac import invite_then_cancel
 
     outcomes = [invite_then_cancel("127.0.0.1", bridge.port) for _ in range(10)]

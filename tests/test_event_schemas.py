@@ -1,6 +1,6 @@
-"""The event schemas (``sip_bridge/schemas/v1``) as a contract: each is a valid, strict draft
-2020-12 schema; every event :class:`CallEvents` makes passes its schema, edge cases included; and
-wrong events fail, so the schemas really constrain. (Events the bridge really sends are checked
+"""The event schemas (``sip_bridge/delivery/schemas/v1``) as a contract: each is a valid, strict
+draft 2020-12 schema; every event :class:`CallEvents` makes passes its schema, edge cases included;
+and wrong events fail, so the schemas really constrain. (Events the bridge really sends are checked
 by ``tests/support/webhook_receiver.py`` in every integration test.)"""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator
 
 from media.wire import Transcript
 from sip_bridge import sip_headers
-from sip_bridge.events import CallEvents, CallInfo
+from sip_bridge.delivery.events import CallEvents, CallInfo
 from tests.support.event_schemas import (
     EVENT_TYPES,
     STREAM_KINDS,
@@ -74,7 +74,7 @@ def schema_nodes(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any
 
 
 def test_the_folder_holds_one_schema_per_event_type_and_nothing_else() -> None:
-    folder = files("sip_bridge") / "schemas" / VERSION
+    folder = files("sip_bridge.delivery") / "schemas" / VERSION
     names = {entry.name for entry in folder.iterdir()}
     assert names == {f"{t}.json" for t in EVENT_TYPES} | {"stream"}
     stream = {entry.name for entry in (folder / "stream").iterdir()}
@@ -103,7 +103,7 @@ def test_each_schema_is_a_valid_strict_draft_2020_12_schema(event_type: str) -> 
 
 @pytest.mark.parametrize("kind", STREAM_KINDS)
 def test_each_stream_schema_is_valid_and_strict(kind: str) -> None:
-    path = files("sip_bridge") / "schemas" / VERSION / "stream" / f"{kind}.json"
+    path = files("sip_bridge.delivery") / "schemas" / VERSION / "stream" / f"{kind}.json"
     schema = json.loads(path.read_text())
     Draft202012Validator.check_schema(schema)
     assert schema["$id"] == f"https://sip-bridge.dev/schemas/{VERSION}/stream/{kind}.json"

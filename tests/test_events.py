@@ -3,7 +3,7 @@ import json
 import pytest
 
 from media.wire import Transcript
-from sip_bridge.events import CallEvents, CallInfo
+from sip_bridge.delivery.events import CallEvents, CallInfo
 
 CALL = "c" * 32
 

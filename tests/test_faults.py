@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from sip_bridge import kamailio
+from sip_bridge.front import kamailio
 from tests.support import speech
 from tests.support.bridge import RunningBridge, serving
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap

@@ -1,6 +1,6 @@
 import pjsua2 as pj
 
-from sip_bridge.frame_copy import _fast_copy, _slow_copy, make_copier
+from sip_bridge.calls.frame_copy import _fast_copy, _slow_copy, make_copier
 
 
 def frame_of(data: bytes, size: int | None = None) -> pj.MediaFrame:

@@ -22,8 +22,10 @@ from typing import Any
 import pytest
 import yaml
 
-from sip_bridge import config, front_security, kamailio
-from sip_bridge.config import Config, SipAuthConfig, SipConfig, SipTlsConfig, SipUser
+from sip_bridge.front import kamailio
+from sip_bridge.front import security as front_security
+from sip_bridge.settings import config
+from sip_bridge.settings.config import Config, SipAuthConfig, SipConfig, SipTlsConfig, SipUser
 from tests.support import speech
 from tests.support.baresip import play_prompts
 from tests.support.bridge import RunningBridge, serving

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from sip_bridge import kamailio
+from sip_bridge.front import kamailio
 from tests.support import sip_fuzz, sip_fuzz_corpus, speech
 from tests.support.bridge import RunningBridge, serving
 from tests.support.lone_media import lone_media

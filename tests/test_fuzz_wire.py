@@ -23,9 +23,9 @@ from inference.batching import BatchPolicy
 from inference.model_files import ensure_converted
 from inference.moonshine import MoonshineModel
 from inference.providers import choose_providers
+from inference.silero import SileroVad
 from inference.worker import Worker, WorkerSettings
 from media import wire
-from media.silero import SileroVad
 from tests.support import speech
 from tests.support.lone_media import lone_media
 from tests.support.rtp_fuzz import Caller

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sip_bridge import config, kamailio
+from sip_bridge.front import kamailio
+from sip_bridge.settings import config
 from tests.support import half_open, rtp_fuzz, sip_fuzz_corpus, speech
 from tests.support.bridge import RunningBridge, serving
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap

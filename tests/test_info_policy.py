@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from sip_bridge.events import CALL_STARTED, DTMF, TRANSCRIPT_FINAL, TRANSCRIPT_PARTIAL
-from sip_bridge.info_policy import InfoPolicy
+from sip_bridge.delivery.events import CALL_STARTED, DTMF, TRANSCRIPT_FINAL, TRANSCRIPT_PARTIAL
+from sip_bridge.delivery.info_policy import InfoPolicy
 
 
 def policy(peer: frozenset[str] | None, legacy: bool = True, partials: bool = False) -> InfoPolicy:

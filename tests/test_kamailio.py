@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sip_bridge import config, kamailio
-from sip_bridge.config import Config
+from sip_bridge.front import kamailio
+from sip_bridge.settings import config
+from sip_bridge.settings.config import Config
 from tests.support.kamailio_front import (
     SIPP_TIMEOUT_S,
     Front,

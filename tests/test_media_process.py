@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 from media import wire
-from sip_bridge.webhooks import verify
+from sip_bridge.delivery.webhooks import verify
 from tests.support import speech
 from tests.support.lone_media import FakeWorkerSide, lone_media
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sip_bridge import kamailio
+from sip_bridge.front import kamailio
 from tests.support.kamailio_front import (
     SIPP_TIMEOUT_S,
     Front,

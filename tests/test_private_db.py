@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sip_bridge.private_db import open_private
+from sip_bridge.delivery.private_db import open_private
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (x INTEGER);\nPRAGMA user_version = 2;\n"
 

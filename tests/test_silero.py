@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soxr
 
+from inference.silero import SileroVad, VadStream, context_size, model_path, window_size
 from media.endpointing import Endpointer, Event, UtteranceEnded, UtteranceStarted
 from media.silence_gate import SilenceGate
-from media.silero import SileroVad, VadStream, context_size, model_path, window_size
 from tests.support import speech
 
 pytestmark = [

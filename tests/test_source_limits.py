@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sip_bridge import config, kamailio, source_limits
-from sip_bridge.config import Config, SipTrunk
+from sip_bridge.front import kamailio, source_limits
+from sip_bridge.settings import config
+from sip_bridge.settings.config import Config, SipTrunk
 
 
 def _sip(cfg: Config, **changes: object) -> Config:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from sip_bridge.events import Event
-from sip_bridge.spool import Delivery, RetryPolicy, Spool, SpoolError
+from sip_bridge.delivery.events import Event
+from sip_bridge.delivery.spool import Delivery, RetryPolicy, Spool, SpoolError
 
 A, B = "http://a/hook", "http://b/hook"
 T0 = 1_800_000_000.0

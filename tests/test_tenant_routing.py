@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sip_bridge import config, kamailio, tenant_routing
-from sip_bridge.config import (
+from sip_bridge.front import kamailio, tenant_routing
+from sip_bridge.settings import config
+from sip_bridge.settings.config import (
     Config,
     TenantConfig,
     TenantMatch,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sip_bridge.config import ConfigError, load
-from sip_bridge.tenants import TENANT_HEADER, policy_for
+from sip_bridge.settings.config import ConfigError, load
+from sip_bridge.settings.tenants import TENANT_HEADER, policy_for
 
 GOOD = """
 webhooks: [{url: "http://ops.example/all", secret: ops}]

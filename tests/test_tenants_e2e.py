@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sip_bridge.webhooks import verify
+from sip_bridge.delivery.webhooks import verify
 from tests.support import speech
 from tests.support.bridge import RunningBridge, serving
 from tests.support.raw_uac import invite_status

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from inference.batching import BatchPolicy
+from inference.silero import SileroVad
 from inference.speech_model import Transcription
 from inference.transcriber import Transcriber
 from inference.worker_settings import WorkerSettings
 from media import wire
-from media.silero import SileroVad
 from tests.support import speech
 from tests.support.rtp_pcap import join_with_silence
 

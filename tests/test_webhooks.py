@@ -5,9 +5,9 @@ import time
 from pathlib import Path
 
 from media.wire import Transcript
-from sip_bridge.events import CallEvents, CallInfo, Event
-from sip_bridge.spool import Spool
-from sip_bridge.webhooks import Endpoint, WebhookDispatcher, sign, verify
+from sip_bridge.delivery.events import CallEvents, CallInfo, Event
+from sip_bridge.delivery.spool import Spool
+from sip_bridge.delivery.webhooks import Endpoint, WebhookDispatcher, sign, verify
 from tests.support.ports import free_tcp_port
 from tests.support.webhook_receiver import Post, WebhookReceiver
 
@@ -174,7 +174,7 @@ def test_a_restart_mid_backlog_loses_nothing(tmp_path: Path) -> None:
 
 _SPOOL_AND_HANG = """
 import sys, time
-from sip_bridge.webhooks import Endpoint, WebhookDispatcher
+from sip_bridge.delivery.webhooks import Endpoint, WebhookDispatcher
 from tests.test_webhooks import finals, interleaved
 hooks = WebhookDispatcher([Endpoint(sys.argv[1], "k")], sys.argv[2], backoff=10.0)
 for e in interleaved(finals(4, "d" * 32), finals(4, "e" * 32)):

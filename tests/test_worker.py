@@ -16,12 +16,12 @@ from inference.batching import BatchPolicy
 from inference.model_files import ensure_converted
 from inference.moonshine import MoonshineModel
 from inference.providers import choose_providers
+from inference.silero import SileroVad
 from inference.turn_taking import TurnPolicy
 from inference.worker import Worker, WorkerSettings
 from media import wire
 from media.endpointing import EndpointerSettings
 from media.silence_gate import SilenceGate
-from media.silero import SileroVad
 from tests.support import speech
 from tests.support.rtp_pcap import join_with_silence
 

@@ -3,7 +3,7 @@
 import pytest
 
 from media.wire import Heartbeat
-from sip_bridge.worker_router import Move, WorkerRouter
+from sip_bridge.uplink.worker_router import Move, WorkerRouter
 
 
 def beat(worker: int, calls: int = 0, inc: str = "", backlog: float = 0.0, age: float = 0.0):

@@ -7,8 +7,8 @@ import asyncio
 import http.client
 import threading
 
-from sip_bridge.captions_server import CaptionsServer, TokenBook
-from sip_bridge.config import Config
+from sip_bridge.captions.server import CaptionsServer, TokenBook
+from sip_bridge.settings.config import Config
 
 
 class Running:

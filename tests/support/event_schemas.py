@@ -1,4 +1,4 @@
-"""The event schemas shipped in ``sip_bridge/schemas`` as validators, loaded once.
+"""The event schemas shipped in ``sip_bridge/delivery/schemas`` as validators, loaded once.
 
 Tests only: the bridge itself never validates its events at run time.
 """
@@ -12,7 +12,13 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from sip_bridge.events import CALL_ENDED, CALL_STARTED, DTMF, TRANSCRIPT_FINAL, TRANSCRIPT_PARTIAL
+from sip_bridge.delivery.events import (
+    CALL_ENDED,
+    CALL_STARTED,
+    DTMF,
+    TRANSCRIPT_FINAL,
+    TRANSCRIPT_PARTIAL,
+)
 
 VERSION = "v1"
 EVENT_TYPES = (CALL_STARTED, TRANSCRIPT_PARTIAL, TRANSCRIPT_FINAL, DTMF, CALL_ENDED)
@@ -23,7 +29,7 @@ class EventSchemaError(AssertionError):
 
 
 def load_schema(event_type: str, version: str = VERSION) -> dict[str, Any]:
-    path = files("sip_bridge") / "schemas" / version / f"{event_type}.json"
+    path = files("sip_bridge.delivery") / "schemas" / version / f"{event_type}.json"
     schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return schema
 
@@ -69,7 +75,7 @@ STREAM_KINDS = ("snapshot", "call", "call.lost")
 def stream_validators(version: str = VERSION) -> dict[str, Draft202012Validator]:
     out = {}
     for kind in STREAM_KINDS:
-        path = files("sip_bridge") / "schemas" / version / "stream" / f"{kind}.json"
+        path = files("sip_bridge.delivery") / "schemas" / version / "stream" / f"{kind}.json"
         schema = json.loads(path.read_text(encoding="utf-8"))
         out[kind] = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
     return out

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from sip_bridge import config, kamailio
+from sip_bridge.front import kamailio
+from sip_bridge.settings import config
 from tests.support.ports import free_udp_ports
 
 SIPP_TIMEOUT_S = 20

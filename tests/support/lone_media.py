@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from media import wire
-from sip_bridge.metrics_server import ENV
+from sip_bridge.serve.metrics_server import ENV
 from tests.support.ports import free_udp_port
 from tests.support.procs import wait_or_kill
 from tests.support.webhook_receiver import WebhookReceiver

@@ -1,8 +1,8 @@
 """A real HTTP server on loopback that records webhook POSTs and can be told to fail.
 
-Every body it accepts is checked against the event schemas (``sip_bridge/schemas``) on receipt,
-and :meth:`WebhookReceiver.close` fails if any broke them: every test that receives webhooks
-checks the event contract on everything the bridge really sent.
+Every body it accepts is checked against the event schemas (``sip_bridge/delivery/schemas``) on
+receipt, and :meth:`WebhookReceiver.close` fails if any broke them: every test that receives
+webhooks checks the event contract on everything the bridge really sent.
 """
 
 from __future__ import annotations
@@ -96,5 +96,5 @@ class WebhookReceiver:
         if invalid:
             raise AssertionError(
                 f"{len(invalid)} of {len(self.posts)} webhook events broke the event schemas "
-                "(sip_bridge/schemas):\n" + "\n".join(invalid)
+                "(sip_bridge/delivery/schemas):\n" + "\n".join(invalid)
             )

@@ -20,7 +20,7 @@ from typing import Any
 
 import pjsua2 as pj
 
-from sip_bridge.audio_tap import release
+from sip_bridge.calls.audio_tap import release
 
 LINGER_S = 4.0  # after the file ends: the last utterance's silence wait, decode and INFO
 

@@ -19,7 +19,9 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import yaml
 
 from media.curve import CurveError, CurveKeys
-from sip_bridge import front_security, source_limits, tenants
+from sip_bridge.front import security as front_security
+from sip_bridge.front import source_limits
+from sip_bridge.settings import tenants
 
 
 class ConfigError(Exception):

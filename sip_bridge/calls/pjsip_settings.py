@@ -9,7 +9,7 @@ from typing import Any
 
 import pjsua2 as pj
 
-from sip_bridge.config import Config, MediaConfig
+from sip_bridge.settings.config import Config, MediaConfig
 
 # Codecs we take, best first (as the answerer we follow the offer's order among these; every
 # other codec of the build is disabled). Wideband stays wideband all the way to the model.

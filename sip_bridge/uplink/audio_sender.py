@@ -5,8 +5,8 @@ workers' heartbeats. It drains its queue in order (so a call's start, audio and 
 worker in order), drops silence with each call's :class:`~media.silence_gate.SuppressedStream`, and
 sends the rest as wire ``Audio`` messages, PCM as its own frame, with time marks through silence.
 
-Each call is pinned to one worker by a :class:`~sip_bridge.worker_router.WorkerRouter` fed with
-the heartbeats. Every run of audio sent is also kept in the call's
+Each call is pinned to one worker by a :class:`~sip_bridge.uplink.worker_router.WorkerRouter` fed
+with the heartbeats. Every run of audio sent is also kept in the call's
 :class:`~media.replay_buffer.ReplayBuffer` until the main loop reports (:class:`Commit`) that a
 final or a checkpoint covered it. When the router moves a call (its worker died, got stuck or
 restarted), the call gets the next *epoch*: a ``CallStart`` that resumes at the buffer's start with
@@ -37,8 +37,8 @@ from media.curve import CurveKeys
 from media.log_sampling import worth_logging
 from media.replay_buffer import ReplayBuffer
 from media.silence_gate import SilenceGate, SuppressedStream
-from sip_bridge.config import SilenceGateConfig
-from sip_bridge.worker_router import Move, WorkerRouter
+from sip_bridge.settings.config import SilenceGateConfig
+from sip_bridge.uplink.worker_router import Move, WorkerRouter
 
 log = logging.getLogger(__name__)
 

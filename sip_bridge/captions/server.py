@@ -3,7 +3,7 @@ small web page that shows them.
 
 One process (``serve`` starts it, role ``captions``), asyncio: a ZeroMQ SUB socket bound on
 ``127.0.0.1:captions.feed_port`` takes what every media process publishes
-(:mod:`~sip_bridge.caption_feed`) into a :class:`~sip_bridge.caption_hub.CaptionHub`, and aiohttp
+(:mod:`~sip_bridge.captions.feed`) into a :class:`~sip_bridge.captions.hub.CaptionHub`, and aiohttp
 streams the hub's items to every subscriber allowed to see them.
 
 HTTP API (every ``/v1`` path needs a token: ``Authorization: Bearer <token>``, ``?token=`` or
@@ -46,9 +46,9 @@ import zmq.asyncio
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from sip_bridge.caption_feed import CallsMessage, FeedError, decode
-from sip_bridge.caption_hub import CaptionHub, Item
-from sip_bridge.config import Config
+from sip_bridge.captions.feed import CallsMessage, FeedError, decode
+from sip_bridge.captions.hub import CaptionHub, Item
+from sip_bridge.settings.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class CaptionsServer:
         self.subscribers: set[_Subscriber] = set()
         self.cut_off = 0  # slow subscribers disconnected
         self._page = {
-            path: ((resources.files("sip_bridge") / "captions_page" / name).read_bytes(), ctype)
+            path: ((resources.files("sip_bridge.captions") / "page" / name).read_bytes(), ctype)
             for path, (name, ctype) in _PAGE.items()
         }
         self.app = web.Application(middlewares=[self._headers])

@@ -1,13 +1,14 @@
 """Tenants: whose call is this, and what that tenant gets.
 
-A tenant is recognised at the front (Kamailio, :mod:`sip_bridge.tenant_routing`) by the dialled
-number (the To user), by a SIP header, or by the address the INVITE came from; the front stamps
-the INVITE with :data:`TENANT_HEADER` (after removing any the caller sent) and enforces the
+A tenant is recognised at the front (Kamailio, :mod:`sip_bridge.front.tenant_routing`) by the
+dialled number (the To user), by a SIP header, or by the address the INVITE came from; the front
+stamps the INVITE with :data:`TENANT_HEADER` (after removing any the caller sent) and enforces the
 tenant's concurrent-call limit. The media process reads that header and applies the tenant's
 settings (:class:`TenantPolicy`): its webhooks and their secrets, SIP INFO on or off, its model.
 
 This module owns the checks of the tenants' part of the configuration (its dataclasses live in
-:mod:`sip_bridge.config` with the rest) and that policy lookup. Sans-IO: no sockets, no SIP.
+:mod:`sip_bridge.settings.config` with the rest) and that policy lookup. Sans-IO: no sockets, no
+SIP.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sip_bridge.config import Config, TenantMatch, WebhookConfig
+    from sip_bridge.settings.config import Config, TenantMatch, WebhookConfig
 
 # The header the front adds to every INVITE it relays once it knows the tenant. Reserved: the
 # front removes any the caller sent, and it is never copied into call.started ``headers``.
@@ -80,7 +81,7 @@ MIN_TOKEN_CHARS = 16
 def check(cfg: Config, source: str) -> None:
     """Checks of ``tenants``, ``unknown_tenant`` and the captions tokens; raises ConfigError
     naming the first bad key."""
-    from sip_bridge.config import ConfigError
+    from sip_bridge.settings.config import ConfigError
 
     for key, problem in _problems(cfg):
         raise ConfigError(source, key, problem)

@@ -27,10 +27,12 @@ from typing import Any
 
 import zmq
 
-from sip_bridge import active_calls, kamailio, metrics_server
-from sip_bridge.captions_server import make_token_file
-from sip_bridge.config import Config
-from sip_bridge.serve_status import ServeStatus
+from sip_bridge.calls import active_calls
+from sip_bridge.captions.server import make_token_file
+from sip_bridge.front import kamailio
+from sip_bridge.serve import metrics_server
+from sip_bridge.serve.status import ServeStatus
+from sip_bridge.settings.config import Config
 
 log = logging.getLogger(__name__)
 

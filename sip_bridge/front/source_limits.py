@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sip_bridge.config import Config
+    from sip_bridge.settings.config import Config
 
 STATS = ("source_limited", "over_capacity")
 PROFILE = "caller"
@@ -212,7 +212,7 @@ def route(cfg: Config, retry_after_s: int) -> str:
 
 
 def check(cfg: Config, source: str) -> None:
-    from sip_bridge.config import ConfigError
+    from sip_bridge.settings.config import ConfigError
 
     for key, why in _problems(cfg):
         raise ConfigError(source, key, why)

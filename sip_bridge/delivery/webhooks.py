@@ -1,11 +1,12 @@
 """Signed webhook delivery from the durable spool: one thread per endpoint, so a slow or dead
 endpoint delays no other, and nothing here ever blocks the SIP loop on the network.
 
-:meth:`WebhookDispatcher.submit` only writes the event to the spool (:mod:`sip_bridge.spool`, one
-SQLite insert per event for all endpoints) and wakes the senders. Each endpoint's thread sends
-what the spool says is due (per call in ``seq`` order), deletes what was delivered and records
-failures, which the spool retries with jittered exponential back-off up to a horizon, then parks
-as dead letters. A restarted media process with the same spool file resumes the backlog.
+:meth:`WebhookDispatcher.submit` only writes the event to the spool
+(:mod:`sip_bridge.delivery.spool`, one SQLite insert per event for all endpoints) and wakes the
+senders. Each endpoint's thread sends what the spool says is due (per call in ``seq`` order),
+deletes what was delivered and records failures, which the spool retries with jittered exponential
+back-off up to a horizon, then parks as dead letters. A restarted media process with the same spool
+file resumes the backlog.
 
 Each event is POSTed as its JSON body with ``X-Event-Type``, ``X-Event-Id`` (``<call_id>-<seq>``,
 the same on every attempt and after a restart: the receiver's idempotency key, as delivery is
@@ -28,8 +29,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sip_bridge.events import Event
-from sip_bridge.spool import Delivery, RetryPolicy, Spool
+from sip_bridge.delivery.events import Event
+from sip_bridge.delivery.spool import Delivery, RetryPolicy, Spool
 
 log = logging.getLogger(__name__)
 

@@ -2,12 +2,12 @@
 
 Threads: PJSUA2 runs with ``threadCnt = 0`` and ``mainThreadOnly``, so every SIP callback and every
 PJSUA2 call happens on this module's main loop thread (:meth:`MediaProcess.run`). PJSIP's own
-``clock`` thread calls :class:`~sip_bridge.audio_tap.CallAudioPort` for audio, which only copies
-and queues (see ``audio_tap``). The :class:`~sip_bridge.audio_sender.AudioSender` thread ships audio
-to the workers, and moves calls between them when one is lost; results come back on a PULL socket
-read by the main loop, which drops those of a placement the call has left (its epoch), turns the
-rest into events, sends finals into the call as SIP INFO, hands every event to the webhook threads
-and tells the sender which audio it need not keep any more.
+``clock`` thread calls :class:`~sip_bridge.calls.audio_tap.CallAudioPort` for audio, which only
+copies and queues (see ``audio_tap``). The :class:`~sip_bridge.uplink.audio_sender.AudioSender`
+thread ships audio to the workers, and moves calls between them when one is lost; results come back
+on a PULL socket read by the main loop, which drops those of a placement the call has left (its
+epoch), turns the rest into events, sends finals into the call as SIP INFO, hands every event to
+the webhook threads and tells the sender which audio it need not keep any more.
 
 Never do slow work in a PJSUA2 callback, and never let Python's GC free a media port or a call:
 they are released explicitly here (docs/architecture.md, "PJSUA2 facts the media process
@@ -29,11 +29,23 @@ from typing import Any
 
 import pjsua2 as pj
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
-from media import curve, wire
+from media import wire
+from media.curve import CurveKeys
 from media.log_sampling import worth_logging
-from sip_bridge import dialogs, metrics, orphans, pjsip_settings, sip_headers, tenants
-from sip_bridge.audio_sender import (
+from sip_bridge import metrics, sip_headers
+from sip_bridge.calls import dialogs, orphans, pjsip_settings
+from sip_bridge.calls.audio_tap import CallAudioPort, release
+from sip_bridge.calls.frame_copy import make_copier
+from sip_bridge.calls.journal import CallJournal
+from sip_bridge.calls.watch import MAX_DURATION, NO_ACK, RTP_TIMEOUT, CallWatch
+from sip_bridge.delivery.call_outputs import CallOutputs
+from sip_bridge.delivery.events import CallEvents, CallInfo, Event
+from sip_bridge.delivery.info_policy import InfoPolicy
+from sip_bridge.settings import tenants
+from sip_bridge.settings.config import Config
+from sip_bridge.uplink.audio_sender import (
     AudioSender,
     Commit,
     EndCall,
@@ -42,14 +54,6 @@ from sip_bridge.audio_sender import (
     SenderSettings,
     StartCall,
 )
-from sip_bridge.audio_tap import CallAudioPort, release
-from sip_bridge.call_journal import CallJournal
-from sip_bridge.call_outputs import CallOutputs
-from sip_bridge.call_watch import MAX_DURATION, NO_ACK, RTP_TIMEOUT, CallWatch
-from sip_bridge.config import Config
-from sip_bridge.events import CallEvents, CallInfo, Event
-from sip_bridge.frame_copy import make_copier
-from sip_bridge.info_policy import InfoPolicy
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +171,7 @@ class MediaProcess:
     def start(self) -> None:
         cfg, m = self.cfg, self.cfg.media
         if self.curve is not None:
-            self._auth = curve.authenticator(self.ctx, self.curve)
+            self._auth = _authenticator(self.ctx, self.curve)
             self.curve.bind_side(self.results)
         self.results.bind(cfg.result_endpoint(self.index))
         self.ep.libCreate()
@@ -804,3 +808,11 @@ def main(cfg: Config, index: int, on_ready: Callable[[], None] | None = None) ->
         on_ready()
     proc.run()
     return 0
+
+
+def _authenticator(ctx: zmq.Context[Any], keys: CurveKeys) -> ThreadAuthenticator:
+    # The worker's own (inference.worker.authenticator): this side may not import it.
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(keys.authorized))
+    return auth

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sip_bridge.events import DTMF, TRANSCRIPT_FINAL, TRANSCRIPT_PARTIAL
+from sip_bridge.delivery.events import DTMF, TRANSCRIPT_FINAL, TRANSCRIPT_PARTIAL
 
 # A peer answering one of these to an INFO does not want them.
 REFUSALS = frozenset({405, 415, 469, 488, 501})

@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sip_bridge.events import Event
-from sip_bridge.private_db import open_private
+from sip_bridge.delivery.events import Event
+from sip_bridge.delivery.private_db import open_private
 
 SCHEMA_VERSION = 1
 

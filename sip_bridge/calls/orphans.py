@@ -15,11 +15,12 @@ import socket
 import time
 from dataclasses import dataclass
 
-from sip_bridge import metrics, tenants
-from sip_bridge.call_journal import CallJournal, Orphan
-from sip_bridge.call_outputs import CallOutputs
-from sip_bridge.config import Config
-from sip_bridge.dialogs import Dialog, DialogError, bye, next_hop, response_status
+from sip_bridge import metrics
+from sip_bridge.calls.dialogs import Dialog, DialogError, bye, next_hop, response_status
+from sip_bridge.calls.journal import CallJournal, Orphan
+from sip_bridge.delivery.call_outputs import CallOutputs
+from sip_bridge.settings import tenants
+from sip_bridge.settings.config import Config
 
 log = logging.getLogger(__name__)
 

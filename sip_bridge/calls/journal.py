@@ -8,7 +8,7 @@ at start-up are the *orphans* of a previous run of this index: calls it never en
 
 The restarted process gives each orphan its ``call.ended`` (reason ``media process lost``, the
 finals it had, the next ``seq``, so event ids stay unique) and sends the BYE that the dead one
-could not (see :mod:`sip_bridge.dialogs`). Sans-IO apart from SQLite; times are arguments.
+could not (see :mod:`sip_bridge.calls.dialogs`). Sans-IO apart from SQLite; times are arguments.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sip_bridge.dialogs import Dialog, DialogError
-from sip_bridge.events import (
+from sip_bridge.calls.dialogs import Dialog, DialogError
+from sip_bridge.delivery.events import (
     CALL_ENDED,
     CALL_STARTED,
     TRANSCRIPT_FINAL,
@@ -27,7 +27,7 @@ from sip_bridge.events import (
     CallInfo,
     Event,
 )
-from sip_bridge.private_db import open_private
+from sip_bridge.delivery.private_db import open_private
 
 SCHEMA_VERSION = 1
 _SCHEMA = f"""

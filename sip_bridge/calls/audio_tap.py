@@ -2,8 +2,8 @@
 
 :class:`CallAudioPort` receives each 20 ms frame of a call in ``onFrameReceived``, on PJSIP's
 ``clock`` thread with the GIL held. It only copies the PCM (fast path, ~3 µs) and puts it on the
-:class:`~sip_bridge.audio_sender.AudioSender`'s queue; anything slower there would lose frames for
-every call of the process. :func:`release` is how every pjsua2 object of ours is freed.
+:class:`~sip_bridge.uplink.audio_sender.AudioSender`'s queue; anything slower there would lose
+frames for every call of the process. :func:`release` is how every pjsua2 object of ours is freed.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import pjsua2 as pj
 
-from sip_bridge.audio_sender import Item
-from sip_bridge.frame_copy import Copier
+from sip_bridge.calls.frame_copy import Copier
+from sip_bridge.uplink.audio_sender import Item
 
 # The sender's queue is a SimpleQueue (its put is the cheapest there is) with no bound of its
 # own: past this many items (about 30 s of audio of a full wheel process) the tap drops frames

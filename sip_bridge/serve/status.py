@@ -7,19 +7,49 @@ Runs on the metrics server's threads: it only reads the supervisor's plain attri
 
 from __future__ import annotations
 
+import subprocess
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 from prometheus_client.core import Metric
 
-from sip_bridge import kamailio, metrics_server
+from sip_bridge.front import kamailio
+from sip_bridge.serve import metrics_server
 
-if TYPE_CHECKING:
-    from sip_bridge.supervisor import Supervisor
+
+class Part(Protocol):
+    """What is read of one of serve's child processes (``supervisor.Child``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None: ...
+    @property
+    def restarts(self) -> int: ...
+
+
+class Supervised(Protocol):
+    """What is read of the supervisor: plain attributes, written on its own thread."""
+
+    @property
+    def children(self) -> Sequence[Part]: ...
+    @property
+    def files(self) -> kamailio.KamailioFiles | None: ...
+    @property
+    def started(self) -> bool: ...
+    @property
+    def draining(self) -> bool: ...
+    @property
+    def stopping(self) -> bool: ...
 
 
 class ServeStatus:
-    def __init__(self, sup: Supervisor) -> None:
+    def __init__(self, sup: Supervised) -> None:
         self.sup = sup
         self._front_view: tuple[float, list[kamailio.Destination] | None, dict[str, int]] = (
             -1.0, None, {},

@@ -2,12 +2,12 @@
 unknown callers and holds each tenant to its concurrent-call limit.
 
 Owns the text of ``route[TENANT]`` (and the modules and parameters it needs), generated from
-``tenants`` and ``unknown_tenant`` in the config. :mod:`sip_bridge.kamailio` puts it into the
+``tenants`` and ``unknown_tenant`` in the config. :mod:`sip_bridge.front.kamailio` puts it into the
 front's script; nothing here runs SIP.
 
 * Rules are tried in config order, tenant by tenant; the first match stamps the INVITE with
-  ``X-Bridge-Tenant: <name>`` (:data:`sip_bridge.tenants.TENANT_HEADER`; one sent by the caller
-  was removed before). A call that matches nothing gets ``unknown_tenant.status`` or goes to
+  ``X-Bridge-Tenant: <name>`` (:data:`sip_bridge.settings.tenants.TENANT_HEADER`; one sent by the
+  caller was removed before). A call that matches nothing gets ``unknown_tenant.status`` or goes to
   ``unknown_tenant.tenant``.
 * Limits count calls with the ``dialog`` module's profiles, over all media processes: the
   dialog of each admitted INVITE joins the profile ``tenant`` with its tenant's name, and leaves
@@ -18,8 +18,8 @@ front's script; nothing here runs SIP.
 
 from __future__ import annotations
 
-from sip_bridge.config import Config, TenantConfig, TenantMatch
-from sip_bridge.tenants import TENANT_HEADER
+from sip_bridge.settings.config import Config, TenantConfig, TenantMatch
+from sip_bridge.settings.tenants import TENANT_HEADER
 
 PROFILE = "tenant"
 LIMIT_LOCK = "tenant-limits"

@@ -14,11 +14,12 @@ from typing import Any
 
 import zmq
 
-from sip_bridge import active_calls, tenants
-from sip_bridge.caption_feed import LIST_EVERY_S, CaptionFeed
-from sip_bridge.config import Config
-from sip_bridge.events import Event
-from sip_bridge.webhooks import Endpoint, WebhookDispatcher
+from sip_bridge.calls import active_calls
+from sip_bridge.captions.feed import LIST_EVERY_S, CaptionFeed
+from sip_bridge.delivery.events import Event
+from sip_bridge.delivery.webhooks import Endpoint, WebhookDispatcher
+from sip_bridge.settings import tenants
+from sip_bridge.settings.config import Config
 
 log = logging.getLogger(__name__)
 

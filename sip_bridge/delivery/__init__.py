@@ -1,0 +1,1 @@
+"""Where a call's results go: events, SIP INFO, signed webhooks and their spool."""

@@ -1,0 +1,1 @@
+"""One host running every part: the supervisor, its status and metrics endpoints, the demo call."""

@@ -1,0 +1,1 @@
+"""The one frozen configuration: its sections, defaults, loading and checks."""

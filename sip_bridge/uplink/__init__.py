@@ -1,0 +1,1 @@
+"""From a call to the workers: the audio sender thread and the choice of worker."""
