@@ -15,20 +15,35 @@ import contextlib
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sized
+from typing import Any, Protocol
 
 import zmq
 
+from inference.worker_settings import WorkerSettings
 from media import wire
 
-if TYPE_CHECKING:
-    from inference.worker import Worker
+
+class Beating(Protocol):
+    """What a heartbeat reads of its worker (:class:`~inference.worker.Worker`)."""
+
+    @property
+    def settings(self) -> WorkerSettings: ...
+    @property
+    def calls(self) -> Sized: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def loop_turned_at(self) -> float: ...
+    @property
+    def model_seconds_total(self) -> float: ...
+    def backlog_s(self) -> float: ...
 
 
 class HeartbeatThread:
     """Beats for one worker until :meth:`stop`."""
 
-    def __init__(self, worker: Worker, endpoint: str, ctx: zmq.Context[Any]) -> None:
+    def __init__(self, worker: Beating, endpoint: str, ctx: zmq.Context[Any]) -> None:
         self.worker = worker
         self.incarnation = uuid.uuid4().hex
         self._interval = worker.settings.heartbeat_interval_s
