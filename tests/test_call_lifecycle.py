@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from media import wire
 from tests.support import speech
 from tests.support.dtmf_rtp import with_dtmf
 from tests.support.lone_media import LoneMedia, lone_media
+from tests.support.requirements import NEEDS_SIPP_PCAP_AND_PROMPTS
 from tests.support.rtp_pcap import (
     PT_PCMA,
     join_with_silence,
@@ -26,15 +26,12 @@ from tests.support.rtp_pcap import (
     write_packets_pcap,
     write_rtp_pcap,
 )
-from tests.support.sipp import SippCall, SippResult, can_play_pcap
+from tests.support.sipp import SippCall, SippResult
 from tests.support.sipp_steps import PCMU_WITH_EVENTS, Scenario, sdp
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (speech.available() and shutil.which("sipp") and can_play_pcap()),
-        reason="needs sipp (with CAP_NET_RAW) and asterisk-core-sounds-en-wav",
-    ),
+    NEEDS_SIPP_PCAP_AND_PROMPTS,
 ]
 
 PCMA_WITH_EVENTS = {8: "PCMA/8000", 101: "telephone-event/8000"}

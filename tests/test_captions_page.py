@@ -4,7 +4,6 @@ replaces them by the finals, and ends with the final text the webhooks got."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,17 +12,15 @@ import pytest
 
 from tests.support import browser, speech
 from tests.support.bridge import RunningBridge, serving
+from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PCAP_PLAYBACK
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
-from tests.support.sipp import SippCall, can_play_pcap
+from tests.support.sipp import SippCall
 from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (speech.available() and shutil.which("kamailio") and shutil.which("sipp")),
-        reason="needs kamailio, sipp and asterisk-core-sounds-en-wav",
-    ),
-    pytest.mark.skipif(not can_play_pcap(), reason="sipp needs CAP_NET_RAW to play pcap audio"),
+    NEEDS_KAMAILIO_SIPP_AND_PROMPTS,
+    NEEDS_PCAP_PLAYBACK,
     pytest.mark.skipif(not browser.available(), reason="needs chromium, chromium-driver, selenium"),
 ]
 

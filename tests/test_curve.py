@@ -5,7 +5,6 @@ the worker encrypted)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from media.curve import CurveError, CurveKeys
 from sip_bridge.serve.keys import generate
 from tests.support import speech
 from tests.support.ports import free_tcp_port
+from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS
 
 KEYS = [sys.executable, "-m", "sip_bridge.cli", "keys"]
 
@@ -103,10 +103,7 @@ def test_only_an_authorised_client_key_gets_in(
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(
-    not (speech.available() and shutil.which("kamailio") and shutil.which("sipp")),
-    reason="needs kamailio, sipp and asterisk-core-sounds-en-wav",
-)
+@NEEDS_KAMAILIO_SIPP_AND_PROMPTS
 def test_serve_with_curve_transcribes_a_call(keys_dir: Path, tmp_path: Path) -> None:
     from tests.support.bridge import serving
     from tests.support.sipp import run_calls

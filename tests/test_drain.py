@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,17 +22,15 @@ import pytest
 from tests.support import speech
 from tests.support.bridge import RunningBridge, serving
 from tests.support.raw_uac import invite_status
-from tests.support.sipp import SippCall, can_play_pcap
+from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PCAP_PLAYBACK
+from tests.support.sipp import SippCall
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.test_e2e import check_call, events_of, make_call
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (speech.available() and shutil.which("kamailio") and shutil.which("sipp")),
-        reason="needs kamailio, sipp and asterisk-core-sounds-en-wav",
-    ),
-    pytest.mark.skipif(not can_play_pcap(), reason="sipp needs CAP_NET_RAW to play pcap audio"),
+    NEEDS_KAMAILIO_SIPP_AND_PROMPTS,
+    NEEDS_PCAP_PLAYBACK,
 ]
 
 LOAD_CALLS = 8

@@ -19,18 +19,16 @@ from sip_bridge.delivery.webhooks import verify
 from tests.support import speech
 from tests.support.baresip import BaresipCall
 from tests.support.bridge import RunningBridge, serving
+from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PCAP_PLAYBACK
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
-from tests.support.sipp import SippCall, SippResult, can_play_pcap, run_calls
+from tests.support.sipp import SippCall, SippResult, run_calls
 from tests.support.sipp_steps import Scenario, sdp
 from tests.support.webhook_receiver import Post, WebhookReceiver
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (speech.available() and shutil.which("kamailio") and shutil.which("sipp")),
-        reason="needs kamailio, sipp and asterisk-core-sounds-en-wav",
-    ),
-    pytest.mark.skipif(not can_play_pcap(), reason="sipp needs CAP_NET_RAW to play pcap audio"),
+    NEEDS_KAMAILIO_SIPP_AND_PROMPTS,
+    NEEDS_PCAP_PLAYBACK,
 ]
 
 SECRET = "test-secret"

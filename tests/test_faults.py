@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -20,19 +19,17 @@ import pytest
 from sip_bridge.front import kamailio
 from tests.support import speech
 from tests.support.bridge import RunningBridge, serving
+from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PCAP_PLAYBACK
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
-from tests.support.sipp import SippCall, can_play_pcap, run_calls
+from tests.support.sipp import SippCall, run_calls
 from tests.support.sipp_steps import Scenario
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.test_e2e import check_call, events_of, make_call
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (speech.available() and shutil.which("kamailio") and shutil.which("sipp")),
-        reason="needs kamailio, sipp and asterisk-core-sounds-en-wav",
-    ),
-    pytest.mark.skipif(not can_play_pcap(), reason="sipp needs CAP_NET_RAW to play pcap audio"),
+    NEEDS_KAMAILIO_SIPP_AND_PROMPTS,
+    NEEDS_PCAP_PLAYBACK,
 ]
 
 

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -25,18 +24,16 @@ from sip_bridge.front import kamailio
 from tests.support import sip_fuzz, sip_fuzz_corpus, speech
 from tests.support.bridge import RunningBridge, serving
 from tests.support.lone_media import lone_media
+from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PCAP_PLAYBACK
 from tests.support.rtp_fuzz import Caller
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
-from tests.support.sipp import SippCall, can_play_pcap
+from tests.support.sipp import SippCall
 from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (speech.available() and shutil.which("kamailio") and shutil.which("sipp")),
-        reason="needs kamailio, sipp and asterisk-core-sounds-en-wav",
-    ),
-    pytest.mark.skipif(not can_play_pcap(), reason="sipp needs CAP_NET_RAW to play pcap audio"),
+    NEEDS_KAMAILIO_SIPP_AND_PROMPTS,
+    NEEDS_PCAP_PLAYBACK,
 ]
 
 

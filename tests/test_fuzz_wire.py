@@ -28,12 +28,13 @@ from inference.worker import Worker, WorkerSettings
 from media import wire
 from tests.support import speech
 from tests.support.lone_media import lone_media
+from tests.support.requirements import NEEDS_PROMPTS
 from tests.support.rtp_fuzz import Caller
 from tests.support.rtp_pcap import join_with_silence
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not speech.available(), reason="needs asterisk-core-sounds-en-wav"),
+    NEEDS_PROMPTS,
 ]
 
 CALL = "00112233445566778899aabbccddeeff"

@@ -11,7 +11,6 @@ order, and a lossy file one with packets missing. Only 127.0.0.1 traffic.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from tests.support import speech
 from tests.support.bridge import RunningBridge, serving
+from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PCAP_PLAYBACK
 from tests.support.rtp_pcap import (
     PTIME_MS,
     TimedPacket,
@@ -30,16 +30,13 @@ from tests.support.rtp_pcap import (
     rtp_sequence,
     write_packets_pcap,
 )
-from tests.support.sipp import SippCall, SippResult, can_play_pcap, run_calls
+from tests.support.sipp import SippCall, SippResult, run_calls
 from tests.support.webhook_receiver import Post, WebhookReceiver
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (speech.available() and shutil.which("kamailio") and shutil.which("sipp")),
-        reason="needs kamailio, sipp and asterisk-core-sounds-en-wav",
-    ),
-    pytest.mark.skipif(not can_play_pcap(), reason="sipp needs CAP_NET_RAW to play pcap audio"),
+    NEEDS_KAMAILIO_SIPP_AND_PROMPTS,
+    NEEDS_PCAP_PLAYBACK,
 ]
 
 JITTER_S = 0.080  # each packet held back 0-80 ms: about 28 % of neighbours swap

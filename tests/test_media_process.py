@@ -4,7 +4,6 @@ worker on a real ZeroMQ socket, so it sees exactly what a worker would receive a
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -19,16 +18,14 @@ from media import wire
 from sip_bridge.delivery.webhooks import verify
 from tests.support import speech
 from tests.support.lone_media import FakeWorkerSide, lone_media
+from tests.support.requirements import NEEDS_SIPP_PCAP_AND_PROMPTS
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
-from tests.support.sipp import SippCall, SippResult, can_play_pcap
+from tests.support.sipp import SippCall, SippResult
 from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (speech.available() and shutil.which("sipp") and can_play_pcap()),
-        reason="needs sipp (with CAP_NET_RAW) and asterisk-core-sounds-en-wav",
-    ),
+    NEEDS_SIPP_PCAP_AND_PROMPTS,
 ]
 
 

@@ -6,7 +6,6 @@ the same CURVE keys. A call to A is transcribed by B's worker."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,17 +14,15 @@ import pytest
 
 from tests.support import speech
 from tests.support.bridge import serving
-from tests.support.sipp import can_play_pcap, run_calls
+from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PCAP_PLAYBACK
+from tests.support.sipp import run_calls
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.test_e2e import check_call, make_call
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (speech.available() and shutil.which("kamailio") and shutil.which("sipp")),
-        reason="needs kamailio, sipp and asterisk-core-sounds-en-wav",
-    ),
-    pytest.mark.skipif(not can_play_pcap(), reason="sipp needs CAP_NET_RAW to play pcap audio"),
+    NEEDS_KAMAILIO_SIPP_AND_PROMPTS,
+    NEEDS_PCAP_PLAYBACK,
 ]
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pytest
 
 from inference.batching import BatchPolicy
 from inference.silero import SileroVad
@@ -15,9 +14,10 @@ from inference.transcriber import Transcriber
 from inference.worker_settings import WorkerSettings
 from media import wire
 from tests.support import speech
+from tests.support.requirements import NEEDS_PROMPTS
 from tests.support.rtp_pcap import join_with_silence
 
-pytestmark = pytest.mark.skipif(not speech.available(), reason="needs asterisk-core-sounds-en-wav")
+pytestmark = NEEDS_PROMPTS
 
 RATE = 8000
 

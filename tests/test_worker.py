@@ -23,11 +23,12 @@ from media import wire
 from media.endpointing import EndpointerSettings
 from media.silence_gate import SilenceGate
 from tests.support import speech
+from tests.support.requirements import NEEDS_PROMPTS
 from tests.support.rtp_pcap import join_with_silence
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not speech.available(), reason="needs asterisk-core-sounds-en-wav"),
+    NEEDS_PROMPTS,
 ]
 
 
