@@ -9,10 +9,15 @@ threads, sockets or model. Rules, after Triton's dynamic batcher:
   shortest (the model has no padding mask; padding far past a clip's length can empty its
   output);
 - finals outrank partials; a partial is superseded by a newer request of the same utterance, and
-  rides along in a batch with finals only when no other final is left waiting (so under load,
-  partials never slow finals down);
-- every request leaves in exactly one batch, or is dropped (by :meth:`Batcher.discard`, which the
-  worker uses for stale partials, or by a newer request of the same utterance).
+  rides along in a batch with finals only when no other final is left waiting;
+- every request leaves in exactly one batch, or is dropped (by :meth:`Batcher.discard`, or by a
+  newer request of the same utterance).
+
+The worker (:mod:`inference.transcriber`) queues only finals here, early finals included, and
+discards the requests of a call it forgets and an early final that missed its utterance's end.
+Its partials never come here: :mod:`inference.partial_scheduler` picks them and
+:mod:`inference.partial_runner` runs them on a thread of their own, niced below the loop that
+runs the finals (with ``partial_nice`` off, the loop runs them only while no final waits).
 """
 
 from __future__ import annotations
@@ -116,7 +121,7 @@ class Batcher:
 
         ``nothing_coming``: the caller knows no request can arrive before the deadline (nobody
         is speaking), so waiting would only add latency: run now. ``only``: a batch of finals
-        only, or of partials only (the worker runs partials on a thread of their own).
+        only, or of partials only (for a caller that runs the two kinds apart).
         """
         if only is None:
             pending = self._pending

@@ -1,9 +1,12 @@
 """The wire format between media processes and inference workers.
 
 Owns the byte layout of every message that crosses ZeroMQ, both ways, and nothing else: no sockets.
-Each message is a multipart ZeroMQ message: frame 0 is a fixed binary header, frame 1 the payload
-(raw little-endian int16 PCM for audio, UTF-8 JSON for control and results). PCM travels as its own
-frame so that neither side copies it in Python.
+Each message is a multipart ZeroMQ message of exactly two frames: frame 0 is a fixed binary
+header, frame 1 the payload. That is raw little-endian int16 PCM for :class:`Audio` (none at all:
+a time mark), a UTF-8 JSON object for :class:`CallStart`, :class:`Transcript`, :class:`Checkpoint`
+and :class:`Heartbeat`, and an empty frame for :class:`CallEnd` and :class:`CallDone`, whose
+header says it all (the receiver does not read that frame). PCM travels as its own frame so that
+neither side copies it in Python.
 
 Header (network byte order, 36 bytes): magic ``b"SB"``, version (u8), type (u8), call id (16 bytes,
 a UUID), offset (u64: samples since the call started), sample rate (u32), epoch (u32).

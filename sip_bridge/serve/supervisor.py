@@ -3,9 +3,12 @@
 Order of start: model conversion (once, here, so workers never race for it) → inference workers →
 media processes → the captions server → Kamailio, each part waited for (it reports ready on the
 control socket), so the front takes calls only when everything behind it is up. A part that dies
-is restarted with a doubling back-off (1 s up to 30 s). SIGINT/SIGTERM stop the front first, then
-the media processes (which hang up and flush their calls), then the captions server, then the
-workers. If anything fails to start, everything already started is stopped and ``serve`` exits
+is restarted with a doubling back-off (1 s up to 30 s); SIGHUP restarts the media processes one
+at a time. SIGINT/SIGTERM first drain: the front answers new calls and OPTIONS with 503 while the
+calls in progress get up to ``media.drain_timeout_s`` to end (a second signal cuts that short).
+Then the parts stop in this order: the media processes (they hang up what is left, their BYEs
+pass the front, and flush their webhooks), the captions server, the workers, and the front last.
+If anything fails to start, everything already started is stopped and ``serve`` exits
 non-zero: nothing runs half-way.
 """
 
