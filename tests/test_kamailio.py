@@ -214,7 +214,9 @@ def test_every_media_process_busy_gives_503_without_leaking_load(front: Front) -
     front.start_backend(1, mode="busy")
     front.wait_all_active()
     assert front.run_uac(uac_refused(), calls=3, rate=50) == 0, front.log_tail()
-    # The DESIGN pitfall: no ds_next_dst() without a next destination, so ds_load_unset() works.
+    # ds_next_dst() with nothing left to try deletes the current entry, and ds_load_unset() then
+    # releases nothing: the script checks for a next destination first (docs/architecture.md,
+    # "Kamailio routing facts").
     assert front.loads() == {front.uri(0): 0, front.uri(1): 0}
 
 
