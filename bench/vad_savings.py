@@ -91,7 +91,8 @@ from inference.worker import MODEL_RATE, WorkerSettings
 from media import wire
 from media.silence_gate import SilenceGate, SuppressedStream
 from sip_bridge import cli
-from sip_bridge.settings.config import Config, load
+from sip_bridge.settings.config import Config
+from sip_bridge.settings.loading import load
 from tests.support import speech
 from tests.support.rtp_pcap import join_with_silence
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from sip_bridge.settings.config import Config, ConfigError, auto_processes, load
+from sip_bridge.settings.config import Config, ConfigError, auto_processes
+from sip_bridge.settings.loading import load
 
 if TYPE_CHECKING:
     from inference.worker import WorkerSettings

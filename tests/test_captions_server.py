@@ -25,7 +25,8 @@ from sip_bridge.captions.server import (
     make_token_file,
 )
 from sip_bridge.delivery.events import CallEvents, CallInfo, Event
-from sip_bridge.settings.config import CaptionsConfig, Config, TenantConfig, validate
+from sip_bridge.settings.checks import validate
+from sip_bridge.settings.config import CaptionsConfig, Config, TenantConfig
 from tests.support.captions import Running
 from tests.support.event_schemas import stream_problems
 from tests.support.ports import free_tcp_port

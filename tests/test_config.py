@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from sip_bridge.settings.config import Config, ConfigError, load
+from sip_bridge.settings.config import Config, ConfigError
+from sip_bridge.settings.loading import load
 
 ROOT = Path(__file__).resolve().parent.parent
 

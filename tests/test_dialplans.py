@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sip_bridge.settings.config import load
+from sip_bridge.settings.loading import load
 
 ROOT = Path(__file__).resolve().parent.parent
 DIALPLANS = ROOT / "dialplans"

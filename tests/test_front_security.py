@@ -24,7 +24,7 @@ import yaml
 
 from sip_bridge.front import kamailio
 from sip_bridge.front import security as front_security
-from sip_bridge.settings import config
+from sip_bridge.settings import checks, config, loading
 from sip_bridge.settings.config import Config, SipAuthConfig, SipConfig, SipTlsConfig, SipUser
 from tests.support import speech
 from tests.support.baresip import play_prompts
@@ -57,7 +57,7 @@ def problem(data: dict[str, object], tmp_path: Path) -> str:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(config.ConfigError) as info:
-        config.load(path)
+        loading.load(path)
     return info.value.key
 
 
@@ -99,7 +99,7 @@ def test_every_guard_on_gives_a_config_kamailio_accepts_without_the_password(
         ),
         runtime_dir=str(tmp_path / "run"),
     )  # fmt: skip
-    config.validate(cfg, "(test)")
+    checks.validate(cfg, "(test)")
     files = kamailio.render(cfg, tmp_path / "run")
     kamailio.check(files)  # kamailio -c: every module, parameter and route is real
     text = files.config.read_text()

@@ -26,7 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sip_bridge.front import kamailio
-from sip_bridge.settings import config
+from sip_bridge.settings import loading
 from tests.support import half_open, rtp_fuzz, sip_fuzz_corpus, speech
 from tests.support.bridge import RunningBridge, serving
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
@@ -163,7 +163,7 @@ def test_the_fuzz_corpus_then_real_calls_at_once(bridge: RunningBridge, tmp_path
             data = case.render(sock.getsockname()[1], f"127.0.0.1:{bridge.port}", run)
             with contextlib.suppress(OSError):  # too large for a datagram: nothing was sent
                 sock.sendto(data, ("127.0.0.1", bridge.port))
-        m = config.load(bridge.config_path).media  # the pool "auto" made
+        m = loading.load(bridge.config_path).media  # the pool "auto" made
         ports = range(m.rtp_port_base, m.rtp_port_base + m.processes * m.rtp_ports_per_process)
         packets = rtp_fuzz.garbage(seq=1000, ts=160_000, ssrc=0x5EED)
         rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sip_bridge.front import kamailio
-from sip_bridge.settings import config
+from sip_bridge.settings import config, loading
 from sip_bridge.settings.config import Config
 from tests.support.kamailio_front import (
     SIPP_TIMEOUT_S,
@@ -81,7 +81,7 @@ def test_parse_dispatcher_list() -> None:
     ["defaults", "loopback", "no-options", "public-address", "many-processes", "from-yaml"],
 )
 def test_kamailio_accepts_generated_config(variant: str, tmp_path: Path) -> None:
-    base = config.load(None)
+    base = loading.load(None)
     if variant == "defaults":
         cfg = base
     elif variant == "loopback":
@@ -100,7 +100,7 @@ def test_kamailio_accepts_generated_config(variant: str, tmp_path: Path) -> None
             "sip: {address: 127.0.0.1, port: 15060, answer_options: false}\n"
             "media: {processes: 5, calls_per_process: 3, sip_port_base: 16000}\n"
         )
-        cfg = config.load(path)
+        cfg = loading.load(path)
     files = kamailio.render(cfg, tmp_path / "run")
     kamailio.check(files)
     argv = kamailio.command(files)
@@ -109,7 +109,7 @@ def test_kamailio_accepts_generated_config(variant: str, tmp_path: Path) -> None
 
 @needs_kamailio
 def test_the_call_rate_limit_is_per_media_process_and_can_be_turned_off(tmp_path: Path) -> None:
-    base = config.load(None)
+    base = loading.load(None)
     files = kamailio.render(base, tmp_path / "run")
     kamailio.check(files)
     text = files.config.read_text()
@@ -120,12 +120,12 @@ def test_the_call_rate_limit_is_per_media_process_and_can_be_turned_off(tmp_path
     bad = tmp_path / "bad.yaml"
     bad.write_text("media: {max_call_rate: -1}\n")
     with pytest.raises(config.ConfigError, match="media.max_call_rate"):
-        config.load(bad)
+        loading.load(bad)
 
 
 @needs_kamailio
 def test_check_reports_kamailios_complaint(tmp_path: Path) -> None:
-    files = kamailio.render(config.load(None), tmp_path)
+    files = kamailio.render(loading.load(None), tmp_path)
     files.config.write_text(files.config.read_text().replace("t_relay()", "t_relay_nope()"))
     with pytest.raises(kamailio.KamailioError, match="t_relay_nope"):
         kamailio.check(files)

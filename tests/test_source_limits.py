@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sip_bridge.front import kamailio, source_limits
-from sip_bridge.settings import config
+from sip_bridge.settings import config, loading
 from sip_bridge.settings.config import Config, SipTrunk
 
 
@@ -26,7 +26,7 @@ def _no_worker_limit(cfg: Config) -> Config:
 
 
 def test_the_default_limit_is_half_the_capacity() -> None:
-    cfg = config.load(None)
+    cfg = loading.load(None)
     assert source_limits.capacity(cfg) == 16  # 2 workers x 8 calls (32 call slots)
     assert source_limits.default_limit(cfg) == 8
     small = dataclasses.replace(cfg, media=dataclasses.replace(cfg.media, processes=1))
@@ -44,7 +44,7 @@ def test_the_default_limit_is_half_the_capacity() -> None:
 
 
 def test_the_host_limit_is_the_workers_capacity_where_the_slots_are_more() -> None:
-    cfg = config.load(None)
+    cfg = loading.load(None)
     assert source_limits.host_limit(cfg) == 16  # 2 workers x 8 calls, 32 slots
     assert source_limits.enabled(_sip(cfg, per_source_max_calls=0))  # the host limit alone
     text = source_limits.route(_sip(cfg, per_source_max_calls=0), retry_after_s=5)
@@ -58,7 +58,7 @@ def test_the_host_limit_is_the_workers_capacity_where_the_slots_are_more() -> No
 
 
 def test_the_route_counts_by_source_and_the_most_specific_trunk_wins() -> None:
-    cfg = _sip(config.load(None), trunks=(SipTrunk("10.0.0.0/8", 0), SipTrunk("10.1.2.3", 9)))
+    cfg = _sip(loading.load(None), trunks=(SipTrunk("10.0.0.0/8", 0), SipTrunk("10.1.2.3", 9)))
     text = source_limits.route(cfg, retry_after_s=5)
     assert text.index('"10.1.2.3/32"') < text.index('"10.0.0.0/8"')
     assert "$var(limit) = 8;" in text and "$var(limit) = 9;" in text and "$var(limit) = 0;" in text
@@ -86,14 +86,14 @@ def test_bad_keys_are_named(tmp_path: Path, yaml_text: str, key: str) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml_text)
     with pytest.raises(config.ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
-        config.load(path)
+        loading.load(path)
 
 
 @pytest.mark.skipif(shutil.which("kamailio", path="/usr/sbin:/usr/bin") is None,
                     reason="Debian package kamailio not installed")  # fmt: skip
 @pytest.mark.parametrize("trunks", [(), (SipTrunk("192.0.2.0/24", 0), SipTrunk("192.0.2.9", 20))])
 def test_kamailio_accepts_the_limit(tmp_path: Path, trunks: tuple[SipTrunk, ...]) -> None:
-    cfg = _sip(config.load(None), trunks=trunks)
+    cfg = _sip(loading.load(None), trunks=trunks)
     files = kamailio.render(cfg, tmp_path / "run")
     kamailio.check(files)
     text = files.config.read_text()

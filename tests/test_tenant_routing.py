@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sip_bridge.front import kamailio, tenant_routing
-from sip_bridge.settings import config
+from sip_bridge.settings import checks
 from sip_bridge.settings.config import (
     Config,
     TenantConfig,
@@ -46,7 +46,7 @@ UNKNOWN = UnknownTenantConfig(status=404, reason="No such number here")
 
 
 def with_tenants(cfg: Config, tenants: tuple[TenantConfig, ...] = TENANTS) -> Config:
-    return config.validate(
+    return checks.validate(
         Config(
             sip=cfg.sip,
             media=cfg.media,
@@ -79,7 +79,7 @@ def test_no_tenants_no_tenant_route() -> None:
 
 
 def test_unknown_callers_may_go_to_a_tenant_instead() -> None:
-    cfg = config.validate(
+    cfg = checks.validate(
         Config(tenants=TENANTS, unknown_tenant=UnknownTenantConfig(tenant="initech")), "t"
     )
     text = tenant_routing.route(cfg)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sip_bridge.settings.config import ConfigError, load
+from sip_bridge.settings.config import ConfigError
+from sip_bridge.settings.loading import load
 from sip_bridge.settings.tenants import TENANT_HEADER, policy_for
 
 GOOD = """

@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sip_bridge.settings.config import CAPTIONS_HISTORY, CAPTIONS_KEEP_ENDED
+
 log = logging.getLogger(__name__)
 
 NODE_TIMEOUT_S = 10.0  # a media process publishes its calls every 2 s
@@ -73,7 +75,9 @@ class _LiveCall:
 
 
 class CaptionHub:
-    def __init__(self, history: int = 10000, keep_ended: int = 20) -> None:
+    def __init__(
+        self, history: int = CAPTIONS_HISTORY, keep_ended: int = CAPTIONS_KEEP_ENDED
+    ) -> None:
         self.epoch = secrets.token_hex(4)
         self.keep_ended = keep_ended
         self._calls: dict[str, _LiveCall] = {}

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from sip_bridge.delivery.events import Event
 from sip_bridge.delivery.private_db import open_private
+from sip_bridge.settings.config import WEBHOOK_BACKOFF_S, WEBHOOK_HORIZON_S, WEBHOOK_MAX_BACKOFF_S
 
 SCHEMA_VERSION = 1
 
@@ -82,9 +83,9 @@ class SpoolError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    backoff_s: float = 0.5  # the first retry waits up to this; doubling from there
-    max_backoff_s: float = 300.0  # no wait is longer
-    horizon_s: float = 86400.0  # a failure later than this after spooling parks the event
+    backoff_s: float = WEBHOOK_BACKOFF_S  # the first retry waits up to this; doubling from there
+    max_backoff_s: float = WEBHOOK_MAX_BACKOFF_S  # no wait is longer
+    horizon_s: float = WEBHOOK_HORIZON_S  # a failure later than this after spooling parks the event
 
     def delay(self, attempts: int, rand: float) -> float:
         """The wait after the ``attempts``-th failed attempt, ``rand`` uniform in [0, 1)."""

@@ -31,6 +31,13 @@ from pathlib import Path
 
 from sip_bridge.delivery.events import Event
 from sip_bridge.delivery.spool import Delivery, RetryPolicy, Spool
+from sip_bridge.settings.config import (
+    WEBHOOK_BACKOFF_S,
+    WEBHOOK_HORIZON_S,
+    WEBHOOK_MAX_BACKOFF_S,
+    WEBHOOK_SPOOL_MAX,
+    WEBHOOK_TIMEOUT_S,
+)
 
 log = logging.getLogger(__name__)
 
@@ -195,11 +202,11 @@ class WebhookDispatcher:
         self,
         endpoints: Sequence[Endpoint],
         spool_path: str | Path,
-        timeout: float = 5.0,
-        backoff: float = 0.5,
-        max_backoff: float = 300.0,
-        horizon: float = 86400.0,
-        spool_max: int = 100_000,
+        timeout: float = WEBHOOK_TIMEOUT_S,
+        backoff: float = WEBHOOK_BACKOFF_S,
+        max_backoff: float = WEBHOOK_MAX_BACKOFF_S,
+        horizon: float = WEBHOOK_HORIZON_S,
+        spool_max: int = WEBHOOK_SPOOL_MAX,
     ) -> None:
         self.spool_max = spool_max
         self._lock = threading.Lock()

@@ -1,1 +1,1 @@
-"""The one frozen configuration: its sections, defaults, loading and checks."""
+"""The one frozen configuration: its schema and defaults (config), loading (loading), checks."""

@@ -1,27 +1,47 @@
-"""The one configuration object: loaded from YAML and validated once, at the entry point.
+"""The configuration's schema: every section as a frozen dataclass, with its documented default.
 
-Every key has a documented default (see ``config.example.yaml``); a bad key or value raises
-:class:`ConfigError` naming the file and the dotted key, before anything starts.
+One frozen :class:`Config` is loaded from YAML and checked once, at the entry point
+(:func:`sip_bridge.settings.loading.load`, checks in :mod:`sip_bridge.settings.checks`); this
+module owns what the keys are, their defaults (see ``config.example.yaml``), the small accessors
+the processes read them through, and :class:`ConfigError`, which names the file and the dotted key.
+
+Each default is written here once. A module fed by the config that keeps a default of its own
+(so that tests can build it bare) takes it from the named constant below, never from a second
+copy of the number. This module imports nothing else of ``sip_bridge``, so that every part may
+import it without an import cycle.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import math
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Literal
 
-import yaml
+from media.curve import CurveKeys
 
-from media.curve import CurveError, CurveKeys
-from sip_bridge.front import security as front_security
-from sip_bridge.front import source_limits
-from sip_bridge.settings import tenants
+# Defaults that the modules this config feeds also use as their own constructor defaults.
+# A worker silent this long is dead (inference.heartbeat_timeout_ms; the uplink's WorkerRouter).
+HEARTBEAT_TIMEOUT_MS = 1500
+# A worker whose loop has not turned for this long is stuck (inference.stall_timeout_s).
+STALL_TIMEOUT_S = 15.0
+# Admission: calls one 1-thread CPU worker takes (inference.calls_per_worker), and what "auto"
+# sizes the media pool for when that limit is off.
+CALLS_PER_CPU_WORKER = 8
+REPLAY_MAX_S = 60.0  # media.replay_max_s; the audio sender's replay bound
+# delivery.webhook_*: the webhook dispatcher's and the spool's retry policy.
+WEBHOOK_TIMEOUT_S = 5.0
+WEBHOOK_BACKOFF_S = 0.5
+WEBHOOK_MAX_BACKOFF_S = 300.0
+WEBHOOK_HORIZON_S = 86400.0
+WEBHOOK_SPOOL_MAX = 100000
+# captions.history and captions.keep_ended: the caption hub's bounds.
+CAPTIONS_HISTORY = 10000
+CAPTIONS_KEEP_ENDED = 20
+# The speech model a tenant gets unless it names another (tenants.MODELS lists those available).
+DEFAULT_MODEL = "moonshine-base-en"
 
 
 class ConfigError(Exception):
@@ -177,7 +197,7 @@ class MediaConfig:
     )
     # Audio of each call kept until its worker confirms it transcribed it, to replay to another
     # worker if that one dies. Only a worker dead or stuck this long makes a replay fall short.
-    replay_max_s: float = 60.0
+    replay_max_s: float = REPLAY_MAX_S
     # SIGTERM (or a rolling restart) lets calls in progress end by themselves for up to this
     # long while the front refuses new ones (503, Retry-After); then they are hung up
     # (reason "shutdown"). A second SIGTERM or SIGINT cuts the wait short.
@@ -210,15 +230,15 @@ class InferenceConfig:
     heartbeat_interval_ms: int = 250
     # A worker silent this long is dead: its calls move to another worker, replaying their open
     # utterance.
-    heartbeat_timeout_ms: int = 1500
+    heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS
     # A worker whose loop has not turned for this long (its heartbeats say so) is stuck: its calls
     # move too. Above the longest model batch this machine runs.
-    stall_timeout_s: float = 15.0
+    stall_timeout_s: float = STALL_TIMEOUT_S
     # Admission: a new call gets 503 (and the front's Retry-After) while every live worker has
     # this many calls (8: bench/word_lag.py held caption lag p95 under 1 s at 16 calls on two
     # 1-thread CPU workers, 1.8 s at 24) or is behind (max_backlog_s). 0: no limit (a GPU worker
     # takes more: measure it with bench/worker_capacity.py --provider cuda).
-    calls_per_worker: int = 8
+    calls_per_worker: int = CALLS_PER_CPU_WORKER
     # A worker whose heartbeats report more than this much audio waiting for its model, twice
     # in a row, takes no new calls: at the 15-25 audio-s per s one CPU worker decodes, about
     # half a second of finals queued. 0: off.
@@ -312,7 +332,7 @@ class TenantConfig:
     limit_status: int = 486  # a call over max_calls gets 486 Busy Here, or 503 with Retry-After
     webhooks: tuple[WebhookConfig, ...] = ()  # this tenant's calls only (with their secrets)
     sip_info: bool | None = None  # captions into the call as SIP INFO; None = delivery.sip_info
-    model: str = "moonshine-base-en"  # tenants.MODELS lists those available
+    model: str = DEFAULT_MODEL  # tenants.MODELS lists those available
     language: str = "en"
     # Bearer tokens of the captions page and API that see this tenant's calls (only).
     captions_tokens: tuple[str, ...] = ()
@@ -339,8 +359,10 @@ class CaptionsConfig:
     # Bearer tokens that see every tenant's calls. With none here and none for any tenant, one
     # is made at each start and written to runtime_dir/captions.token (mode 0600).
     tokens: tuple[str, ...] = ()
-    keep_ended: int = 20  # ended calls still listed (and on the page), newest first
-    history: int = 10000  # events kept so a client that reconnects gets what it missed
+    # Ended calls still listed (and on the page), newest first.
+    keep_ended: int = CAPTIONS_KEEP_ENDED
+    # Events kept so a client that reconnects gets what it missed.
+    history: int = CAPTIONS_HISTORY
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,11 +399,12 @@ class DeliveryConfig:
     # Webhook events are spooled on disk (spool_dir/spool-media<N>.sqlite) before delivery and
     # retried with jittered back-off doubling from webhook_backoff_s up to webhook_max_backoff_s,
     # until webhook_horizon_s after the event; then parked as dead letters.
-    webhook_timeout_s: float = 5.0
-    webhook_backoff_s: float = 0.5
-    webhook_max_backoff_s: float = 300.0
-    webhook_horizon_s: float = 86400.0
-    webhook_spool_max: int = 100000  # events pending per endpoint and media process; then dropped
+    webhook_timeout_s: float = WEBHOOK_TIMEOUT_S
+    webhook_backoff_s: float = WEBHOOK_BACKOFF_S
+    webhook_max_backoff_s: float = WEBHOOK_MAX_BACKOFF_S
+    webhook_horizon_s: float = WEBHOOK_HORIZON_S
+    # Events pending per endpoint and media process; then dropped.
+    webhook_spool_max: int = WEBHOOK_SPOOL_MAX
     # Where the spool lives: a disk that survives reboots. "" = $XDG_STATE_HOME/sip-bridge or
     # ~/.local/state/sip-bridge.
     spool_dir: str = ""
@@ -452,7 +475,7 @@ class Config:
         """(audio, heartbeat) endpoints of every worker this host's media processes use: its
         own (over loopback when they listen on every address), then the remote ones."""
         i = self.inference
-        local = _reachable(i.address, "127.0.0.1")
+        local = reachable(i.address, "127.0.0.1")
         own = [(_tcp(local, i.port_base + n), _tcp(local, i.heartbeat_port_base + n))
                for n in range(i.workers)]  # fmt: skip
         return own + [
@@ -465,7 +488,7 @@ class Config:
 
     def result_reply_endpoint(self, index: int) -> str:
         """What workers are told to send media process ``index``'s results to."""
-        host = _reachable(self.media.result_address, self.public_address)
+        host = reachable(self.media.result_address, self.public_address)
         return _tcp(host, self.media.result_port_base + index)
 
     def media_sip_port(self, index: int) -> int:
@@ -482,348 +505,19 @@ def _tcp(host: str, port: int) -> str:
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
-def _reachable(bound: str, otherwise: str) -> str:
+def reachable(bound: str, otherwise: str) -> str:
     """The address to reach a socket bound on ``bound`` (a wildcard is reached ``otherwise``)."""
     return otherwise if bound in ("0.0.0.0", "::") else bound
 
 
-def _loopback(address: str) -> bool:
-    return ipaddress.ip_address(address).is_loopback
-
-
-T = TypeVar("T")
-
-
-def _convert(value: Any, typ: Any, key: str, source: str) -> Any:
-    origin = get_origin(typ)
-    if dataclasses.is_dataclass(typ):
-        if not isinstance(value, dict):
-            raise ConfigError(source, key, f"expected a mapping, got {type(value).__name__}")
-        return _build(typ, value, key, source)  # type: ignore[arg-type]
-    if origin is tuple:
-        (item,) = get_args(typ)[:1]
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            raise ConfigError(source, key, f"expected a list, got {type(value).__name__}")
-        return tuple(_convert(v, item, f"{key}[{i}]", source) for i, v in enumerate(value))
-    if origin is Literal:
-        choices = get_args(typ)
-        if value not in choices:
-            raise ConfigError(source, key, f"must be one of {', '.join(map(str, choices))}")
-        return value
-    if typ is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(source, key, "expected true or false")
-        return value
-    if typ is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(source, key, f"expected an integer, got {value!r}")
-        return value
-    if typ is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(source, key, f"expected a number, got {value!r}")
-        return float(value)
-    if typ is str:
-        if not isinstance(value, str):
-            raise ConfigError(source, key, f"expected a string, got {value!r}")
-        return value
-    if origin is types.UnionType:
-        options = [a for a in get_args(typ) if a is not type(None)]
-        if len(options) == 1 and len(get_args(typ)) == 2:  # X | None
-            return None if value is None else _convert(value, options[0], key, source)
-        raise ConfigError(source, key, "unsupported type")
-    raise ConfigError(source, key, f"unsupported type {typ}")
-
-
-AUTO = -1  # an "auto" key, until validate() works out its value
-
-
-def _auto_int(value: Any, key: str, source: str) -> int:
-    if value == "auto":
-        return AUTO
-    number: int = _convert(value, int, key, source)
-    if number < 0:
-        raise ConfigError(source, key, "must be 0 or more, or auto")
-    return number
+AUTO = -1  # an "auto" key, until checks.validate() works out its value
 
 
 def auto_processes(cfg: Config) -> int:
     """media.processes "auto": twice the workers' calls (see MediaConfig.processes)."""
     i = cfg.inference
     workers = i.workers + len(i.remote)
-    per_worker = i.calls_per_worker or AUTO_POOL_CALLS_PER_WORKER
+    # With no per-worker limit (inference.calls_per_worker: 0), "auto" sizes the pool for the
+    # CPU figure.
+    per_worker = i.calls_per_worker or CALLS_PER_CPU_WORKER
     return max(1, math.ceil(2 * workers * per_worker / cfg.media.calls_per_process))
-
-
-# With no per-worker limit (inference.calls_per_worker: 0), "auto" sizes the pool for this many
-# calls per worker, the CPU figure.
-AUTO_POOL_CALLS_PER_WORKER = 8
-
-
-# Keys that existed once, and what replaced them: an old config fails with directions.
-REMOVED_KEYS = {
-    "delivery.webhook_retries": "removed: failed webhooks are now retried until "
-    "delivery.webhook_horizon_s, then parked as dead letters",
-    "delivery.webhook_queue": "removed: events are spooled on disk; "
-    "delivery.webhook_spool_max bounds them per endpoint",
-}
-
-
-def _build(cls: type[T], data: dict[str, Any], prefix: str, source: str) -> T:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    for key in data:
-        if key not in names:
-            where = f"{prefix}.{key}" if prefix else str(key)
-            raise ConfigError(source, where, REMOVED_KEYS.get(where, "unknown key"))
-    kwargs = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in data:
-            where = f"{prefix}.{f.name}" if prefix else f.name
-            if f.metadata.get("auto"):
-                kwargs[f.name] = _auto_int(data[f.name], where, source)
-            else:
-                kwargs[f.name] = _convert(data[f.name], hints[f.name], where, source)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required field (e.g. webhook url) is missing
-        raise ConfigError(source, prefix or "(top)", str(exc)) from exc
-
-
-def _check_port(source: str, key: str, port: int) -> None:
-    if not 1 <= port <= 65535:
-        raise ConfigError(source, key, f"port {port} is out of range")
-
-
-def validate(cfg: Config, source: str) -> Config:
-    """Checks that cross keys or bound values, and works out the "auto" ones; raises
-    ConfigError."""
-    if cfg.media.processes == AUTO:
-        cfg = dataclasses.replace(
-            cfg, media=dataclasses.replace(cfg.media, processes=auto_processes(cfg))
-        )
-    _check_port(source, "sip.port", cfg.sip.port)
-    for key, addr in (("sip.address", cfg.sip.address), ("sip.public_address", cfg.public_address)):
-        try:
-            ipaddress.ip_address(addr)
-        except ValueError:
-            raise ConfigError(source, key, f"{addr!r} is not an IP address") from None
-    m, i = cfg.media, cfg.inference
-    for key, value in (
-        ("media.calls_per_process", m.calls_per_process),
-        ("inference.max_batch", i.max_batch),
-        ("inference.threads", i.threads),
-        ("media.rtp_ports_per_process", m.rtp_ports_per_process),
-    ):
-        if value < 1:
-            raise ConfigError(source, key, "must be at least 1")
-    if i.calls_per_worker < 0 or i.max_backlog_s < 0:
-        key = "inference.calls_per_worker" if i.calls_per_worker < 0 else "inference.max_backlog_s"
-        raise ConfigError(source, key, "must be 0 (no limit) or more")
-    if m.max_call_rate < 0:
-        raise ConfigError(source, "media.max_call_rate", "must be 0 (no limit) or more")
-    if m.processes < 0 or i.workers < 0:
-        key = "media.processes" if m.processes < 0 else "inference.workers"
-        raise ConfigError(source, key, "must be 0 or more")
-    if m.processes and not (i.workers or i.remote):
-        raise ConfigError(source, "inference.workers", "media processes need a worker: at least"
-                          " 1 here, or some in inference.remote")  # fmt: skip
-    if not (m.processes or i.workers):
-        raise ConfigError(source, "media.processes", "nothing to run: no media process, no worker")
-    _check_wire(cfg, source)
-    if m.drain_timeout_s < 0:
-        raise ConfigError(source, "media.drain_timeout_s", "must be 0 or more")
-    if m.rtp_ports_per_process < 4 * m.calls_per_process:
-        raise ConfigError(source, "media.rtp_ports_per_process", "need 4 ports per call at least")
-    _check_port(source, "media.sip_port_base", m.sip_port_base + m.processes - 1)
-    _check_port(source, "media.result_port_base", m.result_port_base + m.processes - 1)
-    _check_port(source, "inference.port_base", i.port_base + i.workers - 1)
-    _check_port(source, "inference.heartbeat_port_base", i.heartbeat_port_base + i.workers - 1)
-    _check_port(
-        source, "media.rtp_port_base", m.rtp_port_base + m.processes * m.rtp_ports_per_process
-    )
-    used: dict[int, str] = {cfg.sip.port: "sip.port"}
-    ranges = (
-        ("media.sip_port_base", m.sip_port_base, m.processes),
-        ("media.result_port_base", m.result_port_base, m.processes),
-        ("inference.port_base", i.port_base, i.workers),
-        ("inference.heartbeat_port_base", i.heartbeat_port_base, i.workers),
-    )
-    for key, base, count in ranges:
-        for port in range(base, base + count):
-            if port in used:
-                raise ConfigError(source, key, f"port {port} is also used by {used[port]}")
-            used[port] = key
-    if not 0 <= i.nice <= 19:
-        raise ConfigError(source, "inference.nice", "must be between 0 and 19")
-    if not -1 <= i.partial_nice <= 19:
-        raise ConfigError(source, "inference.partial_nice", "must be between -1 and 19")
-    if i.partial_interval_ms < 0 or i.partial_min_new_ms < 0:
-        raise ConfigError(source, "inference.partial_interval_ms", "must not be negative")
-    if not 0 < i.partial_cpu_share <= 1:
-        raise ConfigError(source, "inference.partial_cpu_share", "must be in (0, 1]")
-    if cfg.vad.turn_pause_ms < 0:
-        raise ConfigError(source, "vad.turn_pause_ms", "must not be negative")
-    if i.device_id < 0 or i.gpu_mem_limit_mb < 0:
-        key = "inference.device_id" if i.device_id < 0 else "inference.gpu_mem_limit_mb"
-        raise ConfigError(source, key, "must not be negative")
-    if i.heartbeat_interval_ms < 10:
-        raise ConfigError(source, "inference.heartbeat_interval_ms", "must be at least 10")
-    if i.heartbeat_timeout_ms < 3 * i.heartbeat_interval_ms:
-        raise ConfigError(
-            source, "inference.heartbeat_timeout_ms", "must be at least 3 heartbeat intervals"
-        )
-    if i.stall_timeout_s < 1:
-        raise ConfigError(source, "inference.stall_timeout_s", "must be at least 1 second")
-    if m.replay_max_s < cfg.vad.max_utterance_s:
-        raise ConfigError(source, "media.replay_max_s", "must be at least vad.max_utterance_s")
-    if i.max_wait_ms < 0:
-        raise ConfigError(source, "inference.max_wait_ms", "must not be negative")
-    if not 0 <= i.max_padding <= 1:
-        raise ConfigError(source, "inference.max_padding", "must be between 0 and 1")
-    if not 0 < cfg.vad.threshold < 1:
-        raise ConfigError(source, "vad.threshold", "must be between 0 and 1")
-    if cfg.vad.max_utterance_s < 1 or cfg.vad.max_utterance_s > 30:
-        raise ConfigError(source, "vad.max_utterance_s", "must be between 1 and 30 seconds")
-    jb = m.jitter_buffer
-    if not 0 < jb.min_prefetch_ms <= jb.max_prefetch_ms <= jb.max_ms or jb.init_ms > jb.max_ms:
-        raise ConfigError(
-            source, "media.jitter_buffer",
-            "need 0 < min_prefetch_ms <= max_prefetch_ms <= max_ms and init_ms <= max_ms",
-        )  # fmt: skip
-    gate = m.silence_gate
-    if min(gate.preroll_ms, gate.hangover_ms) < cfg.vad.speech_pad_ms:
-        # The gate would drop the audio the VAD pads utterances with, silently.
-        raise ConfigError(
-            source, "media.silence_gate.preroll_ms",
-            "preroll_ms and hangover_ms must be at least vad.speech_pad_ms",
-        )  # fmt: skip
-    if not 90 <= cfg.sip.min_se_s <= cfg.sip.session_expires_s:
-        raise ConfigError(
-            source, "sip.min_se_s", "must be at least 90 and at most session_expires_s"
-        )
-    if m.rtp_timeout_s < 0 or m.max_call_s < 0:
-        key = "media.rtp_timeout_s" if m.rtp_timeout_s < 0 else "media.max_call_s"
-        raise ConfigError(source, key, "timeouts must not be negative")
-    if not cfg.delivery.info_package or not all(
-        c.isalnum() or c in "-._!%*+`'~" for c in cfg.delivery.info_package
-    ):
-        raise ConfigError(source, "delivery.info_package", "must be a SIP token")
-    for n, name in enumerate(cfg.sip.metadata_headers):
-        if not name or not all(c.isalnum() or c in "-_*." for c in name):
-            raise ConfigError(
-                source, f"sip.metadata_headers[{n}]", f"{name!r} is not a header name"
-            )
-    d = cfg.delivery
-    for key in ("webhook_timeout_s", "webhook_backoff_s"):
-        if getattr(d, key) <= 0:
-            raise ConfigError(source, f"delivery.{key}", "must be positive")
-    if d.webhook_max_backoff_s < d.webhook_backoff_s:
-        raise ConfigError(source, "delivery.webhook_max_backoff_s", "must be >= webhook_backoff_s")
-    if d.webhook_horizon_s < 0:
-        raise ConfigError(source, "delivery.webhook_horizon_s", "must not be negative")
-    if d.webhook_spool_max < 1:
-        raise ConfigError(source, "delivery.webhook_spool_max", "must be at least 1")
-    for n, hook in enumerate(cfg.webhooks):
-        if not hook.url.startswith(("http://", "https://")):
-            raise ConfigError(source, f"webhooks[{n}].url", "must be an http:// or https:// URL")
-        if not hook.secret:
-            raise ConfigError(source, f"webhooks[{n}].secret", "must not be empty")
-    _check_captions(cfg, source, used)
-    tenants.check(cfg, source)
-    front_security.check(cfg, source)
-    source_limits.check(cfg, source)
-    return cfg
-
-
-def _check_wire(cfg: Config, source: str) -> None:
-    """Addresses of the sockets between media processes and workers; CURVE beyond loopback."""
-    i, m = cfg.inference, cfg.media
-    beyond: list[str] = []
-    addresses = [("inference.address", i.address), ("media.result_address", m.result_address)]
-    addresses += [(f"inference.remote[{n}].address", r.address) for n, r in enumerate(i.remote)]
-    for key, address in addresses:
-        try:
-            if not _loopback(address):
-                beyond.append(key)
-        except ValueError:
-            raise ConfigError(source, key, f"{address!r} is not an IP address") from None
-    for n, r in enumerate(i.remote):
-        _check_port(source, f"inference.remote[{n}].port", r.port)
-        _check_port(source, f"inference.remote[{n}].heartbeat_port", r.heartbeat_port)
-    replies = _reachable(m.result_address, cfg.public_address)
-    if m.processes and _loopback(replies) and any(not _loopback(r.address) for r in i.remote):
-        raise ConfigError(source, "media.result_address", "workers on other hosts send"
-                          " transcripts here: give an address they reach")  # fmt: skip
-    if beyond and not cfg.curve.enabled and not cfg.curve.allow_plaintext:
-        raise ConfigError(
-            source,
-            beyond[0],
-            "beyond loopback, call audio and transcripts need"
-            " curve.enabled (or curve.allow_plaintext: true on a trusted network)",
-        )
-
-
-def _check_captions(cfg: Config, source: str, used: dict[int, str]) -> None:
-    c = cfg.captions
-    try:
-        ipaddress.ip_address(c.address)
-    except ValueError:
-        raise ConfigError(
-            source, "captions.address", f"{c.address!r} is not an IP address"
-        ) from None
-    for key, port in (("captions.port", c.port), ("captions.feed_port", c.feed_port)):
-        _check_port(source, key, port)
-        if c.enabled and port in used:
-            raise ConfigError(source, key, f"port {port} is also used by {used[port]}")
-        used[port] = key
-    if c.keep_ended < 0:
-        raise ConfigError(source, "captions.keep_ended", "must be 0 or more")
-    if c.history < 100:
-        raise ConfigError(source, "captions.history", "must be at least 100")
-    if cfg.curve.enabled:
-        if not cfg.curve.keys_dir:
-            raise ConfigError(source, "curve.keys_dir", "needed with curve.enabled: make one"
-                              " with `sip-bridge keys DIR`")  # fmt: skip
-        try:
-            CurveKeys.load(cfg.curve.keys_dir)
-        except CurveError as exc:
-            raise ConfigError(source, "curve.keys_dir", str(exc)) from None
-    m = cfg.metrics
-    try:
-        ipaddress.ip_address(m.address)
-    except ValueError:
-        raise ConfigError(
-            source, "metrics.address", f"{m.address!r} is not an IP address"
-        ) from None
-    _check_port(source, "metrics.port", m.port)
-    if m.enabled and m.port in used:
-        raise ConfigError(source, "metrics.port", f"port {m.port} is also used by {used[m.port]}")
-
-
-def load(path: str | Path | None, workers: int | None = None) -> Config:
-    """Load and validate a config file; ``None`` gives the defaults. ``workers``: overrides
-    ``inference.workers`` (``serve --workers N``) before the "auto" keys are worked out."""
-    if path is None:
-        return validate(_with_workers(Config(), workers), "(defaults)")
-    source = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(source, "(file)", exc.strerror or str(exc)) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, "(file)", f"not valid YAML: {exc}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(source, "(top)", "expected a mapping of keys")
-    return validate(_with_workers(_build(Config, data, "", source), workers), source)
-
-
-def _with_workers(cfg: Config, workers: int | None) -> Config:
-    if workers is None:
-        return cfg
-    return dataclasses.replace(cfg, inference=dataclasses.replace(cfg.inference, workers=workers))

@@ -16,19 +16,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from sip_bridge.settings.config import Config, TenantMatch, WebhookConfig
+from sip_bridge.settings.config import (
+    DEFAULT_MODEL,
+    Config,
+    ConfigError,
+    TenantConfig,
+    TenantMatch,
+    WebhookConfig,
+)
 
 # The header the front adds to every INVITE it relays once it knows the tenant. Reserved: the
 # front removes any the caller sent, and it is never copied into call.started ``headers``.
 TENANT_HEADER = "X-Bridge-Tenant"
 
 # The speech models a tenant may name, with their language. One is bundled (Moonshine base-en,
-# inside the moonshine-cpp wheel) and every worker serves it.
-MODELS = {"moonshine-base-en": "en"}
-DEFAULT_MODEL = "moonshine-base-en"
+# inside the moonshine-cpp wheel) and every worker serves it. The default (DEFAULT_MODEL) is
+# the schema's.
+MODELS = {DEFAULT_MODEL: "en"}
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.!%*+`'~-]*")
@@ -81,8 +86,6 @@ MIN_TOKEN_CHARS = 16
 def check(cfg: Config, source: str) -> None:
     """Checks of ``tenants``, ``unknown_tenant`` and the captions tokens; raises ConfigError
     naming the first bad key."""
-    from sip_bridge.settings.config import ConfigError
-
     for key, problem in _problems(cfg):
         raise ConfigError(source, key, problem)
 
@@ -91,38 +94,8 @@ def _problems(cfg: Config) -> Iterator[tuple[str, str]]:
     names: set[str] = set()
     secrets_by_url = {h.url: h.secret for h in cfg.webhooks}
     for n, t in enumerate(cfg.tenants):
-        key = f"tenants[{n}]"
-        if not _NAME.fullmatch(t.name):
-            yield f"{key}.name", "must be 1-63 letters, digits, '_', '.' or '-'"
-        if t.name in names:
-            yield f"{key}.name", f"tenant {t.name!r} is defined twice"
+        yield from _tenant_problems(t, f"tenants[{n}]", names, secrets_by_url)
         names.add(t.name)
-        for r, rule in enumerate(t.match):
-            yield from _rule_problems(rule, f"{key}.match[{r}]")
-        if t.max_calls < 0:
-            yield f"{key}.max_calls", "must not be negative (0 = no limit)"
-        if t.limit_status not in (486, 503):
-            yield f"{key}.limit_status", "must be 486 or 503"
-        if t.model not in MODELS:
-            available = ", ".join(f"{m} ({lang})" for m, lang in MODELS.items())
-            yield f"{key}.model", f"unknown model {t.model!r}; available: {available}"
-        elif t.language != MODELS[t.model]:
-            yield f"{key}.language", f"model {t.model} speaks {MODELS[t.model]!r} only"
-        for w, hook in enumerate(t.webhooks):
-            where = f"{key}.webhooks[{w}]"
-            if not hook.url.startswith(("http://", "https://")):
-                yield f"{where}.url", "must be an http:// or https:// URL"
-            if not hook.secret:
-                yield f"{where}.secret", "must not be empty"
-            # The spool keys deliveries by URL: one URL, one secret.
-            if secrets_by_url.setdefault(hook.url, hook.secret) != hook.secret:
-                yield (
-                    f"{where}.url",
-                    (
-                        "this URL is configured elsewhere with another secret;"
-                        " give each its own URL (a query string will do)"
-                    ),
-                )
     u = cfg.unknown_tenant
     if u.tenant and u.tenant not in names:
         yield "unknown_tenant.tenant", f"no tenant is named {u.tenant!r}"
@@ -131,6 +104,48 @@ def _problems(cfg: Config) -> Iterator[tuple[str, str]]:
     if not _PLAIN.fullmatch(u.reason):
         yield "unknown_tenant.reason", "must be plain printable text"
     yield from _token_problems(cfg)
+
+
+def _tenant_problems(
+    t: TenantConfig, key: str, names: set[str], secrets_by_url: dict[str, str]
+) -> Iterator[tuple[str, str]]:
+    """One tenant's problems; ``names``: the tenants before it, ``secrets_by_url``: every
+    webhook URL seen so far and its secret (added to)."""
+    if not _NAME.fullmatch(t.name):
+        yield f"{key}.name", "must be 1-63 letters, digits, '_', '.' or '-'"
+    if t.name in names:
+        yield f"{key}.name", f"tenant {t.name!r} is defined twice"
+    for r, rule in enumerate(t.match):
+        yield from _rule_problems(rule, f"{key}.match[{r}]")
+    if t.max_calls < 0:
+        yield f"{key}.max_calls", "must not be negative (0 = no limit)"
+    if t.limit_status not in (486, 503):
+        yield f"{key}.limit_status", "must be 486 or 503"
+    if t.model not in MODELS:
+        available = ", ".join(f"{m} ({lang})" for m, lang in MODELS.items())
+        yield f"{key}.model", f"unknown model {t.model!r}; available: {available}"
+    elif t.language != MODELS[t.model]:
+        yield f"{key}.language", f"model {t.model} speaks {MODELS[t.model]!r} only"
+    for w, hook in enumerate(t.webhooks):
+        yield from _webhook_problems(hook, f"{key}.webhooks[{w}]", secrets_by_url)
+
+
+def _webhook_problems(
+    hook: WebhookConfig, where: str, secrets_by_url: dict[str, str]
+) -> Iterator[tuple[str, str]]:
+    if not hook.url.startswith(("http://", "https://")):
+        yield f"{where}.url", "must be an http:// or https:// URL"
+    if not hook.secret:
+        yield f"{where}.secret", "must not be empty"
+    # The spool keys deliveries by URL: one URL, one secret.
+    if secrets_by_url.setdefault(hook.url, hook.secret) != hook.secret:
+        yield (
+            f"{where}.url",
+            (
+                "this URL is configured elsewhere with another secret;"
+                " give each its own URL (a query string will do)"
+            ),
+        )
 
 
 def _rule_problems(rule: TenantMatch, key: str) -> Iterator[tuple[str, str]]:

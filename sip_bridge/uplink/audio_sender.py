@@ -37,7 +37,12 @@ from media.curve import CurveKeys
 from media.log_sampling import worth_logging
 from media.replay_buffer import ReplayBuffer
 from media.silence_gate import SilenceGate, SuppressedStream
-from sip_bridge.settings.config import SilenceGateConfig
+from sip_bridge.settings.config import (
+    HEARTBEAT_TIMEOUT_MS,
+    REPLAY_MAX_S,
+    STALL_TIMEOUT_S,
+    SilenceGateConfig,
+)
 from sip_bridge.uplink.worker_router import Move, WorkerRouter
 
 log = logging.getLogger(__name__)
@@ -131,9 +136,9 @@ class SenderSettings:
     reply_to: str
     gate: SilenceGateConfig
     process_index: int = 0  # spreads the processes' first choices over the workers
-    heartbeat_timeout_s: float = 1.5
-    stall_timeout_s: float = 15.0
-    replay_max_s: float = 60.0
+    heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_MS / 1000.0
+    stall_timeout_s: float = STALL_TIMEOUT_S
+    replay_max_s: float = REPLAY_MAX_S
     curve: CurveKeys | None = None  # CURVE to the workers (None: plain, loopback only)
     calls_per_worker: int = 0  # admission limits (WorkerRouter.has_room); 0: off
     max_backlog_s: float = 0.0

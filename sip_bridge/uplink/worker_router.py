@@ -29,6 +29,7 @@ import logging
 from dataclasses import dataclass
 
 from media.wire import Heartbeat
+from sip_bridge.settings.config import HEARTBEAT_TIMEOUT_MS, STALL_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ class WorkerRouter:
         self,
         workers: int,
         offset: int = 0,
-        timeout_s: float = 1.5,
-        stall_s: float = 15.0,
+        timeout_s: float = HEARTBEAT_TIMEOUT_MS / 1000.0,
+        stall_s: float = STALL_TIMEOUT_S,
         calls_per_worker: int = 0,
         max_backlog_s: float = 0.0,
     ) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sip_bridge.front import kamailio
-from sip_bridge.settings import config
+from sip_bridge.settings import checks, config, loading
 from tests.support.ports import free_udp_ports
 
 SIPP_TIMEOUT_S = 20
@@ -258,7 +258,7 @@ class Front:
         self.kamailio_port = free_udp_port(host=address)
         # Port base - 1 stays free too: the front's loopback socket when the trunk is elsewhere.
         self.media_base = free_udp_port(3) + 1
-        base = config.load(None)
+        base = loading.load(None)
         self.cfg = dataclasses.replace(
             base,
             # The callers here stand for the PBX: a listed trunk, no per-source limit.
@@ -273,7 +273,7 @@ class Front:
             ),
         )
         if changes:  # e.g. tenants: top-level config fields, already built
-            self.cfg = config.validate(dataclasses.replace(self.cfg, **changes), "test")
+            self.cfg = checks.validate(dataclasses.replace(self.cfg, **changes), "test")
         self.files = kamailio.render(self.cfg, tmp / "kamailio")
         self.kamailio: subprocess.Popen[bytes] | None = None
         self.backends: dict[int, subprocess.Popen[bytes]] = {}
