@@ -6,7 +6,6 @@ from the workers' heartbeats, is tested in tests/test_media_process.py.)"""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,21 +14,20 @@ import pytest
 
 from tests.support import speech
 from tests.support.bridge import RunningBridge, serving
-from tests.support.sipp import can_play_pcap, run_calls
+from tests.support.metrics import front_statistic, scrape
+from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PCAP_PLAYBACK
+from tests.support.sipp import run_calls
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.test_e2e import check_call, events_of, make_call
-from tests.test_metrics import scrape
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (speech.available() and shutil.which("kamailio") and shutil.which("sipp")),
-        reason="needs kamailio, sipp and asterisk-core-sounds-en-wav",
-    ),
-    pytest.mark.skipif(not can_play_pcap(), reason="sipp needs CAP_NET_RAW to play pcap audio"),
+    NEEDS_KAMAILIO_SIPP_AND_PROMPTS,
+    NEEDS_PCAP_PLAYBACK,
 ]
 
 CALLS_PER_WORKER = 2
+OVER_CAPACITY = "script:over_capacity"  # the front's count of its refusals for capacity
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +42,13 @@ def bridge(
         yield b
 
 
-def front_over_capacity(bridge: RunningBridge) -> float:
-    key = ("sip_bridge_front_statistic_total", (("name", "script:over_capacity"),))
-    return scrape(bridge).get(key, 0.0)
-
-
 def test_a_burst_beyond_the_workers_capacity_gets_503_at_the_front_and_later_calls_are_taken(
     bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     """Five INVITEs at once: the workers' heartbeats cannot count them in time, the front's
     count of its calls can. Exactly two are taken, three refused at once; once the two have
     ended, the next call is taken."""
-    refused_before = front_over_capacity(bridge)
+    refused_before = front_statistic(bridge, OVER_CAPACITY)
     prompts = speech.select(2 * 5 + 1, min_s=3.0, max_s=5.0, stride=5)
     burst = [make_call(tmp_path, bridge, prompts[2 * n : 2 * n + 2], f"burst{n}") for n in range(5)]
     results = run_calls(burst)
@@ -72,8 +65,8 @@ def test_a_burst_beyond_the_workers_capacity_gets_503_at_the_front_and_later_cal
         text = " ".join(p.text for p in prompts[2 * n : 2 * n + 2])
         assert speech.wer([text], [str(ended["text"])]) <= 0.34, (text, ended)
     deadline = time.monotonic() + 5
-    while front_over_capacity(bridge) - refused_before < len(refused):
-        assert time.monotonic() < deadline, front_over_capacity(bridge) - refused_before
+    while front_statistic(bridge, OVER_CAPACITY) - refused_before < len(refused):
+        assert time.monotonic() < deadline, front_statistic(bridge, OVER_CAPACITY) - refused_before
         time.sleep(0.2)  # the metrics endpoint refreshes the front's counters once a second
     log = bridge.log_text()
     assert log.count("the host is at its capacity of 2 calls") == 1  # once a minute

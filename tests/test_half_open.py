@@ -13,39 +13,36 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import socket
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from sip_bridge.front import kamailio
 from sip_bridge.settings import loading
 from tests.support import half_open, rtp_fuzz, sip_fuzz_corpus, speech
 from tests.support.bridge import RunningBridge, serving
+from tests.support.metrics import front_statistic
+from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PCAP_PLAYBACK
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
-from tests.support.sipp import SippCall, SippResult, can_play_pcap
+from tests.support.sipp import SippCall, SippResult
 from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (speech.available() and shutil.which("kamailio") and shutil.which("sipp")),
-        reason="needs kamailio, sipp and asterisk-core-sounds-en-wav",
-    ),
-    pytest.mark.skipif(not can_play_pcap(), reason="sipp needs CAP_NET_RAW to play pcap audio"),
+    NEEDS_KAMAILIO_SIPP_AND_PROMPTS,
+    NEEDS_PCAP_PLAYBACK,
 ]
 
 ATTACKER = "127.0.0.2"
 FUZZER = "127.0.0.3"
 ACK_TIMEOUT_S = 4.0  # the default sip.ack_timeout_s
 SOURCE_LIMIT = 4  # the default: half of the 8 calls one worker takes (inference.calls_per_worker)
+SOURCE_LIMITED = "script:source_limited"  # the front's count of its refusals over a source's limit
 
 
 @pytest.fixture(scope="module")
@@ -63,18 +60,6 @@ def bridge(
     }
     with serving(tmp_path_factory.mktemp("half-open"), overrides, receiver.url) as b:
         yield b
-
-
-def front_stat(bridge: RunningBridge, name: str) -> float:
-    url = f"http://127.0.0.1:{bridge.config['metrics']['port']}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as r:
-        text = r.read().decode()
-    return sum(
-        s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-        if s.name == "sip_bridge_front_statistic_total" and s.labels.get("name") == name
-    )
 
 
 def wait_idle(bridge: RunningBridge, within_s: float) -> float:
@@ -104,7 +89,7 @@ def assert_transcribed(bridge: RunningBridge, result: SippResult) -> None:
 def test_half_open_calls_hold_a_slot_for_the_ack_timeout_and_one_source_only_its_share(
     bridge: RunningBridge, tmp_path: Path
 ) -> None:
-    limited_before = front_stat(bridge, "script:source_limited")
+    limited_before = front_statistic(bridge, SOURCE_LIMITED)
     burst = [half_open.invite(ATTACKER, "127.0.0.1", bridge.port) for _ in range(12)]
     try:
         half_open.wait(burst, lambda: all(c.final for c in burst), 10, answer_bye=False)
@@ -141,7 +126,7 @@ def test_half_open_calls_hold_a_slot_for_the_ack_timeout_and_one_source_only_its
         print(f"front idle {wait_idle(bridge, ACK_TIMEOUT_S + 10):.1f} s after the call")
     finally:
         half_open.close(burst)
-    assert front_stat(bridge, "script:source_limited") - limited_before >= 12 - SOURCE_LIMIT + 1
+    assert front_statistic(bridge, SOURCE_LIMITED) - limited_before >= 12 - SOURCE_LIMIT + 1
     # Logged once a minute per source, not once per refusal.
     assert len(re.findall(rf"from {re.escape(ATTACKER)}: at its limit", bridge.log_text())) == 1
 

@@ -6,29 +6,24 @@ worker liveness and the front's counters; /healthz and /readyz answer."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import speech
 from tests.support.bridge import RunningBridge, serving
-from tests.support.sipp import can_play_pcap, run_calls
+from tests.support.metrics import get, scrape, value
+from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PCAP_PLAYBACK
+from tests.support.sipp import run_calls
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.test_e2e import check_call, make_call
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (speech.available() and shutil.which("kamailio") and shutil.which("sipp")),
-        reason="needs kamailio, sipp and asterisk-core-sounds-en-wav",
-    ),
-    pytest.mark.skipif(not can_play_pcap(), reason="sipp needs CAP_NET_RAW to play pcap audio"),
+    NEEDS_KAMAILIO_SIPP_AND_PROMPTS,
+    NEEDS_PCAP_PLAYBACK,
 ]
 
 
@@ -39,34 +34,6 @@ def bridge(
     overrides = {"media": {"processes": 2}, "inference": {"workers": 1}}
     with serving(tmp_path_factory.mktemp("metrics"), overrides, receiver.url) as b:
         yield b
-
-
-def get(bridge: RunningBridge, path: str) -> tuple[int, bytes]:
-    url = f"http://127.0.0.1:{bridge.config['metrics']['port']}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-def scrape(bridge: RunningBridge) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    status, body = get(bridge, "/metrics")
-    assert status == 200
-    samples = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
-
-
-def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], metric: str,
-          **labels: str) -> float:  # fmt: skip
-    """The sum over samples of ``metric`` whose labels include ``labels``."""
-    return sum(
-        v for (n, ls), v in samples.items()
-        if n == metric and all((k, w) in ls for k, w in labels.items())
-    )  # fmt: skip
 
 
 def test_health_and_readiness(bridge: RunningBridge) -> None:

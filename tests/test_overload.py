@@ -6,31 +6,29 @@ bench/overload.py, not here.)"""
 
 from __future__ import annotations
 
-import shutil
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import speech
 from tests.support.bridge import RunningBridge, serving
-from tests.support.sipp import can_play_pcap, run_calls
+from tests.support.metrics import front_statistic
+from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PCAP_PLAYBACK
+from tests.support.sipp import run_calls
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.test_e2e import check_call, events_of, make_call
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (speech.available() and shutil.which("kamailio") and shutil.which("sipp")),
-        reason="needs kamailio, sipp and asterisk-core-sounds-en-wav",
-    ),
-    pytest.mark.skipif(not can_play_pcap(), reason="sipp needs CAP_NET_RAW to play pcap audio"),
+    NEEDS_KAMAILIO_SIPP_AND_PROMPTS,
+    NEEDS_PCAP_PLAYBACK,
 ]
 
 CAPACITY = 4
+# Kamailio counts its 5xx replies in two places: stateless replies (sl) and transactions (tm).
+FRONT_5XX = ("sl:5xx_replies", "tmx:5xx_transactions")
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +40,10 @@ def bridge(
         yield b
 
 
-def front_5xx(bridge: RunningBridge) -> float:
-    url = f"http://127.0.0.1:{bridge.config['metrics']['port']}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as r:
-        text = r.read().decode()
-    return sum(
-        s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-        if s.name == "sip_bridge_front_statistic_total"
-        and s.labels.get("name") in ("sl:5xx_replies", "tmx:5xx_transactions")
-    )
-
-
 def test_one_and_a_half_times_capacity_refuses_the_excess_with_503(
     bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
-    before = front_5xx(bridge)
+    before = front_statistic(bridge, *FRONT_5XX)
     prompts = speech.select(int(CAPACITY * 1.5), min_s=3.0, max_s=5.0, stride=3)
     calls = [make_call(tmp_path, bridge, [p], f"load{n}") for n, p in enumerate(prompts)]
     results = run_calls(calls)
@@ -75,6 +60,8 @@ def test_one_and_a_half_times_capacity_refuses_the_excess_with_503(
         assert speech.wer([prompt.text], [str(ended["text"])]) <= 0.34, (prompt.text, ended)
     # Kamailio counts its 503s; the metrics endpoint shows them (refreshed once a second).
     deadline = time.monotonic() + 5
-    while front_5xx(bridge) - before < len(refused) and time.monotonic() < deadline:
+    while (
+        front_statistic(bridge, *FRONT_5XX) - before < len(refused) and time.monotonic() < deadline
+    ):
         time.sleep(0.2)  # polling, bounded by the deadline
-    assert front_5xx(bridge) - before >= len(refused)
+    assert front_statistic(bridge, *FRONT_5XX) - before >= len(refused)
