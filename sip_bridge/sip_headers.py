@@ -19,6 +19,8 @@ _COMPACT = {
 # The reason phrase of a media process's 503 when every worker is full or behind: the front
 # reads it to answer the caller at once instead of trying the other media processes.
 OVER_CAPACITY_REASON = "Transcription Capacity Reached"
+# The Retry-After (seconds) of every 503 the front answers: full, drained, over a limit.
+RETRY_AFTER_S = 5
 MAX_VALUE_CHARS = 512  # a copied header value is cut here
 MAX_HEADERS = 32  # at most this many copied headers per call
 

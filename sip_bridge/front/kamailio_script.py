@@ -35,12 +35,11 @@ from sip_bridge.front import source_limits, tenant_routing
 from sip_bridge.front.kamailio_files import KamailioError, KamailioFiles
 from sip_bridge.settings.config import Config
 from sip_bridge.settings.tenants import TENANT_HEADER
-from sip_bridge.sip_headers import OVER_CAPACITY_REASON
+from sip_bridge.sip_headers import OVER_CAPACITY_REASON, RETRY_AFTER_S
 
 TEMPLATE = "kamailio.cfg.tmpl"  # in this package
 DISPATCH_SET = 1  # dispatcher set holding the media processes
 CHILDREN = 2  # UDP worker processes
-RETRY_AFTER_S = 5  # advertised with our 503s
 FR_TIMER_MS = 1500  # no reply at all (also bounds each OPTIONS probe)
 FR_INV_TIMER_MS = 15000  # provisional received, no final: a hung media process
 

@@ -2,7 +2,7 @@
 
 Owns the Kamailio script text that guards the front (``route[SECURITY]`` for every request,
 ``route[AUTH]`` for new calls), ``tls.cfg``, and the checks of the ``sip``
-keys behind them. :mod:`sip_bridge.front.kamailio` puts these pieces into the front's script;
+keys behind them. :mod:`sip_bridge.front.kamailio_script` puts these pieces into the front's script;
 nothing here runs SIP.
 
 What a stranger learns from us is the point of the order below. A request from a source off the

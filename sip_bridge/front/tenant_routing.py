@@ -2,8 +2,8 @@
 unknown callers and holds each tenant to its concurrent-call limit.
 
 Owns the text of ``route[TENANT]`` (and the modules and parameters it needs), generated from
-``tenants`` and ``unknown_tenant`` in the config. :mod:`sip_bridge.front.kamailio` puts it into the
-front's script; nothing here runs SIP.
+``tenants`` and ``unknown_tenant`` in the config. :mod:`sip_bridge.front.kamailio_script` puts it
+into the front's script; nothing here runs SIP.
 
 * Rules are tried in config order, tenant by tenant; the first match stamps the INVITE with
   ``X-Bridge-Tenant: <name>`` (:data:`sip_bridge.settings.tenants.TENANT_HEADER`; one sent by the
@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from sip_bridge.settings.config import Config, TenantConfig, TenantMatch
 from sip_bridge.settings.tenants import TENANT_HEADER
+from sip_bridge.sip_headers import RETRY_AFTER_S
 
 PROFILE = "tenant"
 LIMIT_LOCK = "tenant-limits"
-RETRY_AFTER_S = 5
 
 
 def modules(cfg: Config) -> list[str]:
