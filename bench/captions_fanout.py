@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness.cpu_time import process_cpu_s  # noqa: E402
 from tests.support.ports import free_tcp_port  # noqa: E402
 
 TOKEN = "bench-operator-token-0123456789"
@@ -102,11 +102,6 @@ def _reader(port: int, latencies: list[float], lock: threading.Lock) -> None:
         conn.close()
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _get(port: int, path: str) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
@@ -146,7 +141,7 @@ def run_level(
                    for _ in range(clients)]  # fmt: skip
         for r in readers:
             r.start()
-        cpu0 = _cpu_s(server.pid)
+        cpu0 = process_cpu_s(server.pid)
         pub = subprocess.run(
             [sys.executable, "-c", _PUBLISHER, str(feed_port), str(calls), str(every_ms),
              str(seconds)],
@@ -158,7 +153,7 @@ def run_level(
         drain = time.monotonic() + 10
         while len(latencies) < expected and time.monotonic() < drain:
             time.sleep(0.05)
-        cpu = _cpu_s(server.pid) - cpu0
+        cpu = process_cpu_s(server.pid) - cpu0
     finally:
         server.terminate()
         server.wait(10)

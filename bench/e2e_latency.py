@@ -16,7 +16,6 @@ Run:  .venv/bin/python bench/e2e_latency.py --calls 1,12 --prompts 3
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import tempfile
@@ -27,6 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness.cpu_time import process_cpu_s  # noqa: E402
+from bench.harness.figures import pct  # noqa: E402
 from bench.harness.sipp_trace import trace_times  # noqa: E402
 from tests.support import speech  # noqa: E402
 from tests.support.bridge import RunningBridge  # noqa: E402
@@ -46,17 +47,8 @@ def speech_end(pcm: np.ndarray, dbfs: float = -40.0) -> float:
     return float((voiced[-1] + 1) * 160 / RATE) if len(voiced) else 0.0
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def pids(log: str, role: str) -> list[int]:
     return [int(p) for p in re.findall(rf"{role} \d+ started \(pid (\d+)\)", log)]
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
 
 
 def run_level(bridge: RunningBridge, work: Path, calls: int, per_call: int, stride: int) -> None:
@@ -77,13 +69,13 @@ def run_level(bridge: RunningBridge, work: Path, calls: int, per_call: int, stri
                               work_dir=work / f"l{calls}-c{i}"))  # fmt: skip
     log = bridge.log_text()
     media, workers = pids(log, "media"), pids(log, "worker")
-    m0 = sum(cpu_seconds(p) for p in media)
-    w0 = sum(cpu_seconds(p) for p in workers)
+    m0 = sum(process_cpu_s(p) for p in media)
+    w0 = sum(process_cpu_s(p) for p in workers)
     t0 = time.monotonic()
     results = run_calls(sipps)
     wall = time.monotonic() - t0
-    m1 = sum(cpu_seconds(p) for p in media)
-    w1 = sum(cpu_seconds(p) for p in workers)
+    m1 = sum(process_cpu_s(p) for p in media)
+    w1 = sum(process_cpu_s(p) for p in workers)
     latencies, refs, hyps, mismatched = [], [], [], 0
     for (mine, ends, _), sipp, result in zip(plans, sipps, results, strict=True):
         ack, infos = trace_times(sipp.trace_path)
@@ -121,9 +113,9 @@ def main() -> None:
         try:
             bridge.wait_ready(600)
             media = pids(bridge.log_text(), "media")
-            c0 = sum(cpu_seconds(p) for p in media)
+            c0 = sum(process_cpu_s(p) for p in media)
             time.sleep(5)
-            idle = (sum(cpu_seconds(p) for p in media) - c0) / 5 / len(media)
+            idle = (sum(process_cpu_s(p) for p in media) - c0) / 5 / len(media)
             print(
                 f"media processes idle: {idle * 100:.2f}% of a core each ({len(media)} processes)"
             )

@@ -13,10 +13,10 @@ Run from the repository root (needs ``asterisk-core-sounds-en-wav``; the default
 The prompt pool is ``worker_capacity``'s: every Asterisk prompt of ``--min-prompt-s`` to
 ``--max-prompt-s`` seconds (8 kHz; resampled to 16 kHz with soxr, as the worker does).
 
-1. Offline, ideal batches: the model alone (``offline_throughput.run_batched``). The whole pool,
-   sorted by length and cut into consecutive batches, in one or two processes of one ONNX Runtime
-   thread each (spawned, model loaded and warmed up, then started together); with two
-   processes each takes every other clip by length, so both get the same mix.
+1. Offline, ideal batches: the model alone (``harness.offline_model``, as ``offline_throughput``
+   runs it). The whole pool, sorted by length and cut into consecutive batches, in one or two
+   processes of one ONNX Runtime thread each (spawned, model loaded and warmed up, then started
+   together); with two processes each takes every other clip by length, so both get the same mix.
    Rows: batch 1 in one process (for reference), batch 1 in two processes, batch 8 in two.
 
    wall s      wall time of the slowest process
@@ -113,211 +113,35 @@ process). It never changes the worker or the model; it only configures them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-import multiprocessing as mp
 import os
-import queue
-import shlex
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
-from multiprocessing.queues import Queue
-from multiprocessing.synchronize import Event
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 import zmq
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.offline_throughput import run_batched
-from bench.worker_capacity import (
-    RATE,
-    TICK_S,
-    Call,
-    Generator,
-    Level,
-    WorkerProcess,
-    WorkerSetup,
-    covered_prompt,
-    fmt_ms,
-    machine_busy_s,
-    make_calls,
-    measure,
-    prompt_pool,
-    warm_up,
-)
-from media import wire
+from bench.harness.capacity import largest_unbroken, search_capacity
+from bench.harness.command_line import add_call_options, invocation, levels, revision
+from bench.harness.figures import fmt_ms, nearest_rank, pct
+from bench.harness.frames import RATE
+from bench.harness.live_level import Level, cadence, measure
+from bench.harness.offline_model import IdealGain, run_offline
+from bench.harness.prompt_calls import make_calls, prompt_pool, require_prompts
+from bench.harness.workers import WorkerPool, WorkerSetup
 from sip_bridge.settings.config import InferenceConfig, VadConfig
-from tests.support import speech
-
-MODEL_RATE = 16000
-OFFLINE_TIMEOUT_S = 1800.0  # loading the model (converting it on a first run) included
-
 
 # -- 1. offline ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class OfflineRun:
-    label: str
-    processes: int
-    batch: int
-    audio_s: float
-    wall_s: float  # the slowest process
-    cpu_s: float  # summed over the processes
-    other_cores: float  # the rest of the machine's CPU meanwhile, in cores
-    padding: float
-    wer: float
-
-    @property
-    def per_wall(self) -> float:
-        return self.audio_s / self.wall_s
-
-    @property
-    def per_cpu(self) -> float:
-        return self.audio_s / self.cpu_s
-
-
-# What an offline process reports: its clip indices, their texts, wall s, CPU s, padded samples.
-ChildResult = tuple[list[int], list[str], float, float, float]
-
-
-def model_audio(pcm: np.ndarray) -> np.ndarray:
-    """8 kHz int16 -> 16 kHz float32, as the worker and ``offline_throughput`` do it."""
-    audio = pcm.astype(np.float32) / 32768.0
-    return np.asarray(soxr.resample(audio, RATE, MODEL_RATE), dtype=np.float32)
-
-
-def offline_child(
-    k: int,
-    indices: list[int],
-    batch: int,
-    pool_s: tuple[float, float],
-    provider: str,
-    go: Event,
-    results: Queue[int | ChildResult],
-) -> None:
-    """One offline process: load the model, warm up, say ready, wait for the go, run, report."""
-    from inference.model_files import default_cache_dir, ensure_converted
-    from inference.moonshine import MoonshineModel
-    from inference.providers import choose_providers
-
-    model = MoonshineModel(
-        ensure_converted(default_cache_dir()), choose_providers(provider), threads=1
-    )
-    pool = prompt_pool(*pool_s)
-    clips = [model_audio(pool[i][1]) for i in indices]
-    model.transcribe(sorted(clips, key=len)[:batch])  # warm-up: first runs allocate
-    results.put(k)
-    if not go.wait(OFFLINE_TIMEOUT_S):
-        return
-    texts, wall, cpu, padding = run_batched(model, clips, batch)
-    results.put((indices, texts, wall, cpu, padding * sum(c.size for c in clips)))
-
-
-def run_offline(
-    label: str,
-    pool: list[tuple[str, np.ndarray]],
-    processes: int,
-    batch: int,
-    args: argparse.Namespace,
-) -> OfflineRun:
-    """The pool in ``processes`` parallel processes (every ``processes``-th clip by length),
-    started together once every one has loaded the model and warmed up."""
-    by_length = sorted(range(len(pool)), key=lambda i: len(pool[i][1]))
-    shares = [by_length[k::processes] for k in range(processes)]
-    ctx = mp.get_context("spawn")
-    go = ctx.Event()
-    results: Queue[int | ChildResult] = ctx.Queue()
-    children = [
-        ctx.Process(
-            target=offline_child,
-            args=(k, share, batch, (args.min_prompt_s, args.max_prompt_s), args.provider),
-            kwargs={"go": go, "results": results},
-            name=f"offline-{k}",
-        )
-        for k, share in enumerate(shares)
-    ]
-    ready: set[int] = set()
-    got: list[ChildResult] = []
-    try:
-        for child in children:
-            child.start()
-        deadline = time.monotonic() + OFFLINE_TIMEOUT_S
-        busy, started = math.nan, math.nan
-        while len(got) < processes:  # bounded by the deadline
-            try:
-                item = results.get(timeout=1.0)
-            except queue.Empty:
-                if time.monotonic() > deadline:
-                    sys.exit(f"offline run {label!r} did not finish in {OFFLINE_TIMEOUT_S:g} s")
-                dead = [c for c in children if c.exitcode not in (None, 0)]
-                if dead:
-                    sys.exit(f"offline process {dead[0].name} exited ({dead[0].exitcode})")
-                continue
-            if isinstance(item, int):
-                ready.add(item)
-                if len(ready) == processes:
-                    busy, started = machine_busy_s(), time.monotonic()
-                    go.set()
-            else:
-                got.append(item)
-        busy = machine_busy_s() - busy
-        elapsed = time.monotonic() - started
-    finally:
-        go.set()  # a child still waiting leaves at once
-        for child in children:
-            child.join(10.0)
-            if child.is_alive():
-                child.terminate()
-                child.join(5.0)
-        results.close()
-    texts = [""] * len(pool)
-    for indices, part, _, _, _ in got:
-        for i, text in zip(indices, part, strict=True):
-            texts[i] = text
-    audio_s = sum(len(clip) for _, clip in pool) / RATE
-    cpu_s = sum(g[3] for g in got)
-    return OfflineRun(
-        label,
-        processes,
-        batch,
-        audio_s,
-        max(g[2] for g in got),
-        cpu_s,
-        max(0.0, busy - cpu_s) / elapsed,
-        sum(g[4] for g in got) / MODEL_RATE / audio_s,
-        speech.wer([text for text, _ in pool], texts),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Offline:
-    one_b1: OfflineRun
-    two_b1: OfflineRun
-    two_b8: OfflineRun
-
-    @property
-    def best_b1(self) -> OfflineRun:
-        return max(self.one_b1, self.two_b1, key=lambda r: r.per_wall)
-
-    @property
-    def gain_wall(self) -> float:
-        return self.two_b8.per_wall / self.best_b1.per_wall
-
-    @property
-    def gain_cpu(self) -> float:
-        return self.two_b8.per_cpu / self.best_b1.per_cpu
-
-
-def section_offline(pool: list[tuple[str, np.ndarray]], args: argparse.Namespace) -> Offline:
+def section_offline(pool: list[tuple[str, np.ndarray]], args: argparse.Namespace) -> IdealGain:
     audio_s = sum(len(clip) for _, clip in pool) / RATE
     print(
         f"\n== 1. Offline, ideal length-bucketed batches: the model alone on the prompt pool "
@@ -334,7 +158,8 @@ def section_offline(pool: list[tuple[str, np.ndarray]], args: argparse.Namespace
         ("batch 1, two processes", 2, 1),
         (f"batch {args.max_batch}, two processes", 2, args.max_batch),
     ):
-        run = run_offline(label, pool, processes, batch, args)
+        pool_s = (args.min_prompt_s, args.max_prompt_s)
+        run = run_offline(label, pool, processes, batch, pool_s, args.provider)
         runs.append(run)
         print(
             f"{label:<28} {batch:>5} {run.wall_s:>7.1f} {run.cpu_s:>7.1f} "
@@ -342,7 +167,7 @@ def section_offline(pool: list[tuple[str, np.ndarray]], args: argparse.Namespace
             f"{run.per_cpu:>9.1f} {run.padding:>7.1%} {run.wer:>6.1%}",
             flush=True,
         )
-    offline = Offline(*runs)
+    offline = IdealGain(*runs)
     print(
         f"best batch-1 configuration: {offline.best_b1.label} ({offline.best_b1.per_wall:.1f} "
         f"audio-s per wall-s)\n"
@@ -354,21 +179,6 @@ def section_offline(pool: list[tuple[str, np.ndarray]], args: argparse.Namespace
 
 
 # -- 2. live --------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Mode:
-    """A pair (or more) of workers with one batching setting, and the generator feeding them."""
-
-    label: str
-    max_batch: int
-    workers: list[WorkerProcess] = field(default_factory=list)
-    gen: Generator | None = None
-
-    def generator(self) -> Generator:
-        if self.gen is None:
-            raise RuntimeError(f"{self.label}: not started")
-        return self.gen
 
 
 @dataclass(slots=True)
@@ -394,27 +204,8 @@ class LiveRun:
         return self.level.sustains(bar_ms, self.min_silence_ms if bridge else 0.0)
 
 
-def cadence(calls: list[Call], received: list[tuple[float, wire.Message]]) -> tuple[float, int]:
-    """Share of prompts whose speech lasts over 1 s that got a partial per whole second of it."""
-    by_id = {c.call_id: c for c in calls}
-    counts: dict[tuple[str, int], int] = {}
-    for _, msg in received:
-        if isinstance(msg, wire.Transcript) and not msg.final and msg.call_id in by_id:
-            key = covered_prompt(by_id[msg.call_id], msg)
-            if key is not None:
-                counts[key] = counts.get(key, 0) + 1
-    eligible = kept_up = 0
-    for call in calls:
-        for i, spoken in enumerate(call.spoken):
-            speech_s = (spoken.last_frame + 1 - spoken.first_frame) * TICK_S
-            if speech_s > 1.0:
-                eligible += 1
-                kept_up += counts.get((call.call_id, i), 0) >= math.floor(speech_s)
-    return (kept_up / eligible if eligible else math.nan), eligible
-
-
 def start_modes(
-    modes: list[Mode],
+    modes: list[WorkerPool],
     workdir: Path,
     ctx: zmq.Context[Any],
     pool: list[tuple[str, np.ndarray]],
@@ -422,21 +213,15 @@ def start_modes(
 ) -> str:
     """Start every mode's workers (all loading at once), warm each up; returns the provider."""
     for mode in modes:
-        setup = WorkerSetup(args.partials_ms, mode.max_batch, 1, args.min_silence_ms, args.provider)
-        mode.workers = [
-            WorkerProcess(workdir, f"{mode.label.replace(' ', '')}-{i}", setup)
-            for i in range(args.workers)
-        ]
-    runs_on = {w.wait_ready() for mode in modes for w in mode.workers}
+        mode.start(workdir, args.workers)
+    runs_on = set().union(*(mode.ready() for mode in modes))
     for mode in modes:
-        mode.gen = Generator(ctx, [w.endpoint for w in mode.workers])
-        for i in range(len(mode.workers)):
-            warm_up(mode.gen, pool, i, calls=mode.max_batch)
+        mode.connect(ctx, pool, warm_calls=mode.setup.max_batch)
     return ", ".join(sorted(runs_on))
 
 
 def run_live(
-    mode: Mode,
+    mode: WorkerPool,
     n: int,
     pool: list[tuple[str, np.ndarray]],
     args: argparse.Namespace,
@@ -457,7 +242,7 @@ def run_live(
 
 
 def run_live_once(
-    mode: Mode,
+    mode: WorkerPool,
     n: int,
     pool: list[tuple[str, np.ndarray]],
     args: argparse.Namespace,
@@ -465,7 +250,7 @@ def run_live_once(
     # The same seed for every mode: both modes hear exactly the same calls at a level.
     rng = np.random.default_rng([args.seed, n])
     calls = make_calls(n, pool, rng, args.duration_s, args.stagger_s)
-    gen = mode.generator()
+    gen = mode.gen
     undecodable = gen.undecodable
     level = measure(calls, mode.workers, gen, args.duration_s, args.drain_s)
     run = LiveRun(
@@ -475,8 +260,7 @@ def run_live_once(
         sum(s.clip_samples for c in calls for s in c.spoken) / RATE,
         undecodable=gen.undecodable - undecodable,
     )
-    if level.partial_gaps_ms:
-        run.gap_p95_ms = float(np.percentile(level.partial_gaps_ms, 95))
+    run.gap_p95_ms = pct(level.partial_gaps_ms, 95)
     run.cadence_share, run.cadence_eligible = cadence(calls, gen.received)
     return run
 
@@ -582,7 +366,7 @@ def batching_table(pairs: list[tuple[LiveRun, LiveRun]]) -> None:
 
 
 def capacity_search(
-    batched: Mode,
+    batched: WorkerPool,
     measured: dict[int, LiveRun],
     pool: list[tuple[str, np.ndarray]],
     args: argparse.Namespace,
@@ -599,30 +383,8 @@ def capacity_search(
                 print(line)
         return measured[n].holds(args.bar_ms, bridge=True)
 
-    ladder = sorted(set(args.capacity_calls))
-    passed, failed = 0, None
-    for n in ladder:  # bounded: one level each
-        if not holds(n):
-            failed = n
-            break
-        passed = n
-    if failed is not None and passed == 0:  # the first rung failed: the section-2 levels below
-        for n in sorted((n for n in measured if n < failed), reverse=True):
-            if holds(n):
-                passed = n
-                break
-            failed = n
-    for _ in range(args.refine):  # bounded bisection
-        if failed is None or failed - passed <= 1:
-            break
-        middle = (passed + failed) // 2
-        if middle in (passed, failed):
-            break
-        if holds(middle):
-            passed = middle
-        else:
-            failed = middle
-    return passed, failed
+    # below a failed first rung: section 2's levels
+    return search_capacity(holds, args.capacity_calls, measured.keys(), args.refine)
 
 
 CAPACITY_HEADER = (
@@ -634,13 +396,6 @@ CAPACITY_HEADER = (
     f"{'cores':>5} {'p99/max':>7}"
 )
 SPEECH_BINS = ((0.0, 2.0), (2.0, 4.0), (4.0, math.inf))
-
-
-def nearest_rank(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def capacity_row(run: LiveRun, bar_ms: float) -> str:
@@ -662,18 +417,13 @@ def capacity_row(run: LiveRun, bar_ms: float) -> str:
 
 def unbroken(measured: dict[int, LiveRun], bar_ms: float, bridge: bool) -> int:
     """The largest N of an unbroken run of holding levels from the smallest measured."""
-    best = 0
-    for n in sorted(measured):
-        if not measured[n].holds(bar_ms, bridge):
-            break
-        best = n
-    return best
+    return largest_unbroken((n, run.holds(bar_ms, bridge)) for n, run in measured.items())
 
 
 def section_capacity(
-    batched: Mode,
+    batched: WorkerPool,
     measured: dict[int, LiveRun],
-    offline: Offline | None,
+    offline: IdealGain | None,
     pool: list[tuple[str, np.ndarray]],
     args: argparse.Namespace,
 ) -> None:
@@ -729,34 +479,8 @@ def partials(args: argparse.Namespace) -> str:
     return f"partials every {args.partials_ms} ms" if args.partials_ms else "partials OFF"
 
 
-def revision() -> str:
-    """The commit the workers run, and whether the tree differs from it (others edit it too)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-        ).stdout.split("\n")
-    except OSError:
-        return "unknown (no git)"
-    changed = [line[3:] for line in dirty if line.strip()]
-    return f"{head or '?'}" + (f" + uncommitted changes in {', '.join(changed)}" if changed else "")
-
-
-def command_line() -> str:
-    python = Path(sys.executable)
-    with contextlib.suppress(ValueError):
-        python = python.relative_to(Path.cwd())
-    return shlex.join([str(python), "-m", "bench.inference_scale", *sys.argv[1:]])
-
-
-def levels(text: str) -> list[int]:
-    return sorted({int(x) for x in text.split(",") if x.strip()})
+def worker_setup(args: argparse.Namespace, max_batch: int) -> WorkerSetup:
+    return WorkerSetup(args.partials_ms, max_batch, 1, args.min_silence_ms, args.provider)
 
 
 def parse_args() -> argparse.Namespace:
@@ -771,11 +495,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--refine", type=int, default=3, help="bisection steps after the ladder")
     parser.add_argument("--goal-calls", type=int, default=16, help="level the live-gain goal is at")
     parser.add_argument("--workers", type=int, default=2, help="worker processes per mode")
-    parser.add_argument("--duration-s", type=float, default=40.0, help="call length per level")
-    parser.add_argument("--stagger-s", type=float, default=2.0, help="calls start within this")
-    parser.add_argument("--drain-s", type=float, default=60.0, help="wait for the last results")
-    parser.add_argument("--min-prompt-s", type=float, default=1.0)
-    parser.add_argument("--max-prompt-s", type=float, default=10.0)
+    add_call_options(parser, duration_s=40.0)
     parser.add_argument("--max-batch", type=int, default=InferenceConfig().max_batch)
     parser.add_argument("--bar-ms", type=float, default=500.0, help="capacity bar on p95")
     parser.add_argument("--min-silence-ms", type=int, default=VadConfig().min_silence_ms)
@@ -801,12 +521,11 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if not speech.available():
-        sys.exit("Asterisk prompts missing: apt-get install asterisk-core-sounds-en-wav")
+    require_prompts()
     started = time.monotonic()
     pool = prompt_pool(args.min_prompt_s, args.max_prompt_s)
     mean_s = sum(len(c) for _, c in pool) / len(pool) / RATE
-    print(f"command: {command_line()}")
+    print(f"command: {invocation('bench.inference_scale')}")
     print(f"code: {revision()}")
     print(
         f"{len(pool)} prompts of {args.min_prompt_s:g}-{args.max_prompt_s:g} s (mean "
@@ -816,7 +535,10 @@ def main() -> None:
     )
     offline = section_offline(pool, args) if args.offline else None
 
-    modes = [Mode("batched", args.max_batch), Mode("batch 1", 1)]
+    modes = [
+        WorkerPool("batched", worker_setup(args, args.max_batch)),
+        WorkerPool("batch 1", worker_setup(args, 1)),
+    ]
     ctx: zmq.Context[Any] = zmq.Context()
     try:
         with tempfile.TemporaryDirectory(prefix="inference-scale-") as tmp:
@@ -858,10 +580,7 @@ def main() -> None:
                     section_capacity(modes[0], measured, offline, pool, args)
             finally:
                 for mode in modes:
-                    if mode.gen is not None:
-                        mode.gen.close()
-                    for worker in mode.workers:
-                        worker.stop()
+                    mode.close()
     finally:
         ctx.term()
     print(f"\nwall time of the run: {(time.monotonic() - started) / 60:.1f} min")

@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import soxr
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.harness.offline_model import model_audio, run_batched
+from bench.harness.prompt_calls import require_prompts
 from inference.model_files import default_cache_dir, ensure_converted, locate_shipped
 from inference.moonshine import MoonshineModel
 from inference.moonshine_graph import DECODER_BIAS, ENCODER_BIAS, POSITION_IDS
@@ -41,32 +42,8 @@ def load_clips(count: int, min_s: float, max_s: float) -> tuple[list[str], list[
     # select() also returns the "(4 seconds of silence)" prompt: no words to hear, skip it
     prompts = [p for p in speech.select(count + 10, min_s, max_s) if not p.text.startswith("(")]
     prompts = prompts[:count]
-    clips = [
-        np.asarray(
-            soxr.resample(p.pcm().astype(np.float32) / 32768.0, 8000, 16000), dtype=np.float32
-        )
-        for p in prompts
-    ]
+    clips = [model_audio(p.pcm()) for p in prompts]
     return [p.text for p in prompts], clips
-
-
-def run_batched(
-    model: MoonshineModel, clips: list[np.ndarray], batch: int
-) -> tuple[list[str], float, float, float]:
-    """Texts in input order, wall seconds, CPU seconds, padding as a share of real audio."""
-    order = sorted(range(len(clips)), key=lambda i: clips[i].size)
-    texts = [""] * len(clips)
-    padded = 0
-    wall, cpu = time.perf_counter(), time.process_time()
-    for start in range(0, len(order), batch):
-        bucket = order[start : start + batch]
-        answers = model.transcribe([clips[i] for i in bucket])
-        for index, answer in zip(bucket, answers, strict=True):
-            texts[index] = answer.text
-        longest = max(clips[i].size for i in bucket)
-        padded += sum(longest - clips[i].size for i in bucket)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return texts, wall, cpu, padded / sum(c.size for c in clips)
 
 
 def _step_feeds(
@@ -166,8 +143,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not speech.available():
-        sys.exit("Asterisk prompts missing: apt-get install asterisk-core-sounds-en-wav")
+    require_prompts()
 
     files = ensure_converted(args.cache_dir)
     providers = choose_providers(args.provider)

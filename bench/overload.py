@@ -31,9 +31,9 @@ from bench.e2e_latency import (  # noqa: E402
     LEAD_S,
     RATE,
     TAIL_S,
-    pct,
     speech_end,
 )
+from bench.harness.figures import pct  # noqa: E402
 from bench.harness.sipp_trace import entries, trace_times  # noqa: E402
 from tests.support import speech  # noqa: E402
 from tests.support.bridge import RunningBridge  # noqa: E402

@@ -60,128 +60,48 @@ Run from the repository root (default: 16, 64 and 256 calls, 10 s each, about 4 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import resource
-import select
-import struct
+import sys
 import tempfile
 import time
-import uuid
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context, reduction
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any, Final, Protocol
+from pathlib import Path
+from typing import Any, Final
 
 import numpy as np
 import zmq
 
-from media import wire
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-RATE: Final = 8000
-FRAME: Final = RATE // 50  # samples in 20 ms
-FRAME_BYTES: Final = FRAME * 2
-TICK_S: Final = FRAME / RATE
-MARKS: Final = 50  # frames of distinct source audio per call (sample 0 carries k % MARKS)
+from bench.harness.cpu_time import Usage
+from bench.harness.frames import FRAME, FRAME_BYTES, RATE, TICK_S
+from bench.harness.shm_ring import Ring
+from bench.harness.transport_ends import (
+    MARKS,
+    CodecOutlet,
+    NullOutlet,
+    Outlet,
+    RingOutlet,
+    Sink,
+    ZmqOutlet,
+    call_ids,
+    ring_receive,
+    source_audio,
+    zmq_receive,
+)
+
 TRANSPORTS: Final = ("none", "codec", "zmq-tcp", "zmq-ipc", "shm-poll", "shm-eventfd")
 ZMQ: Final = ("zmq-tcp", "zmq-ipc")
 SHM: Final = ("shm-poll", "shm-eventfd")
 START_DELAY_S: Final = 0.5  # from "go" to the first deadline: both sides are ready and idle
 GRACE_S: Final = 1.0  # the receiver waits this long after the last deadline for late frames
-DRAIN_LIMIT: Final = 1024  # messages (or ring slots) taken per turn of a receive loop
 DELAY_BAR_MS: Final = 20.0
-
-
-# -- the ring -----------------------------------------------------------------------------------
-
-_LEN = struct.Struct("<I")
-_HEAD_IX: Final = 0  # u64 index of the write counter (byte 0)
-_TAIL_IX: Final = 8  # u64 index of the read counter (byte 64: its own cache line)
-_SLOTS_AT: Final = 128
-SLOT: Final = 384  # u32 length + wire header + payload; a multiple of 64 (cache lines)
-_PAYLOAD_AT: Final = 4 + wire.HEADER_SIZE
-MAX_PAYLOAD: Final = SLOT - _PAYLOAD_AT
-
-
-class Ring:
-    """One producer and one consumer, each in its own process, over one shared-memory block.
-
-    ``head`` counts slots written, ``tail`` slots read; only the producer stores ``head`` and only
-    the consumer stores ``tail``. The producer fills a slot, then publishes ``head``; the consumer
-    reads ``head``, copies the slots below it out, then publishes ``tail``.
-    """
-
-    def __init__(self, shm: SharedMemory, slots: int) -> None:
-        if slots <= 0 or slots & (slots - 1):
-            raise ValueError(f"slots must be a power of two, got {slots}")
-        if shm.size < self.size(slots):
-            raise ValueError(f"shared memory of {shm.size} bytes is too small for {slots} slots")
-        if shm.buf is None:
-            raise ValueError("shared memory already closed")
-        self._shm = shm
-        self._buf: memoryview = shm.buf
-        self._counters = self._buf[:_SLOTS_AT].cast("Q")
-        self._slots = slots
-        self._mask = slots - 1
-        self._head = self._counters[_HEAD_IX]
-        self._tail = self._counters[_TAIL_IX]
-
-    @staticmethod
-    def size(slots: int) -> int:
-        return _SLOTS_AT + slots * SLOT
-
-    def put(self, header: wire.Buffer, payload: wire.Buffer) -> bool:
-        """Write one message; False (nothing written) while the ring is full."""
-        head = self._head
-        if head - self._tail >= self._slots:
-            self._tail = self._counters[_TAIL_IX]  # only reread when it looks full
-            if head - self._tail >= self._slots:
-                return False
-        n = len(payload)
-        if n > MAX_PAYLOAD:
-            raise ValueError(f"payload of {n} bytes does not fit a {SLOT}-byte slot")
-        at = _SLOTS_AT + (head & self._mask) * SLOT
-        buf = self._buf
-        _LEN.pack_into(buf, at, n)
-        buf[at + 4 : at + _PAYLOAD_AT] = header
-        buf[at + _PAYLOAD_AT : at + _PAYLOAD_AT + n] = payload
-        self._head = head + 1
-        self._counters[_HEAD_IX] = head + 1  # publish only after the slot is complete
-        return True
-
-    def take(self, limit: int) -> tuple[bytes, int]:
-        """Copy up to ``limit`` ready slots out and free them: ``(bytes, count)``."""
-        tail = self._tail
-        n = min(self._counters[_HEAD_IX] - tail, limit)
-        if n <= 0:
-            return b"", 0
-        start = tail & self._mask
-        first = min(n, self._slots - start)
-        at = _SLOTS_AT + start * SLOT
-        data = bytes(self._buf[at : at + first * SLOT])
-        if first < n:  # wrapped around
-            data += bytes(self._buf[_SLOTS_AT : _SLOTS_AT + (n - first) * SLOT])
-        self._tail = tail + n
-        self._counters[_TAIL_IX] = tail + n  # the slots are ours no more
-        return data, n
-
-    def close(self) -> None:
-        self._counters.release()
-        self._shm.close()
-
-
-def ring_messages(data: bytes, count: int) -> list[tuple[memoryview, memoryview]]:
-    """The ``[header, payload]`` frames of ``count`` slots copied out by :meth:`Ring.take`."""
-    view = memoryview(data)
-    out = []
-    for i in range(count):
-        at = i * SLOT
-        (n,) = _LEN.unpack_from(view, at)
-        out.append((view[at + 4 : at + _PAYLOAD_AT], view[at + _PAYLOAD_AT : at + _PAYLOAD_AT + n]))
-    return out
 
 
 # -- what crosses between the processes -----------------------------------------------------------
@@ -208,25 +128,6 @@ class Go:
 
 
 @dataclass(frozen=True, slots=True)
-class Usage:
-    user: float
-    sys: float
-    switches: int
-
-    @staticmethod
-    def now() -> Usage:
-        r = resource.getrusage(resource.RUSAGE_SELF)
-        return Usage(r.ru_utime, r.ru_stime, r.ru_nvcsw + r.ru_nivcsw)
-
-    def since(self, start: Usage) -> Usage:
-        return Usage(self.user - start.user, self.sys - start.sys, self.switches - start.switches)
-
-    @property
-    def cpu(self) -> float:
-        return self.user + self.sys
-
-
-@dataclass(frozen=True, slots=True)
 class Side:
     usage: Usage
     stamps: bytes  # float64 per (call, frame): send or arrival time, 0.0 = never
@@ -236,74 +137,7 @@ class Side:
     lag_s: float  # worst lateness of a sender deadline
 
 
-def call_ids(calls: int) -> list[str]:
-    return [uuid.UUID(int=i + 1).hex for i in range(calls)]
-
-
-# -- receiving ----------------------------------------------------------------------------------
-
-
-class Sink:
-    """What a worker does with each audio message, plus an arrival stamp and the marker check."""
-
-    def __init__(self, spec: Spec) -> None:
-        self.index = {cid: i for i, cid in enumerate(call_ids(spec.calls))}
-        self.frames = spec.frames
-        self.expected = spec.calls * spec.frames
-        self.stamps = array("d", bytes(8 * self.expected))
-        self.count = 0
-        self.bad = 0
-
-    def handle(self, frames: Sequence[wire.Buffer]) -> None:
-        now = time.monotonic()
-        msg = wire.decode(frames)
-        if not isinstance(msg, wire.Audio):
-            self.bad += 1
-            return
-        pcm = np.frombuffer(msg.pcm, dtype="<i2")
-        call = self.index.get(msg.call_id, -1)
-        k = msg.offset // FRAME
-        if call < 0 or k >= self.frames or pcm[0] != k % MARKS or pcm[-1] != call:
-            self.bad += 1
-            return
-        self.stamps[call * self.frames + k] = now
-        self.count += 1
-
-
-def _zmq_receive(sock: zmq.Socket[Any], sink: Sink, until: float) -> None:
-    # As the worker's loop: poll with a timeout, then drain without blocking.
-    while sink.count < sink.expected:
-        left = until - time.monotonic()
-        if left <= 0:
-            return
-        if not sock.poll(int(min(left, 0.02) * 1000) + 1):
-            continue
-        for _ in range(DRAIN_LIMIT):
-            try:
-                frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            sink.handle([f.buffer for f in frames])
-
-
-def _ring_receive(ring: Ring, sink: Sink, until: float, efd: int, poll_s: float) -> None:
-    waiter = select.poll()
-    if efd >= 0:
-        waiter.register(efd, select.POLLIN)
-    while sink.count < sink.expected:
-        data, n = ring.take(DRAIN_LIMIT)
-        if n:
-            for message in ring_messages(data, n):
-                sink.handle(message)
-            continue
-        left = until - time.monotonic()
-        if left <= 0:
-            return
-        if efd < 0:
-            time.sleep(min(left, poll_s))
-        elif waiter.poll(int(min(left, 0.02) * 1000) + 1):
-            with contextlib.suppress(BlockingIOError):  # already read by an earlier turn
-                os.eventfd_read(efd)
+# -- the two processes -----------------------------------------------------------------------------
 
 
 def _await(conn: Connection[Any, Any], timeout_s: float) -> Any:
@@ -320,7 +154,7 @@ def _sleep_until(t: float) -> None:
 
 def receiver_main(conn: Connection[Any, Any], spec: Spec) -> None:
     efd = reduction.recv_handle(conn) if spec.transport == "shm-eventfd" else -1
-    sink = Sink(spec)
+    sink = Sink(spec.calls, spec.frames)
     ctx: zmq.Context[Any] | None = None
     sock: zmq.Socket[Any] | None = None
     ring: Ring | None = None
@@ -340,9 +174,9 @@ def receiver_main(conn: Connection[Any, Any], spec: Spec) -> None:
         until = go.t0 + spec.frames * TICK_S + GRACE_S
         start = Usage.now()
         if sock is not None:
-            _zmq_receive(sock, sink, until)
+            zmq_receive(sock, sink, until)
         elif ring is not None:
-            _ring_receive(ring, sink, until, efd, spec.poll_s)
+            ring_receive(ring, sink, until, efd, spec.poll_s)
         used = Usage.now().since(start)
         conn.send(Side(used, sink.stamps.tobytes(), sink.count, 0, sink.bad, 0.0))
     finally:
@@ -356,89 +190,7 @@ def receiver_main(conn: Connection[Any, Any], spec: Spec) -> None:
             os.close(efd)
 
 
-# -- sending ------------------------------------------------------------------------------------
-
-
-class Outlet(Protocol):
-    def send(self, call_id: str, offset: int, pcm: bytes) -> bool: ...
-    def flush(self) -> None: ...  # end of one 20 ms burst
-    def close(self) -> None: ...
-
-
-class NullOutlet:
-    def send(self, call_id: str, offset: int, pcm: bytes) -> bool:
-        return True
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class CodecOutlet(NullOutlet):
-    """Encode, then decode in place: the wire codec's cost with nothing crossing."""
-
-    def __init__(self, sink: Sink) -> None:
-        self.sink = sink
-
-    def send(self, call_id: str, offset: int, pcm: bytes) -> bool:
-        self.sink.handle(wire.encode(wire.Audio(call_id, offset, RATE, pcm)))
-        return True
-
-
-class ZmqOutlet(NullOutlet):
-    """As the media process's ``AudioSender``: one PUSH, zero-copy, never blocking."""
-
-    def __init__(self, endpoint: str) -> None:
-        self._ctx: zmq.Context[Any] = zmq.Context()
-        self._sock = self._ctx.socket(zmq.PUSH)
-        self._sock.setsockopt(zmq.SNDHWM, 50_000)
-        self._sock.setsockopt(zmq.LINGER, 1000)
-        self._sock.connect(endpoint)
-
-    def send(self, call_id: str, offset: int, pcm: bytes) -> bool:
-        try:
-            frames = wire.encode(wire.Audio(call_id, offset, RATE, pcm))
-            self._sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return False
-        return True
-
-    def close(self) -> None:
-        self._sock.close()
-        self._ctx.term()
-
-
-class RingOutlet(NullOutlet):
-    def __init__(self, ring: Ring, efd: int) -> None:
-        self._ring = ring
-        self._efd = efd  # -1: the receiver polls
-
-    def send(self, call_id: str, offset: int, pcm: bytes) -> bool:
-        header, payload = wire.encode(wire.Audio(call_id, offset, RATE, pcm))
-        return self._ring.put(header, payload)
-
-    def flush(self) -> None:
-        if self._efd >= 0:
-            os.eventfd_write(self._efd, 1)
-
-    def close(self) -> None:
-        self._ring.close()
-        if self._efd >= 0:
-            os.close(self._efd)
-
-
-def source_audio(calls: int) -> list[bytes]:
-    """Per call, ``MARKS`` frames of noise; sample 0 = the frame's index, the last = the call's."""
-    rng = np.random.default_rng(7)
-    out = []
-    for call in range(calls):
-        pcm = rng.normal(0.0, 3000.0, (MARKS, FRAME)).clip(-32768, 32767).astype("<i2")
-        pcm[:, 0] = np.arange(MARKS)
-        pcm[:, -1] = call
-        out.append(pcm.tobytes())
-    return out
+# -- sending ---------------------------------------------------------------------------------------
 
 
 def _pace(
@@ -470,7 +222,7 @@ def _pace(
 
 def sender_main(conn: Connection[Any, Any], spec: Spec) -> None:
     efd = reduction.recv_handle(conn) if spec.transport == "shm-eventfd" else -1
-    sink = Sink(spec)
+    sink = Sink(spec.calls, spec.frames)
     outlet: Outlet
     if spec.transport in ZMQ:
         outlet = ZmqOutlet(spec.address)

@@ -76,11 +76,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import soxr
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.harness.offline_model import model_audio
+from bench.harness.prompt_calls import require_prompts
 from inference.file_pipeline import OfflineCall
 from inference.model_files import ModelFiles, default_cache_dir, ensure_converted
 from inference.moonshine import MIN_CLIP_SECONDS, MoonshineModel
@@ -321,16 +322,10 @@ def with_vad(
     )
 
 
-def _model_audio(pcm: np.ndarray) -> np.ndarray:
-    """int16 at 8 kHz to float32 at the model's rate, as the worker converts an utterance."""
-    audio = soxr.resample(pcm.astype(np.float32) / 32768.0, RATE, MODEL_RATE)
-    return np.asarray(audio, dtype=np.float32)
-
-
 def without_vad(call: HalfSilentCall, model: MoonshineModel, window_s: float) -> Compute:
     """The whole call in fixed windows of ``window_s``, one by one."""
     started = time.process_time()
-    audio = _model_audio(call.pcm)
+    audio = model_audio(call.pcm)
     rest = time.process_time() - started
     timed = TimedModel(model)
     step = int(window_s * MODEL_RATE)
@@ -341,7 +336,7 @@ def without_vad(call: HalfSilentCall, model: MoonshineModel, window_s: float) ->
 def prompts_cut(call: HalfSilentCall, model: MoonshineModel) -> Compute:
     """Each prompt cut exactly from the call, one by one: the model's own WER on this audio."""
     timed = TimedModel(model)
-    texts = [timed.transcribe([_model_audio(call.pcm[a:b])])[0].text for a, b in call.spans]
+    texts = [timed.transcribe([model_audio(call.pcm[a:b])])[0].text for a, b in call.spans]
     return Compute("prompts cut exactly", texts, timed)
 
 
@@ -435,8 +430,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not speech.available():
-        sys.exit("Asterisk prompts missing: apt-get install asterisk-core-sounds-en-wav")
+    require_prompts()
     count, levels, partials = args.prompts, args.noise_rms, not args.no_partials
     if args.quick:
         count, levels, partials = 4, "0,184", False

@@ -41,12 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from bench.harness.alignment import AlignedPrompt, aligned_prompts
 from bench.harness.caption_lag import CallFigures, Caption, analyse, spoken_words
 from bench.harness.consumers import EventStreamClient, WebhookSink
+from bench.harness.figures import pct
 from bench.harness.sipp_trace import trace_times
 from tests.support import speech
 from tests.support.bridge import RunningBridge
@@ -218,10 +218,6 @@ def run_level(variant: Variant, plans: list[Any], work: Path) -> Level:
         level.info_latencies += analyse(words, info_captions(infos), ack,
                                         CALL_OFFSET_S).final_latencies  # fmt: skip
     return level
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else math.nan
 
 
 def row(calls: int, name: str, lv: Level) -> str:
