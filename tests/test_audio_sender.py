@@ -4,6 +4,7 @@ placement, and the replay a call gets when its worker goes silent."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,9 +22,11 @@ from sip_bridge.uplink.audio_sender import (
     SenderSettings,
     StartCall,
 )
+from sip_bridge.uplink.sender_facts import SenderView
 
 RATE = 8000
 FRAME = 160
+QUEUE_FULL = 6000  # audio_tap.MAX_QUEUED: where the tap starts dropping frames
 
 
 class FakeWorker:
@@ -174,3 +177,104 @@ def test_with_no_live_worker_a_call_waits_and_loses_nothing(
     audio = audio_of(moved)
     assert b"".join(audio[o] for o in sorted(audio)) == b"".join(frames)
     assert not any(getattr(m, "call_id", "") == call for m in workers[0].got)
+
+
+def test_the_main_loop_learns_the_senders_state_only_from_its_facts(
+    two_workers: tuple[AudioSender, list[FakeWorker]],
+) -> None:
+    sender, workers = two_workers
+    view = SenderView(2)
+
+    def drained() -> SenderView:
+        view.drain(sender.facts)
+        return view
+
+    wait_until(lambda: drained().live == (True, True))
+    call = wire.new_call_id()
+    sender.queue.put(StartCall(call, "sip-3", RATE))
+    for f in tone(20, 0):
+        sender.queue.put((call, f))
+    wait_until(lambda: sender.router.worker_of(call) is not None)
+    first = workers[sender.router.worker_of(call) or 0]
+    first.wait_for(lambda got: sum(isinstance(m, wire.Audio) for m in got) >= 20)
+    wait_until(lambda: drained().marks.get(call, (0, 0.0))[0] == 20 * FRAME)
+    assert view.epochs == {call: 0} and view.room
+    wait_until(lambda: drained().counts.frames_in == 20)  # about once a second
+    assert view.counts.frames_sent == 20
+    sender.queue.put(Forget(call))
+    wait_until(lambda: call not in drained().epochs)
+    assert call not in view.marks
+
+
+def slow_sender(ctx: zmq.Context[Any], worker: FakeWorker) -> AudioSender:
+    """A sender whose every clock reading takes a millisecond (one or more per frame): its
+    queue of 6000 frames would take it over 6 s to send."""
+
+    def slow_clock() -> float:
+        time.sleep(0.001)
+        return time.monotonic()
+
+    settings = SenderSettings(
+        (worker.endpoint,), (worker.beat_endpoint,), "tcp://127.0.0.1:9", SilenceGateConfig()
+    )
+    return AudioSender(ctx, settings, clock=slow_clock)
+
+
+def test_stop_overtakes_a_full_frame_queue_and_the_call_still_gets_its_call_end() -> None:
+    ctx: zmq.Context[Any] = zmq.Context()
+    worker = FakeWorker(ctx, 0)
+    sender = slow_sender(ctx, worker)
+    sender.start()
+    try:
+        wait_until(lambda: sender.router.live_workers() == [0])
+        call = wire.new_call_id()
+        sender.queue.put(StartCall(call, "sip-4", RATE))
+        frames = tone(QUEUE_FULL, 0)
+        for f in frames:
+            sender.queue.put((call, f))
+        sender.queue.put(EndCall(call))
+        started = time.monotonic()
+        assert sender.stop()
+        assert time.monotonic() - started < 1.0  # not behind the 6000 frames
+        worker.wait_for(lambda got: any(isinstance(m, wire.CallEnd) for m in got))
+    finally:
+        sender.stop()
+        worker.close()
+        ctx.term()
+    st = sender.stats
+    assert st.frames_unsent > 0 and st.frames_in + st.frames_unsent == QUEUE_FULL
+    msgs = [m for m in worker.got if getattr(m, "call_id", "") == call]
+    assert isinstance(msgs[0], wire.CallStart) and isinstance(msgs[-1], wire.CallEnd)
+    # The audio that was sent is the call's first frames, and the CallEnd comes after it, at
+    # the offset it reached.
+    audio = audio_of(msgs)
+    assert b"".join(audio[o] for o in sorted(audio)) == b"".join(frames[: st.frames_in])
+    assert msgs[-1].offset == st.frames_in * FRAME
+
+
+def test_a_call_end_stays_behind_its_own_frames_among_other_calls_audio(
+    two_workers: tuple[AudioSender, list[FakeWorker]],
+) -> None:
+    """EndCall does not overtake the call's queued frames: its CallEnd carries the offset the
+    audio reached, and a frame after it would be dropped."""
+    sender, workers = two_workers
+    wait_until(lambda: sender.router.live_workers() == [0, 1])
+    a, b = wire.new_call_id(), wire.new_call_id()
+    sender.queue.put(StartCall(a, "sip-a", RATE))
+    sender.queue.put(StartCall(b, "sip-b", RATE))
+    frames_a, frames_b = tone(300, 0), tone(600, 0)
+    for fa, fb in zip(frames_a, frames_b[:300], strict=True):
+        sender.queue.put((a, fa))
+        sender.queue.put((b, fb))
+    sender.queue.put(EndCall(a))
+    for fb in frames_b[300:]:
+        sender.queue.put((b, fb))
+    sender.queue.put(EndCall(b))
+    for call in (a, b):
+        wait_until(lambda c=call: sender.router.worker_of(c) is not None)
+    worker_a = workers[sender.router.worker_of(a) or 0]
+    worker_a.wait_for(lambda got: any(isinstance(m, wire.CallEnd) and m.call_id == a for m in got))
+    msgs = [m for m in worker_a.got if getattr(m, "call_id", "") == a]
+    assert isinstance(msgs[-1], wire.CallEnd) and msgs[-1].offset == 300 * FRAME
+    audio = audio_of(msgs)
+    assert b"".join(audio[o] for o in sorted(audio)) == b"".join(frames_a)

@@ -4,10 +4,17 @@ Threads: PJSUA2 runs with ``threadCnt = 0`` and ``mainThreadOnly``, so every SIP
 PJSUA2 call happens on this module's main loop thread (:meth:`MediaProcess.run`). PJSIP's own
 ``clock`` thread calls :class:`~sip_bridge.calls.audio_tap.CallAudioPort` for audio, which only
 copies and queues (see ``audio_tap``). The :class:`~sip_bridge.uplink.audio_sender.AudioSender`
-thread ships audio to the workers, and moves calls between them when one is lost; results come back
-on a PULL socket read by the main loop, which drops those of a placement the call has left (its
-epoch), turns the rest into events, sends finals into the call as SIP INFO, hands every event to
-the webhook threads and tells the sender which audio it need not keep any more.
+thread ships audio to the workers, and moves calls between them when one is lost; what it knows
+(each call's current epoch, when its audio arrived, whether the workers have room) comes back as
+facts on its ``facts`` queue, which the main loop drains into a
+:class:`~sip_bridge.uplink.sender_facts.SenderView`. Results come back on a PULL socket read by
+the main loop, which drops those of a placement the call has left (its epoch), turns the rest
+into events, hands every event to its sinks (:mod:`~sip_bridge.delivery.sink`: webhooks,
+captions, the call journal, SIP INFO) and tells the sender which audio it need not keep any more.
+
+The parts of a call live beside this module: ``call_state`` (what is held of a call),
+``call_media`` (its audio tap), ``hangups`` (calls we end ourselves), ``refusals`` (INVITEs
+we do not take), ``info_sink`` and ``journal_sink``.
 
 Never do slow work in a PJSUA2 callback, and never let Python's GC free a media port or a call:
 they are released explicitly here (docs/architecture.md, "PJSUA2 facts the media process
@@ -20,10 +27,8 @@ import gc
 import logging
 import signal
 import socket
-import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -35,101 +40,47 @@ from media import wire
 from media.curve import CurveKeys
 from media.log_sampling import worth_logging
 from sip_bridge import metrics, sip_headers
-from sip_bridge.calls import dialogs, orphans, pjsip_settings
+from sip_bridge.calls import hangups, orphans, pjsip_settings
 from sip_bridge.calls.audio_tap import CallAudioPort, release
+from sip_bridge.calls.call_media import CallMedia
+from sip_bridge.calls.call_state import (
+    BridgeAccount,
+    BridgeCall,
+    CallState,
+    call_rows,
+    ended_outcome,
+    header,
+)
 from sip_bridge.calls.frame_copy import make_copier
+from sip_bridge.calls.info_sink import InfoSink
 from sip_bridge.calls.journal import CallJournal
-from sip_bridge.calls.watch import MAX_DURATION, NO_ACK, RTP_TIMEOUT, CallWatch
+from sip_bridge.calls.journal_sink import JournalSink
+from sip_bridge.calls.refusals import Refusals
+from sip_bridge.calls.watch import CallWatch
 from sip_bridge.delivery.call_outputs import CallOutputs
-from sip_bridge.delivery.events import CallEvents, CallInfo, Event
+from sip_bridge.delivery.events import Event
 from sip_bridge.delivery.info_policy import InfoPolicy
+from sip_bridge.delivery.sink import ResultSink
 from sip_bridge.settings import tenants
 from sip_bridge.settings.config import Config
-from sip_bridge.uplink.audio_sender import (
-    AudioSender,
-    Commit,
-    EndCall,
-    Forget,
-    Mute,
-    SenderSettings,
-    StartCall,
-)
+from sip_bridge.uplink.audio_sender import AudioSender, Commit, Forget, SenderSettings
+from sip_bridge.uplink.sender_facts import SenderView
 
 log = logging.getLogger(__name__)
 
-# The Reason header (RFC 3326) of a BYE we send.
-BYE_REASONS = {
-    RTP_TIMEOUT: 'Q.850;cause=102;text="rtp timeout"',
-    MAX_DURATION: 'Q.850;cause=16;text="max duration"',
-    NO_ACK: 'SIP;cause=408;text="no ACK for the 200 OK"',
-}
-HANDED_ACK_WAIT_S = 2.0  # for PJSIP to take the ACK a half-open call's caller never sent
 WATCH_EVERY_S = 1.0  # how often RTP counters and call limits are looked at
 RESULT_MAX_BYTES = wire.HEADER_SIZE + wire.MAX_JSON_BYTES + 1024  # a result, with room to spare
 DTMF_DIGITS = "0123456789*#ABCD"
 DTMF_METHODS = {pj.PJSUA_DTMF_METHOD_RFC2833: "rfc4733", pj.PJSUA_DTMF_METHOD_SIP_INFO: "sip-info"}
 
 
-@dataclass(slots=True)
-class _Call:
-    """Everything this process holds for one call. Only the main loop touches it."""
-
-    call_id: str
-    sip: BridgeCall
-    tenant: tenants.TenantPolicy
-    info: InfoPolicy
-    watch: CallWatch
-    headers: tuple[tuple[str, str], ...] = ()  # INVITE headers for call.started
-    answered_at: float = field(default_factory=time.monotonic)
-    port: CallAudioPort | None = None
-    events: CallEvents | None = None
-    codec: str = ""
-    media_index: int = -1  # the audio stream in the call's SDP
-    conf_slot: int = -1  # the conference slot our port listens to
-    muted: bool = False
-    disconnected_at: float | None = None
-    end_reason: str = ""  # set when we end the call ourselves, else from the SIP state
-    invite: str = ""  # the INVITE as received, until our 2xx makes the dialog
-    dialog: dialogs.Dialog | None = None  # journaled: a successor can BYE the call
-    invite_cseq: int | None = None  # the INVITE's CSeq number (for the ACK we hand PJSIP)
-    acked_for_caller_at: float | None = None  # see MediaProcess._give_up_half_open
-
-
-class BridgeCall(pj.Call):  # type: ignore[misc]
-    def __init__(self, owner: MediaProcess, acc: pj.Account, pj_call_id: int) -> None:
-        super().__init__(acc, pj_call_id)
-        self.owner = owner
-        self.bridge_call_id = wire.new_call_id()
-
-    def onCallState(self, prm: Any) -> None:  # noqa: N802
-        self.owner.on_call_state(self)
-
-    def onCallMediaState(self, prm: Any) -> None:  # noqa: N802
-        self.owner.on_media_state(self)
-
-    def onCallTsxState(self, prm: Any) -> None:  # noqa: N802
-        self.owner.on_tsx_state(self, prm)
-
-    def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802
-        self.owner.on_dtmf(self, prm)
-
-
-class BridgeAccount(pj.Account):  # type: ignore[misc]
-    def __init__(self, owner: MediaProcess) -> None:
-        super().__init__()
-        self.owner = owner
-
-    def onIncomingCall(self, prm: Any) -> None:  # noqa: N802
-        self.owner.on_incoming_call(self, prm)
-
-
 class MediaProcess:
     def __init__(self, cfg: Config, index: int) -> None:
         self.cfg = cfg
         self.index = index
-        self.calls: dict[str, _Call] = {}
-        self._doomed: list[_Call] = []  # released on the next loop turn, outside callbacks
-        self._refused: dict[str, BridgeCall] = {}  # INVITEs we refused, until DISCONNECTED
+        self.calls: dict[str, CallState] = {}
+        self._doomed: list[CallState] = []  # released on the next loop turn, outside callbacks
+        self.refusals = Refusals(cfg.inference.calls_per_worker, cfg.inference.max_backlog_s)
         self._stop = False
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.curve = cfg.curve_keys()
@@ -150,19 +101,27 @@ class MediaProcess:
                 max_backlog_s=cfg.inference.max_backlog_s,
             ),
         )
+        # The sender as of its last facts: the main loop reads nothing of the sender thread.
+        self.uplink = SenderView(len(targets))
         self.stale_results = 0
-        self.over_capacity = 0  # INVITEs refused because every worker was full or behind
-        self._next_capacity_log = 0.0
         self.bad_results = 0  # refused on the result socket: not wire format, or not a result
         self.node = f"{socket.gethostname()}/media{index}"  # as events name it
         self.outputs = CallOutputs(cfg, index, self.ctx, self.node)
         self.copy = make_copier()
+        self.media = CallMedia(
+            self.sender.queue, self.copy, self.node, self._emit, self._publish_calls
+        )
         self.ep = pj.Endpoint()
         self.account: BridgeAccount | None = None
         self.results: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
         self.journal = CallJournal(cfg.journal_path(index))
+        self.journal_sink = JournalSink(self.journal, index)
+        self.info_sink = InfoSink(cfg.delivery.info_package)
+        # Every event of a call goes to each, in this order (webhooks, captions, journal, INFO).
+        self.sinks: list[ResultSink[CallState]] = [
+            *self.outputs.sinks, self.journal_sink, self.info_sink,
+        ]  # fmt: skip
         self._auth: Any = None
-        self._journal_failing = False
         # Results are small JSON; a peer declaring a larger frame is cut off by ZeroMQ.
         self.results.setsockopt(zmq.MAXMSGSIZE, RESULT_MAX_BYTES)
 
@@ -220,10 +179,11 @@ class MediaProcess:
             log.error("call %s: INVITE with %s %r, not a tenant of ours; refused with %d",
                       sip_call.bridge_call_id, tenants.TENANT_HEADER, stamped,
                       u.status)  # fmt: skip
-            self._refuse(sip_call, u.status, u.reason)
+            self.refusals.refuse(sip_call, u.status, u.reason)
             return
-        if not self.sender.room:
-            self._refuse_over_capacity(sip_call)
+        self.uplink.drain(self.sender.facts)
+        if not self.uplink.room:
+            self.refusals.over_capacity_503(sip_call)
             return
         d = self.cfg.delivery
         info = InfoPolicy.for_peer(
@@ -237,7 +197,7 @@ class MediaProcess:
         picked = sip_headers.select(
             [f for f in fields if f[0].lower() != ours], self.cfg.sip.metadata_headers
         )
-        call = _Call(
+        call = CallState(
             sip_call.bridge_call_id, sip_call, tenant, info, watch, tuple(picked.items()), now,
             invite=prm.rdata.wholeMsg,
         )  # fmt: skip
@@ -245,180 +205,37 @@ class MediaProcess:
         op = pj.CallOpParam()
         op.statusCode = 200
         # RFC 6086: we take the framework and no package (DTMF INFO is a legacy usage).
-        op.txOption.headers.append(_header("Recv-Info", ""))
+        op.txOption.headers.append(header("Recv-Info", ""))
         try:
             sip_call.answer(op)
         except pj.Error as exc:
             log.error("call %s: answering failed: %s", call.call_id, exc.info())
             self._forget(call)
 
-    def _refuse_over_capacity(self, sip_call: BridgeCall) -> None:
-        """Every worker has its calls (inference.calls_per_worker) or is behind: 503, which
-        the front answers the caller with its Retry-After, without trying the other media
-        processes (they share the workers). Logged once a minute, counted every time."""
-        self.over_capacity += 1
-        now = time.monotonic()
-        if now >= self._next_capacity_log:
-            self._next_capacity_log = now + 60.0
-            i = self.cfg.inference
-            log.warning(
-                "call %s: refused with 503, every worker is at capacity (%d calls each, "
-                "inference.calls_per_worker) or behind (over %g s of audio waiting); "
-                "%d refused so far", sip_call.bridge_call_id, i.calls_per_worker,
-                i.max_backlog_s, self.over_capacity,
-            )  # fmt: skip
-        self._refuse(sip_call, 503, sip_headers.OVER_CAPACITY_REASON, outcome="over_capacity")
-
-    def _refuse(
-        self,
-        sip_call: BridgeCall,
-        status: int,
-        reason: str,
-        warning: str = "",
-        outcome: str = "refused",
-    ) -> None:
-        """Answer an INVITE we do not take (no tenant of ours; an offer we cannot use)."""
-        op = pj.CallOpParam()
-        op.statusCode = status
-        op.reason = reason
-        if warning:
-            op.txOption.headers.append(_header("Warning", warning))
-        try:
-            sip_call.answer(op)
-        except pj.Error as exc:
-            log.warning("call %s: refusing failed: %s", sip_call.bridge_call_id, exc.info())
-        self._refused[sip_call.bridge_call_id] = sip_call  # released once DISCONNECTED
-        metrics.CALLS.labels(outcome).inc()
-
-    def _call_for(self, sip_call: BridgeCall) -> _Call | None:
+    def _call_for(self, sip_call: BridgeCall) -> CallState | None:
         return self.calls.get(sip_call.bridge_call_id)
 
     def on_media_state(self, sip_call: BridgeCall) -> None:
-        """After each SDP negotiation: the first taps the call's audio; a re-INVITE may put
-        the call on hold or take it off (muted meanwhile), or change the codec, which gives the
-        stream a new conference slot that our port must listen to again."""
         call = self._call_for(sip_call)
         if call is None or call.disconnected_at is not None:
             return
-        info = sip_call.getInfo()
-        live = (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD)
-        for mi, media in enumerate(info.media):
-            if media.type != pj.PJMEDIA_TYPE_AUDIO:
-                continue
-            held = media.status != pj.PJSUA_CALL_MEDIA_ACTIVE
-            if media.status not in live:
-                if call.port is not None:
-                    self._set_hold(call, True)
-                continue
-            try:
-                stream = sip_call.getStreamInfo(mi)
-                audio = sip_call.getAudioMedia(mi)
-            except pj.Error as exc:
-                # An offer that starts on hold (inactive; sendonly in a burst) has no stream yet:
-                # PJSUA says EINVAL. Raised out of this callback, it escaped into PJSIP (fuzz
-                # finding). Nothing to tap until a re-INVITE takes the call off hold.
-                log.info("call %s: no audio stream to tap (%s)", call.call_id, exc.info())
-                if call.port is not None:
-                    self._set_hold(call, True)
-                return
-            codec = f"{stream.codecName}/{stream.codecClockRate}"
-            if call.port is None:
-                rate = 16000 if stream.codecClockRate >= 16000 else 8000
-                call.media_index = mi
-                self._tap(call, audio, info, codec, rate)
-            else:
-                self._retap(call, mi, audio, codec)
-            self._set_hold(call, held)
-            return
-
-    def _set_hold(self, call: _Call, held: bool) -> None:
-        if held != call.muted:
-            call.muted = held
-            self.sender.queue.put(Mute(call.call_id, held))
-            self._publish_calls()
-            log.info("call %s: %s", call.call_id, "on hold (audio not transcribed)" if held
-                     else "off hold")  # fmt: skip
-        call.watch.hold(held, time.monotonic())
-
-    def _retap(self, call: _Call, mi: int, audio: Any, codec: str) -> None:
-        slot = audio.getPortId()
-        if slot == call.conf_slot and mi == call.media_index and codec == call.codec:
-            return
-        assert call.port is not None
-        try:
-            audio.startTransmit(call.port)
-        except pj.Error as exc:
-            log.error("call %s: audio lost after re-INVITE (%s); hanging up", call.call_id,
-                      exc.info())  # fmt: skip
-            self._end_call(call, "media error")
-            return
-        log.info("call %s: audio re-attached after a re-INVITE (%s, was %s)", call.call_id, codec,
-                 call.codec)  # fmt: skip
-        call.conf_slot, call.media_index, call.codec = slot, mi, codec
-        call.watch.media_restarted(time.monotonic())
-
-    def _tap(self, call: _Call, audio: Any, info: Any, codec: str, rate: int) -> None:
-        port = CallAudioPort(call.call_id, self.sender.queue, self.copy)
-        try:
-            fmt = pj.MediaFormatAudio()
-            fmt.init(pj.PJMEDIA_FORMAT_PCM, rate, 1, 20000, 16)
-            port.createPort(f"tap-{call.call_id[:8]}", fmt)
-        except pj.Error as exc:
-            self._abandon_tap(call, port, exc, started=False)
-            return
-        self.sender.queue.put(StartCall(call.call_id, info.callIdString, rate))
-        try:
-            audio.startTransmit(port)  # frames flow from here on, after StartCall in the queue
-        except pj.Error as exc:
-            self._abandon_tap(call, port, exc, started=True)
-            return
-        call.port = port
-        call.conf_slot = audio.getPortId()
-        call.codec = codec
-        call.events = CallEvents(
-            CallInfo(
-                call.call_id, info.callIdString, info.remoteUri, info.localUri, codec, rate,
-                self.node, call.headers,
-            )
-        )  # fmt: skip
-        self._emit(call, call.events.started())
-        metrics.CALLS.labels("answered").inc()
-        self._publish_calls()
-        log.info(
-            "call %s: answered (sip %s, from %s, %s)",
-            call.call_id, info.callIdString, info.remoteUri, codec,
-        )  # fmt: skip
-
-    def _abandon_tap(self, call: _Call, port: CallAudioPort, exc: Any, started: bool) -> None:
-        """The audio tap could not be set up: undo what was done and hang the call up."""
-        release(port)
-        if started:
-            self.sender.queue.put(EndCall(call.call_id))
-            self.sender.queue.put(Forget(call.call_id))
-        log.error("call %s: no audio tap (%s); hanging up", call.call_id, exc.info())
-        self._hangup(call, 500)
+        self.media.negotiated(call)
 
     def on_call_state(self, sip_call: BridgeCall) -> None:
         call = self._call_for(sip_call)
         if call is None:
-            refused = self._refused.get(sip_call.bridge_call_id)
-            if refused is not None and refused.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED:
-                del self._refused[sip_call.bridge_call_id]
-                release(refused)
+            self.refusals.call_state(sip_call)
             return
         info = sip_call.getInfo()
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
             call.watch.confirmed(time.monotonic())
-            if call.acked_for_caller_at is not None:  # the ACK we handed PJSIP: now the BYE
-                call.acked_for_caller_at = None
-                log.info("call %s: hanging up: %s", call.call_id, NO_ACK)
-                self._hangup(call, 200, BYE_REASONS[NO_ACK])
+            hangups.confirmed(call)  # the ACK we handed PJSIP, if it was ours: now the BYE
         if info.state != pj.PJSIP_INV_STATE_DISCONNECTED:
             return
         if not call.end_reason:
             call.end_reason = f"{info.lastStatusCode} {info.lastReason}".strip()
         call.disconnected_at = time.monotonic()
-        self._untap(call)
+        self.media.untap(call)
         if call.events is None:
             log.info("call %s: ended before media (%s)", call.call_id, call.end_reason)
             self._forget(call)
@@ -437,31 +254,9 @@ class MediaProcess:
         if call is None:
             return
         if tsx.method == "INVITE" and call.invite and state.type == pj.PJSIP_EVENT_TX_MSG:
-            self._note_dialog(call, state.src.tdata.wholeMsg)
+            self.journal_sink.answer_sent(call, state.src.tdata.wholeMsg)
             return
-        if tsx.method != "INFO" or tsx.role != pj.PJSIP_ROLE_UAC:
-            return
-        done = (pj.PJSIP_TSX_STATE_COMPLETED, pj.PJSIP_TSX_STATE_TERMINATED)
-        if tsx.state in done and call.info.answered(tsx.statusCode):
-            log.warning(
-                "call %s: peer refused INFO (%d %s); captions continue by webhook only",
-                call.call_id, tsx.statusCode, tsx.statusText,
-            )  # fmt: skip
-
-    def _note_dialog(self, call: _Call, sent: str) -> None:
-        """Our 2xx to the INVITE is going out: the dialog is complete (it has our tag)."""
-        if not sent.startswith("SIP/2.0 2"):
-            return
-        try:
-            call.dialog = dialogs.from_messages(call.invite, sent)
-        except dialogs.DialogError as exc:
-            log.warning("call %s: dialog not journaled (%s): if this process dies, the call"
-                        " is not hung up for the PBX", call.call_id, exc)  # fmt: skip
-        call.invite_cseq = dialogs.invite_cseq(call.invite)
-        call.invite = ""
-        dialog = call.dialog
-        if dialog is not None and call.events is not None:  # else call.started journals it
-            self._journal(lambda: self.journal.dialog(call.call_id, dialog))
+        self.info_sink.transaction(call, tsx)
 
     def on_dtmf(self, sip_call: BridgeCall, prm: Any) -> None:
         call = self._call_for(sip_call)
@@ -484,39 +279,9 @@ class MediaProcess:
 
     # -- results ------------------------------------------------------------------------------
 
-    def _emit(self, call: _Call, event: Event) -> None:
-        self.outputs.event(call.tenant, event)
-        if call.events is not None:
-            events, now = call.events, time.time()
-            self._journal(lambda: self.journal.record(call.tenant.name, events, event,
-                                                      call.dialog, now))  # fmt: skip
-        if call.disconnected_at is None and call.info.wants(event.type, time.monotonic()):
-            self._send_info(call, event)
-
-    def _journal(self, write: Callable[[], None]) -> None:
-        """A journal write; a failing disk costs the journal, never the call."""
-        try:
-            write()
-        except sqlite3.Error as exc:
-            if not self._journal_failing:
-                log.error("media process %d: call journal %s: %s (calls go on; a crash now"
-                          " leaves them to the PBX's timers)", self.index, self.journal.path,
-                          exc)  # fmt: skip
-            self._journal_failing = True
-        else:
-            self._journal_failing = False
-
-    def _send_info(self, call: _Call, event: Event) -> None:
-        prm = pj.CallSendRequestParam()
-        prm.method = "INFO"
-        prm.txOption.contentType = "application/json"
-        prm.txOption.msgBody = event.body.decode()
-        prm.txOption.headers.append(_header("Info-Package", self.cfg.delivery.info_package))
-        prm.txOption.headers.append(_header("Content-Disposition", "Info-Package"))
-        try:
-            call.sip.sendRequest(prm)
-        except pj.Error as exc:
-            log.warning("call %s: INFO not sent: %s", call.call_id, exc.info())
+    def _emit(self, call: CallState, event: Event) -> None:
+        for sink in self.sinks:
+            sink.event(call, event)
 
     def _bad_result(self, why: str) -> None:
         """A message on the result socket that no worker of ours would send: count, log (the
@@ -540,7 +305,10 @@ class MediaProcess:
         if call is None or call.events is None:
             log.debug("result for unknown call %s dropped", msg.call_id)
             return
-        if msg.epoch != self.sender.epochs.get(msg.call_id):
+        # The WorkerEpoch of the placement this result answers was queued before its CallStart
+        # went out, so it is in the facts by now.
+        self.uplink.drain(self.sender.facts)
+        if msg.epoch != self.uplink.epochs.get(msg.call_id):
             self.stale_results += 1  # from a worker the call has left
             metrics.MEDIA_DROPS.labels("stale_result").inc()
             log.debug("call %s: %s of epoch %d dropped (the call moved)", msg.call_id,
@@ -558,10 +326,10 @@ class MediaProcess:
         else:
             self._finish(call, call.end_reason or "hangup")
 
-    def _time_final(self, call: _Call, msg: wire.Transcript) -> None:
+    def _time_final(self, call: CallState, msg: wire.Transcript) -> None:
         """End of speech → final, as this process saw both: the sender noted when the audio at
         its latest offset arrived, so the speech's end arrived that much earlier."""
-        mark = self.sender.marks.get(call.call_id)
+        mark = self.uplink.marks.get(call.call_id)
         if mark is None or call.events is None or not msg.speech_end_offset:
             return
         offset, arrived = mark
@@ -569,94 +337,19 @@ class MediaProcess:
         spoken = arrived - (offset - msg.speech_end_offset) / rate
         metrics.FINAL_LATENCY.observe(max(0.0, time.monotonic() - spoken))
 
-    def _finish(self, call: _Call, reason: str) -> None:
+    def _finish(self, call: CallState, reason: str) -> None:
         if call.events is not None and not call.events.ended:
             duration = (call.disconnected_at or time.monotonic()) - call.answered_at
-            metrics.CALLS.labels(_outcome(reason)).inc()
+            metrics.CALLS.labels(ended_outcome(reason)).inc()
             self._emit(call, call.events.ended_event(reason, duration))
         self._forget(call)
 
-    # -- releasing ----------------------------------------------------------------------------
-
-    def _untap(self, call: _Call) -> None:
-        if call.port is not None:
-            try:
-                call.port.destroy()  # first, so that every frame is queued before EndCall
-            except pj.Error as exc:
-                log.warning("call %s: destroying the audio port: %s", call.call_id, exc.info())
-            call.port = None
-            self.sender.queue.put(EndCall(call.call_id))
-
-    def _end_call(self, call: _Call, reason: str) -> None:
-        """We hang up a call ourselves; ``reason`` goes into call.ended and the BYE."""
-        if call.end_reason or call.disconnected_at is not None:
-            return
-        call.end_reason = reason
-        log.info("call %s: hanging up: %s", call.call_id, reason)
-        self._hangup(call, 200, BYE_REASONS.get(reason))
-
-    def _give_up_half_open(self, call: _Call, now: float) -> None:
-        """End a call that got our 200 and never an ACK (RFC 3261 §13.3.1.4: with a BYE).
-
-        PJSIP ends a call still waiting for its ACK without a BYE and keeps its call slot until
-        its own wait for the ACK ends (32 s), and the front would go on counting it. So we hand
-        PJSIP, over loopback, the ACK the caller owed: the dialog is confirmed, and the hangup
-        that follows (:meth:`on_call_state`) sends the BYE through the front, which releases
-        the call's count, and frees the slot once the BYE is answered or times out at the front.
-        If PJSIP does not take that ACK in time, the call is hung up as it is.
-        """
-        call.end_reason = NO_ACK
-        dialog, cseq = call.dialog, call.invite_cseq
-        if dialog is None or cseq is None:
-            log.warning("call %s: not ACKed; no dialog noted, hanging up as it is", call.call_id)
-            self._hangup(call, 200)
-            return
-        log.info("call %s: no ACK for %.0f s: confirming it for PJSIP to BYE it", call.call_id,
-                 self.cfg.sip.ack_timeout_s)  # fmt: skip
-        port = self.cfg.media_sip_port(self.index)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            ack = dialogs.ack_for_caller(
-                dialog, cseq, f"sip:127.0.0.1:{port}", "127.0.0.1", sock.getsockname()[1]
-            )
-            sock.sendto(ack, ("127.0.0.1", port))
-        call.acked_for_caller_at = now
-
-    def _watch(self, now: float) -> None:
-        """RTP counters and call limits: end the calls that went quiet or ran too long."""
-        for call in list(self.calls.values()):
-            if call.disconnected_at is None and call.acked_for_caller_at is not None:
-                if now - call.acked_for_caller_at >= HANDED_ACK_WAIT_S:  # PJSIP ignored it
-                    call.acked_for_caller_at = None
-                    self._hangup(call, 200, BYE_REASONS[NO_ACK])
-                continue
-            if call.disconnected_at is not None or call.end_reason:
-                continue
-            if call.port is not None and call.media_index >= 0:
-                try:
-                    stat = call.sip.getStreamStat(call.media_index)
-                    call.watch.rtp(stat.rtcp.rxStat.pkt, now)
-                except pj.Error:
-                    pass  # no stream right now (mid re-INVITE): no count this time
-            reason = call.watch.expired(now)
-            if reason == NO_ACK:
-                self._give_up_half_open(call, now)
-            elif reason is not None:
-                self._end_call(call, reason)
-
-    def _hangup(self, call: _Call, code: int, reason_header: str | None = None) -> None:
-        op = pj.CallOpParam()
-        op.statusCode = code
-        if reason_header:
-            op.txOption.headers.append(_header("Reason", reason_header))
-        try:
-            call.sip.hangup(op)
-        except pj.Error as exc:
-            log.warning("call %s: hangup failed: %s", call.call_id, exc.info())
+    # -- metrics, the list of calls, releasing -----------------------------------------------
 
     def _sync_metrics(self) -> None:
         """Running counts kept on other threads, copied into the metrics once a second."""
-        st = self.sender.stats
+        self.uplink.drain(self.sender.facts)
+        st = self.uplink.counts
         for stage, total in (
             ("received", st.frames_in), ("sent", st.frames_sent),
             ("dropped_worker_full", st.frames_dropped),
@@ -672,31 +365,16 @@ class MediaProcess:
         ):
             metrics.sync_counter(metrics.WEBHOOKS, result, total)
         metrics.sync_counter(metrics.MEDIA_DROPS, "bad_heartbeat", st.bad_heartbeats)
-        metrics.ADMITTING.set(1 if self.sender.room else 0)
-        router = self.sender.router
-        for w in range(len(self.sender.settings.worker_endpoints)):
-            metrics.WORKER_UP.labels(str(w)).set(1 if router.is_live(w) else 0)
+        metrics.ADMITTING.set(1 if self.uplink.room else 0)
+        for w, live in enumerate(self.uplink.live):
+            metrics.WORKER_UP.labels(str(w)).set(1 if live else 0)
 
     def _publish_calls(self) -> None:
         """What ``sip-bridge calls`` and the captions page list: this process's answered calls."""
         metrics.ACTIVE_CALLS.set(sum(c.events is not None for c in self.calls.values()))
-        self.outputs.calls_changed([
-            {
-                "call_id": c.call_id,
-                "sip_call_id": c.events.info.sip_call_id,
-                "from": c.events.info.from_uri,
-                "to": c.events.info.to_uri,
-                "codec": c.codec,
-                "started": round(c.events.started_at, 3),
-                "on_hold": c.muted,
-                "node": c.events.info.node,
-                "tenant": c.tenant.name,
-            }
-            for c in self.calls.values()
-            if c.events is not None
-        ])  # fmt: skip
+        self.outputs.calls_changed(call_rows(self.calls.values()))
 
-    def _forget(self, call: _Call) -> None:
+    def _forget(self, call: CallState) -> None:
         self.calls.pop(call.call_id, None)
         if call.events is not None:
             self._publish_calls()
@@ -730,6 +408,7 @@ class MediaProcess:
         poller.register(self.results, zmq.POLLIN)
         next_watch = time.monotonic() + WATCH_EVERY_S
         while not self._stop:
+            self.uplink.drain(self.sender.facts)
             self.ep.libHandleEvents(10)
             for _ in range(100):
                 if not poller.poll(0):
@@ -741,7 +420,9 @@ class MediaProcess:
             self._check_flush_deadlines(now)
             if now >= next_watch:
                 next_watch = now + WATCH_EVERY_S
-                self._watch(now)
+                hangups.watch_calls(list(self.calls.values()), now,
+                                    self.cfg.media_sip_port(self.index),
+                                    self.cfg.sip.ack_timeout_s)  # fmt: skip
                 self._sync_metrics()
         self.shutdown()
 
@@ -754,12 +435,10 @@ class MediaProcess:
         except pj.Error:
             pass
         for call in list(self.calls.values()):
-            self._untap(call)
+            self.media.untap(call)
             self._finish(call, call.end_reason or "shutdown")
         self._reap()
-        for refused in self._refused.values():
-            release(refused)
-        self._refused.clear()
+        self.refusals.release_all()
         sender_stopped = self.sender.stop()
         if not sender_stopped:
             log.error("media process %d: the audio sender did not stop within 5 s; exiting "
@@ -777,22 +456,6 @@ class MediaProcess:
         self.ep.libDestroy()
         if sender_stopped:
             self.ctx.term()  # else it would wait for the sender's sockets forever
-
-
-def _outcome(reason: str) -> str:
-    """The ``sip_bridge_calls`` outcome of a call.ended reason."""
-    if reason.startswith("shutdown"):
-        return "shutdown"
-    if reason.split(";")[0] in (RTP_TIMEOUT, MAX_DURATION, "media error"):
-        return "ended_by_bridge"
-    return "ended_by_caller"
-
-
-def _header(name: str, value: str) -> Any:
-    h = pj.SipHeader()
-    h.hName = name
-    h.hValue = value
-    return h
 
 
 def main(cfg: Config, index: int, on_ready: Callable[[], None] | None = None) -> int:

@@ -1,6 +1,7 @@
-"""Where a media process's events and its list of calls go, apart from SIP INFO: the webhook
-spool (durable, per tenant), the captions server's feed (live, may drop) and the calls file
-that ``sip-bridge calls`` reads.
+"""Where a media process's events and its list of calls go, apart from SIP INFO and the call
+journal: the webhook spool (durable, per tenant) and the captions server's feed (live, may
+drop), each a :class:`~sip_bridge.delivery.sink.ResultSink`, and the calls file that
+``sip-bridge calls`` reads. :class:`CallOutputs` owns them: it starts and closes them.
 
 Runs on the media process's SIP loop thread; nothing here blocks on the network (the webhook
 threads and ZeroMQ do the sending).
@@ -17,11 +18,32 @@ import zmq
 from sip_bridge.calls import active_calls
 from sip_bridge.captions.feed import LIST_EVERY_S, CaptionFeed
 from sip_bridge.delivery.events import Event
+from sip_bridge.delivery.sink import PastCall, ResultSink, TenantCall
 from sip_bridge.delivery.webhooks import Endpoint, WebhookDispatcher
 from sip_bridge.settings import tenants
 from sip_bridge.settings.config import Config
 
 log = logging.getLogger(__name__)
+
+
+class WebhookSink:
+    """Every event into the webhook spool, for the tenant's endpoints (sent by their threads)."""
+
+    def __init__(self, webhooks: WebhookDispatcher) -> None:
+        self._webhooks = webhooks
+
+    def event(self, call: TenantCall, event: Event) -> None:
+        self._webhooks.submit(event, call.tenant.webhook_urls)
+
+
+class CaptionSink:
+    """Every event on the captions feed (a PUB socket: never blocks, drops when full)."""
+
+    def __init__(self, feed: CaptionFeed) -> None:
+        self._feed = feed
+
+    def event(self, call: TenantCall, event: Event) -> None:
+        self._feed.event(call.tenant.name, event.body)
 
 
 class CallOutputs:
@@ -38,6 +60,9 @@ class CallOutputs:
         if cfg.captions.enabled:
             endpoint = f"tcp://127.0.0.1:{cfg.captions.feed_port}"
             self.feed = CaptionFeed(ctx, endpoint, node)
+        self.sinks: list[ResultSink[TenantCall]] = [WebhookSink(self.webhooks)]
+        if self.feed is not None:
+            self.sinks.append(CaptionSink(self.feed))
         self.index = index
         self._path: Path = active_calls.path_for(cfg.runtime_path(), index)
         self._rows: list[dict[str, Any]] = []
@@ -48,9 +73,9 @@ class CallOutputs:
         self.calls_changed([])  # none yet: replaces what a previous run of this index left
 
     def event(self, tenant: tenants.TenantPolicy, event: Event) -> None:
-        self.webhooks.submit(event, tenant.webhook_urls)
-        if self.feed is not None:
-            self.feed.event(tenant.name, event.body)
+        """An event of a call that is not in this process (an orphan): to every sink here."""
+        for sink in self.sinks:
+            sink.event(PastCall(tenant), event)
 
     def calls_changed(self, rows: list[dict[str, Any]]) -> None:
         """The calls in progress changed (one started, ended, went on hold)."""

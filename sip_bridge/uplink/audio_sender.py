@@ -11,12 +11,28 @@ with the heartbeats. Every run of audio sent is also kept in the call's
 final or a checkpoint covered it. When the router moves a call (its worker died, got stuck or
 restarted), the call gets the next *epoch*: a ``CallStart`` that resumes at the buffer's start with
 the next utterance number goes to the new worker, followed by the audio still held, then the live
-audio. :attr:`AudioSender.epochs` tells the main loop which epoch's results are current; it is
-written here before the ``CallStart`` of that epoch is sent, so no current result can beat it.
+audio. A :class:`~sip_bridge.uplink.sender_facts.WorkerEpoch` on the ``facts`` queue tells the
+main loop which epoch's results are current; it is queued before the ``CallStart`` of that epoch
+is sent, so no current result can beat it.
 
-The main loop talks to this thread only through the queue (:class:`StartCall`, :class:`EndCall`,
-:class:`Commit`, :class:`Mute`, :class:`Forget`); PJSIP's clock thread puts ``(call_id, pcm)``
-tuples on it. This module never touches PJSUA2.
+Three paths, each one way:
+
+* ``queue`` (data, in order): PJSIP's clock thread puts ``(call_id, pcm)`` tuples on it, and the
+  main loop puts :class:`StartCall`, :class:`Mute`, :class:`Commit`, :class:`EndCall` and
+  :class:`Forget` behind the frames they follow. They stay in that order on purpose: a call's
+  ``CallEnd`` carries the offset its audio reached and frames after it are dropped, ``Forget``
+  drops the call, and ``Mute`` says which frames are hold music, so none of them may overtake
+  the call's own frames. (The frames ahead of an ``EndCall`` are its call's last ones: the port
+  is destroyed just before it is queued.)
+* :meth:`AudioSender.stop` (control): an ``Event`` the thread checks before each item, so
+  shutdown is not stuck behind queued audio. The thread then winds down: it sends what is
+  queued for the calls (``StartCall``, ``EndCall``...: every call still gets its ``CallEnd``)
+  but not their queued audio (``SenderStats.frames_unsent``). At shutdown the media process has
+  already ended every call and closes its result socket next, so no transcript of that audio
+  could be delivered.
+* ``facts`` (back to the main loop): the :mod:`~sip_bridge.uplink.sender_facts` messages.
+
+This module never touches PJSUA2.
 """
 
 from __future__ import annotations
@@ -43,12 +59,22 @@ from sip_bridge.settings.config import (
     STALL_TIMEOUT_S,
     SilenceGateConfig,
 )
+from sip_bridge.uplink.sender_facts import (
+    Admission,
+    AudioMark,
+    Forgotten,
+    SenderCounts,
+    SenderFact,
+    WorkerEpoch,
+    WorkersLive,
+)
 from sip_bridge.uplink.worker_router import Move, WorkerRouter
 
 log = logging.getLogger(__name__)
 
 # How often the sender reads heartbeats and checks the workers' liveness.
 LIVENESS_TICK_S = 0.05
+COUNTS_EVERY_S = 1.0  # how often the running totals go to the main loop (its metrics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +119,7 @@ class Forget:
 
 @dataclass(frozen=True, slots=True)
 class _Stop:
-    pass
+    """Only wakes a thread waiting on an empty queue: :meth:`AudioSender.stop` is an Event."""
 
 
 Item = tuple[str, bytes] | StartCall | EndCall | Commit | Mute | Forget | _Stop
@@ -127,6 +153,7 @@ class SenderStats:
     replayed_samples: int = 0
     unreplayable_samples: int = 0  # audio the replay bound dropped before a move needed it
     bad_heartbeats: int = 0  # messages on the heartbeat socket that are not wire format
+    frames_unsent: int = 0  # frames still queued at stop, not sent (see the module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,13 +179,13 @@ class AudioSender:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
-        self.stats = SenderStats()
-        # call id -> current epoch. Written only by this thread; the main loop reads it to drop
-        # results of a placement the call has left (single dict operations are atomic in CPython).
+        # What this thread tells the main loop (sender_facts): the main loop drains it into a
+        # SenderView and reads nothing of this object's state.
+        self.facts: queue.SimpleQueue[SenderFact] = queue.SimpleQueue()
+        self.stats = SenderStats()  # this thread's; the main loop gets SenderCounts
+        # call id -> current epoch: this thread's own record (tests read it; the main loop
+        # learns it from WorkerEpoch facts).
         self.epochs: dict[str, int] = {}
-        # call id -> (stream offset, when the frame ending there arrived): the main loop reads
-        # it to time a final from the end of its speech (single dict operations are atomic).
-        self.marks: dict[str, tuple[int, float]] = {}
         self.settings = settings
         self.router = WorkerRouter(
             len(settings.worker_endpoints),
@@ -168,12 +195,15 @@ class AudioSender:
             calls_per_worker=settings.calls_per_worker,
             max_backlog_s=settings.max_backlog_s,
         )
-        # Whether the workers take a new call (WorkerRouter.has_room), as of this thread's last
-        # heartbeat tick or placement; the SIP thread reads it to admit or refuse an INVITE (a
-        # bool attribute's assignment is atomic in CPython). Heartbeats come every 250 ms, so a
-        # burst over several media processes overshoots it; the front's own count of this
-        # host's calls (source_limits) is exact, and this check covers what it cannot see.
-        self.room = True
+        # Whether the workers take a new call (WorkerRouter.has_room), as last told the main
+        # loop (Admission), which admits or refuses an INVITE by it. It is checked at each
+        # heartbeat tick and placement; heartbeats come every 250 ms, so a burst over several
+        # media processes overshoots it; the front's own count of this host's calls
+        # (source_limits) is exact, and this check covers what it cannot see.
+        self._room = True
+        self._live: tuple[bool, ...] = (False,) * len(settings.worker_endpoints)
+        self._next_counts = 0.0
+        self._stopping = threading.Event()
         self._ctx = ctx
         self._clock = clock
         self._calls: dict[str, _CallStream] = {}
@@ -186,9 +216,11 @@ class AudioSender:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """Stop the thread once it has sent what is queued; False if it is still running
+        """Stop the thread after the item in hand, without sending the audio still queued (the
+        calls' own messages still go: see the module docstring); False if it is still running
         after ``timeout`` (its sockets are still open then: do not ``term`` the context)."""
-        self.queue.put(_Stop())
+        self._stopping.set()
+        self.queue.put(_Stop())  # wakes a thread waiting on an empty queue
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
@@ -219,34 +251,58 @@ class AudioSender:
     def _run(self) -> None:
         self._open()
         try:
-            while True:
+            while not self._stopping.is_set():
                 try:
                     item = self.queue.get(timeout=LIVENESS_TICK_S)
                 except queue.Empty:
                     item = None
                 if isinstance(item, tuple):
                     self._audio(*item)
-                elif isinstance(item, StartCall):
-                    self._start(item)
-                elif isinstance(item, EndCall):
-                    self._end(item)
-                elif isinstance(item, Commit):
-                    self._commit(item)
-                elif isinstance(item, Mute):
-                    self._mute(item)
-                elif isinstance(item, Forget):
-                    self._forget(item)
-                elif isinstance(item, _Stop):
-                    return
+                elif item is not None:
+                    self._call_message(item)
                 now = self._clock()
                 if now >= self._next_tick:
                     self._next_tick = now + LIVENESS_TICK_S
                     self.tick(now)
+            self._wind_down()
         finally:
             for sock in self._sockets:
                 sock.close()
             for beats in self._beats:
                 beats.close()
+
+    def _call_message(self, item: Item) -> None:
+        if isinstance(item, StartCall):
+            self._start(item)
+        elif isinstance(item, EndCall):
+            self._end(item)
+        elif isinstance(item, Commit):
+            self._commit(item)
+        elif isinstance(item, Mute):
+            self._mute(item)
+        elif isinstance(item, Forget):
+            self._forget(item)
+
+    def _wind_down(self) -> None:
+        """Stopping: what is queued for the calls goes out, in order; their audio does not."""
+        for _ in range(self.queue.qsize()):  # the taps are gone: nothing more is coming
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, tuple):
+                self.stats.frames_unsent += 1
+            else:
+                self._call_message(item)
+        if self.stats.frames_unsent:
+            log.info("audio sender: stopped with %d frames of audio unsent",
+                     self.stats.frames_unsent)  # fmt: skip
+
+    def _say_room(self) -> None:
+        room = self.router.has_room()
+        if room != self._room:
+            self._room = room
+            self.facts.put(Admission(room))
 
     def tick(self, now: float) -> None:
         """Read the heartbeats that arrived and act on what they (or their absence) say."""
@@ -273,7 +329,17 @@ class AudioSender:
             self._reset_socket(source)
         for move in moves:
             self._move(move)
-        self.room = self.router.has_room()
+        self._say_room()
+        live = tuple(self.router.is_live(w) for w in range(len(self._live)))
+        if live != self._live:
+            self._live = live
+            self.facts.put(WorkersLive(live))
+        if now >= self._next_counts:
+            self._next_counts = now + COUNTS_EVERY_S
+            st = self.stats
+            self.facts.put(
+                SenderCounts(st.frames_in, st.frames_sent, st.frames_dropped, st.bad_heartbeats)
+            )
 
     # -- calls --------------------------------------------------------------------------------
 
@@ -290,13 +356,14 @@ class AudioSender:
         g = self.settings.gate
         gate = SilenceGate(s.sample_rate, g.threshold_dbfs, g.hangover_ms, g.preroll_ms)
         worker = self.router.assign(s.call_id)
-        self.room = self.router.has_room()
+        self._say_room()
         replay = ReplayBuffer(int(self.settings.replay_max_s * s.sample_rate))
         call = _CallStream(
             s.call_id, s.sip_call_id, s.sample_rate, SuppressedStream(gate), replay, worker
         )
         self._calls[s.call_id] = call
         self.epochs[s.call_id] = 0
+        self.facts.put(WorkerEpoch(s.call_id, 0))  # before the CallStart goes out
         if worker is None:
             log.warning("call %s: no live inference worker; its audio is kept until one is up",
                         s.call_id)  # fmt: skip
@@ -325,7 +392,7 @@ class AudioSender:
                 self.stats.frames_sent += frames
             else:
                 self.stats.frames_dropped += frames
-        self.marks[call_id] = (call.stream.offset, self._clock())
+        self.facts.put(AudioMark(call_id, call.stream.offset, self._clock()))
         self._report_lost(call)
 
     def _end(self, e: EndCall) -> None:
@@ -352,8 +419,8 @@ class AudioSender:
     def _forget(self, f: Forget) -> None:
         self._calls.pop(f.call_id, None)
         self.epochs.pop(f.call_id, None)
-        self.marks.pop(f.call_id, None)
         self.router.release(f.call_id)
+        self.facts.put(Forgotten(f.call_id))
 
     def _report_lost(self, call: _CallStream) -> None:
         lost = call.replay.lost_samples
@@ -377,7 +444,8 @@ class AudioSender:
                         "one is up", call.call_id, move.reason, move.source)  # fmt: skip
             return
         call.epoch += 1
-        self.epochs[call.call_id] = call.epoch  # before the CallStart of this epoch goes out
+        self.epochs[call.call_id] = call.epoch
+        self.facts.put(WorkerEpoch(call.call_id, call.epoch))  # before this epoch's CallStart
         self.stats.moves += 1
         resume = call.replay.start
         runs = call.replay.runs()
