@@ -4,6 +4,9 @@ packaged for this machine and Docker has no engine, so syntax and consistency on
 
 from __future__ import annotations
 
+import email.message
+import email.parser
+import email.policy
 import re
 import shutil
 import subprocess
@@ -140,6 +143,25 @@ def test_freeswitch_per_speaker_legs_take_one_direction_each() -> None:
     assert directions == {"caller": "eavesdrop_bridge_aleg", "callee": "eavesdrop_bridge_bleg"}
 
 
+def test_freeswitch_per_speaker_legs_share_one_conversation() -> None:
+    """Both legs of one spied call carry a speaker and the same conversation id, the uuid they
+    eavesdrop on; the bridge groups legs by that header. Mixed and direct legs carry none: they
+    are conversations of their own."""
+    legs = _spy_legs("transcribe-live-call-per-speaker")
+    assert len(legs) == 2
+    speakers, conversations = set(), set()
+    for name, leg in legs.items():
+        speakers.add(leg.variables.get("sip_h_X-Transcribe-Speaker"))
+        conversation = leg.variables.get("sip_h_X-Transcribe-Conversation", "")
+        assert conversation, f"{name}: no sip_h_X-Transcribe-Conversation"
+        assert leg.app == f"&eavesdrop({conversation})", (name, leg.app, conversation)
+        conversations.add(conversation)
+    assert speakers == {"caller", "callee"}
+    assert len(conversations) == 1, conversations
+    for name, leg in _spy_legs("transcribe-live-call").items():
+        assert "sip_h_X-Transcribe-Conversation" not in leg.variables, name
+
+
 # --- Asterisk -------------------------------------------------------------------------------
 
 _EXTEN = re.compile(r"exten\s*=>\s*(?P<pattern>[^,\s]+)\s*,\s*(?P<prio>\d+)\s*,(?P<rest>.*)")
@@ -272,6 +294,51 @@ def test_asterisk_spy_legs_only_listen() -> None:
     assert [s.args for s in spy] == ["${SPY_TARGET},${SPY_OPTIONS}"]
 
 
+def _predial_args(step: Step, handler: str = "transcriber-headers") -> list[str] | None:
+    """The ^-separated arguments a Dial/Originate step passes to its pre-dial handler
+    b(handler^s^1(...)), or None without one. Values hold ${...(...)}: read to the closing
+    parenthesis that balances the opening one."""
+    start = step.args.find(f"b({handler}^s^1(")
+    if start < 0:
+        return None
+    begin = end = start + len(f"b({handler}^s^1(")
+    depth = 1
+    while depth:
+        assert end < len(step.args), f"line {step.line}: unclosed b() arguments"
+        depth += {"(": 1, ")": -1}.get(step.args[end], 0)
+        end += 1
+    return step.args[begin : end - 1].split("^")
+
+
+def test_asterisk_per_speaker_legs_share_one_conversation() -> None:
+    """Both per-speaker legs of one call pass a speaker and the same, non-empty conversation
+    expression to the pre-dial handler; the handler turns ARG2 into X-Transcribe-Speaker and
+    ARG4 into X-Transcribe-Conversation; legs that are not per speaker pass no ARG4."""
+    _, steps = _asterisk_steps()
+    legs = [s for s in steps if s.app in ("Dial", "Originate") and _predial_args(s) is not None]
+    per_speaker = [s for s in legs if s.context == "transcribe-answered-per-speaker"]
+    assert len(per_speaker) == 2, [s.line for s in per_speaker]
+    speakers, conversations = set(), set()
+    for step in per_speaker:
+        args = _predial_args(step)
+        assert args is not None and len(args) == 4, f"line {step.line}: {args}"
+        speakers.add(args[1])
+        assert args[3], f"line {step.line}: empty conversation id"
+        conversations.add(args[3])
+    assert speakers == {"caller", "callee"}
+    assert len(conversations) == 1, conversations
+    for step in legs:
+        if step not in per_speaker:
+            args = _predial_args(step)
+            assert args is not None and (len(args) < 4 or not args[3]), f"line {step.line}"
+    handler = [s.args for s in steps if s.context == "transcriber-headers"]
+    assert "PJSIP_HEADER(add,X-Transcribe-Speaker)=${ARG2}" in handler
+    conversation = [a for a in handler if "X-Transcribe-Conversation" in a]
+    assert conversation == [
+        '$["${ARG4}" != ""]?Set(PJSIP_HEADER(add,X-Transcribe-Conversation)=${ARG4})'
+    ], conversation
+
+
 # pjsip.conf: the type= of each section and the options that must point at another section.
 PJSIP_TYPES = {"transport", "aor", "endpoint", "identify", "auth", "registration"}
 PJSIP_REFERENCES = {
@@ -371,3 +438,98 @@ def test_multi_host_kamailio_example_passes_kamailio_check(tmp_path: Path) -> No
     proc = subprocess.run([KAMAILIO, "-c", "-f", str(path)], capture_output=True, text=True,
                           timeout=30)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# --- SIPREC ---------------------------------------------------------------------------------
+
+RECORDING_NS = "urn:ietf:params:xml:ns:recording:1"
+
+
+def _siprec_example() -> tuple[str, dict[str, str], bytes]:
+    """The ```sip block of siprec/README.md as (start line, headers, body with CRLF)."""
+    text = (DIALPLANS / "siprec" / "README.md").read_text()
+    blocks = re.findall(r"^```sip\n(.*?)^```$", text, re.S | re.M)
+    assert len(blocks) == 1, f"{len(blocks)} ```sip blocks in siprec/README.md"
+    head, sep, body = blocks[0].partition("\n\n")
+    assert sep, "no blank line between headers and body"
+    start, *lines = head.split("\n")
+    headers = {}
+    for line in lines:
+        name, colon, value = line.partition(":")
+        assert colon and name.strip() == name, f"not a header line: {line!r}"
+        assert name.lower() not in headers, f"{name} twice"
+        headers[name.lower()] = value.strip()
+    return start, headers, body.replace("\n", "\r\n").encode()
+
+
+def _sdp_media(sdp: str) -> list[tuple[str, list[str]]]:
+    """[(m= line, its a= attributes)] of an SDP."""
+    media: list[tuple[str, list[str]]] = []
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            media.append((line, []))
+        elif line.startswith("a=") and media:
+            media[-1][1].append(line[2:])
+    return media
+
+
+def _text(part: email.message.Message) -> str:
+    payload = part.get_payload()
+    assert isinstance(payload, str), f"{part.get_content_type()}: not a text part"
+    return payload
+
+
+def test_siprec_example_invite_is_a_siprec_request() -> None:
+    start, headers, body = _siprec_example()
+    assert re.fullmatch(r"INVITE sip:\S+ SIP/2\.0", start), start
+    for name in ("via", "from", "to", "call-id", "cseq", "contact", "max-forwards"):
+        assert name in headers, f"no {name} header"
+    assert "siprec" in [v.strip() for v in headers["require"].split(",")]
+    assert re.search(r";\s*\+sip\.src\b", headers["contact"]), headers["contact"]
+    assert headers["content-type"].startswith("multipart/mixed")
+    assert int(headers["content-length"]) == len(body), (headers["content-length"], len(body))
+
+
+def test_siprec_example_body_is_well_formed_and_labels_match() -> None:
+    _, headers, body = _siprec_example()
+    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
+        b"Content-Type: " + headers["content-type"].encode() + b"\r\n\r\n" + body
+    )
+    assert message.is_multipart() and not message.defects, message.defects
+    parts = {part.get_content_type(): part for part in message.iter_parts()}
+    assert set(parts) == {"application/sdp", "application/rs-metadata+xml"}, set(parts)
+    for part in parts.values():
+        assert not part.defects, part.defects
+
+    media = _sdp_media(_text(parts["application/sdp"]))
+    audio = [(m, attrs) for m, attrs in media if m.startswith("m=audio ")]
+    assert len(audio) >= 2, media
+    sdp_labels = []
+    for m, attrs in audio:
+        assert "sendonly" in attrs, f"{m}: not a=sendonly"
+        labels = [a.split(":", 1)[1] for a in attrs if a.startswith("label:")]
+        assert len(labels) == 1, f"{m}: a=label {labels}"
+        sdp_labels.append(labels[0])
+    assert len(set(sdp_labels)) == len(sdp_labels), sdp_labels
+
+    meta = parts["application/rs-metadata+xml"]
+    assert meta["Content-Disposition"].split(";")[0].strip() == "recording-session"
+    root = ET.fromstring(_text(meta).encode())
+    ns = {"r": RECORDING_NS}
+    assert root.tag == f"{{{RECORDING_NS}}}recording", root.tag
+    streams = {s.get("stream_id"): s.findtext("r:label", "", ns) for s in
+               root.findall("r:stream", ns)}  # fmt: skip
+    assert sorted(streams.values()) == sorted(sdp_labels), (streams, sdp_labels)
+    participants = root.findall("r:participant", ns)
+    assert len(participants) >= 2
+    for participant in participants:
+        name_id = participant.find("r:nameID", ns)
+        assert name_id is not None and name_id.get("aor", "").startswith("sip:")
+    ids = {p.get("participant_id") for p in participants}
+    sent = set()
+    for assoc in root.findall("r:participantstreamassoc", ns):
+        assert assoc.get("participant_id") in ids, assoc.get("participant_id")
+        for ref in assoc.findall("r:send", ns) + assoc.findall("r:recv", ns):
+            assert ref.text in streams, f"no stream {ref.text}"
+        sent |= {ref.text for ref in assoc.findall("r:send", ns)}
+    assert sent == set(streams), "a stream nobody sends"
