@@ -21,6 +21,9 @@ _COMPACT = {
 OVER_CAPACITY_REASON = "Transcription Capacity Reached"
 # The Retry-After (seconds) of every 503 the front answers: full, drained, over a limit.
 RETRY_AFTER_S = 5
+# The front's stamp on an INVITE that required "siprec" (RFC 7866), which it takes off: PJSIP
+# would refuse the option tag with 420. One a caller sends is removed.
+SIPREC_HEADER = "X-Bridge-Siprec"
 MAX_VALUE_CHARS = 512  # a copied header value is cut here
 MAX_HEADERS = 32  # at most this many copied headers per call
 

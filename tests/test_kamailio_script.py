@@ -62,4 +62,4 @@ def test_a_feature_that_is_off_leaves_no_blank_line() -> None:
     cfg = dataclasses.replace(Config(), media=dataclasses.replace(Config().media, max_call_rate=0))
     text = kamailio_script.render_config(cfg, FILES)
     assert '    }\n    xlog("L_INFO", "INVITE $ci: to $du\\n");' in text
-    assert '    remove_hf("X-Bridge-Tenant");\n    if ($shv(draining) == 1) {' in text
+    assert "    route(SIPREC);\n    if ($shv(draining) == 1) {" in text

@@ -95,10 +95,12 @@ def watch_calls(
             continue
         if call.disconnected_at is not None or call.end_reason:
             continue
-        if call.port is not None and call.media_index >= 0:
+        tapped = [t for t in call.taps if t.port is not None and t.media_index >= 0]
+        if tapped:
             try:
-                stat = call.sip.getStreamStat(call.media_index)
-                call.watch.rtp(stat.rtcp.rxStat.pkt, now)
+                # A SIPREC session is alive while any of its streams is.
+                packets = sum(call.sip.getStreamStat(t.media_index).rtcp.rxStat.pkt for t in tapped)
+                call.watch.rtp(packets, now)
             except pj.Error:
                 pass  # no stream right now (mid re-INVITE): no count this time
         reason = call.watch.expired(now)

@@ -25,9 +25,12 @@ from sip_bridge.delivery.events import (
     TRANSCRIPT_FINAL,
     CallEvents,
     CallInfo,
+    Conversation,
     Event,
+    FinalText,
 )
 from sip_bridge.delivery.private_db import open_private
+from sip_bridge.siprec.speakers import Speaker
 
 SCHEMA_VERSION = 1
 _SCHEMA = f"""
@@ -37,7 +40,7 @@ CREATE TABLE IF NOT EXISTS calls (
     info TEXT NOT NULL,          -- CallInfo as JSON
     started_at REAL NOT NULL,    -- wall clock, as call.started said
     seq INTEGER NOT NULL,        -- the last event's
-    finals TEXT NOT NULL,        -- [[utterance, start, end, text], ...]
+    finals TEXT NOT NULL,        -- [[utterance, start, end, text, stream, speaker], ...]
     dialog TEXT,                 -- Dialog as JSON, once our 2xx is sent
     updated_at REAL NOT NULL
 );
@@ -57,12 +60,14 @@ class Orphan:
     info: CallInfo
     started_at: float
     seq: int
-    finals: tuple[tuple[int, float, float, str], ...]
+    finals: tuple[FinalText, ...]
     dialog: Dialog | None
     updated_at: float
+    version: int = 2
+    conversation: Conversation | None = None
 
     def ended_event(self, reason: str, now: float) -> Event:
-        events = CallEvents(self.info, started_at=self.started_at)
+        events = CallEvents(self.info, self.started_at, self.version, self.conversation)
         events.restore(self.seq, self.finals)
         return events.ended_event(reason, max(0.0, now - self.started_at))
 
@@ -85,14 +90,16 @@ class CallJournal:
         for tenant, info, started_at, seq, finals, dialog, updated_at in rows:
             try:
                 fields = json.loads(info)
+                version = int(fields.pop("version", 1))
+                conversation = _conversation(fields.pop("conversation", None))
                 fields["headers"] = tuple(tuple(h) for h in fields.get("headers", ()))
                 call_info = CallInfo(**fields)
-                parsed = tuple((int(u), float(s), float(e), str(t)) for u, s, e, t in
-                               json.loads(finals))  # fmt: skip
+                parsed = tuple(_final(f) for f in json.loads(finals))
                 dlg = Dialog.from_dict(json.loads(dialog)) if dialog else None
-            except (ValueError, TypeError, DialogError):
+            except (ValueError, TypeError, KeyError, DialogError):
                 continue
-            out.append(Orphan(tenant, call_info, started_at, seq, parsed, dlg, updated_at))
+            out.append(Orphan(tenant, call_info, started_at, seq, parsed, dlg, updated_at,
+                              version, conversation))  # fmt: skip
         return out
 
     def record(self, tenant: str, events: CallEvents, event: Event, dialog: Dialog | None,
@@ -115,6 +122,8 @@ class CallJournal:
             "sample_rate": events.info.sample_rate,
             "node": events.info.node,
             "headers": [list(h) for h in events.info.headers],
+            "version": events.version,
+            "conversation": None if events.conversation is None else events.conversation.as_dict(),
         }
         self._db.execute(
             "INSERT OR REPLACE INTO calls (call_id, tenant, info, started_at, seq, finals,"
@@ -142,7 +151,8 @@ class CallJournal:
             self.forget(event.call_id)
         elif event.type == TRANSCRIPT_FINAL:
             body = event.as_dict()
-            final = [body["utterance"], body["start"], body["end"], body["text"]]
+            final = [body["utterance"], body["start"], body["end"], body["text"],
+                     body.get("stream"), body.get("speaker")]  # fmt: skip
             self._db.execute(
                 "UPDATE calls SET seq = ?, finals = json_insert(finals, '$[#]', json(?)),"
                 " updated_at = ? WHERE call_id = ?",
@@ -156,3 +166,26 @@ class CallJournal:
 
     def forget(self, call_id: str) -> None:
         self._db.execute("DELETE FROM calls WHERE call_id = ?", (call_id,))
+
+
+def _final(row: list[Any]) -> FinalText:
+    """A final as the journal keeps it (rows from before SIPREC have four fields)."""
+    u, s, e, text = row[:4]
+    stream = row[4] if len(row) > 4 else None
+    who = row[5] if len(row) > 5 else None
+    speaker = None
+    if isinstance(who, dict):
+        speaker = Speaker(who.get("participant_id"), who.get("name"), who.get("aor"), stream or "")
+    return FinalText(int(u), float(s), float(e), str(text), stream, speaker)
+
+
+def _conversation(obj: Any) -> Conversation | None:
+    if not isinstance(obj, dict):
+        return None
+    return Conversation(
+        str(obj["id"]),
+        str(obj["kind"]),
+        tuple(obj.get("session_ids", ())),
+        tuple(obj.get("call_ids", ())),
+        str(obj.get("metadata", "none")),
+    )

@@ -47,6 +47,7 @@ from sip_bridge.calls.call_state import (
     BridgeAccount,
     BridgeCall,
     CallState,
+    StreamTap,
     call_rows,
     ended_outcome,
     header,
@@ -56,13 +57,16 @@ from sip_bridge.calls.info_sink import InfoSink
 from sip_bridge.calls.journal import CallJournal
 from sip_bridge.calls.journal_sink import JournalSink
 from sip_bridge.calls.refusals import Refusals
+from sip_bridge.calls.siprec_call import SIPREC_HEADER, SiprecCall, audio_count, is_siprec
 from sip_bridge.calls.watch import CallWatch
 from sip_bridge.delivery.call_outputs import CallOutputs
-from sip_bridge.delivery.events import Event
+from sip_bridge.delivery.events import Event, Person
 from sip_bridge.delivery.info_policy import InfoPolicy
 from sip_bridge.delivery.sink import ResultSink
 from sip_bridge.settings import tenants
 from sip_bridge.settings.config import Config
+from sip_bridge.siprec.multipart import MultipartError, message_parts
+from sip_bridge.siprec.speakers import Speaker
 from sip_bridge.uplink.audio_sender import AudioSender, Commit, Forget, SenderSettings
 from sip_bridge.uplink.sender_facts import SenderView
 
@@ -72,6 +76,10 @@ WATCH_EVERY_S = 1.0  # how often RTP counters and call limits are looked at
 RESULT_MAX_BYTES = wire.HEADER_SIZE + wire.MAX_JSON_BYTES + 1024  # a result, with room to spare
 DTMF_DIGITS = "0123456789*#ABCD"
 DTMF_METHODS = {pj.PJSUA_DTMF_METHOD_RFC2833: "rfc4733", pj.PJSUA_DTMF_METHOD_SIP_INFO: "sip-info"}
+# A PBX tags the legs of one conversation (one per speaker: ChanSpy, eavesdrop) with these.
+CONVERSATION_HEADER = "X-Transcribe-Conversation"
+SPEAKER_HEADER = "X-Transcribe-Speaker"
+MAX_SIPREC_STREAMS = 8  # m=audio lines answered in one recording session; more get port 0
 
 
 class MediaProcess:
@@ -109,8 +117,9 @@ class MediaProcess:
         self.outputs = CallOutputs(cfg, index, self.ctx, self.node)
         self.copy = make_copier()
         self.media = CallMedia(
-            self.sender.queue, self.copy, self.node, self._emit, self._publish_calls
-        )
+            self.sender.queue, self.copy, self.node, self._emit, self._publish_calls,
+            cfg.delivery.event_version,
+        )  # fmt: skip
         self.ep = pj.Endpoint()
         self.account: BridgeAccount | None = None
         self.results: zmq.Socket[Any] = self.ctx.socket(zmq.PULL)
@@ -181,6 +190,18 @@ class MediaProcess:
                       u.status)  # fmt: skip
             self.refusals.refuse(sip_call, u.status, u.reason)
             return
+        ctype = sip_headers.value(fields, "Content-Type") or sip_headers.value(fields, "c") or ""
+        if ctype.strip().lower().startswith("multipart/"):
+            try:
+                message_parts(prm.rdata.wholeMsg)
+            except MultipartError as exc:
+                # PJSIP would take it as an INVITE without an offer and answer with its own.
+                log.warning("call %s: INVITE with a %s body that cannot be split (%s); 400",
+                            sip_call.bridge_call_id, ctype.split(";")[0], exc)  # fmt: skip
+                why = str(exc).replace('"', "'")[:200]
+                self.refusals.refuse(sip_call, 400, "Malformed Multipart Body",
+                                     warning=f'399 sip-bridge "{why}"')  # fmt: skip
+                return
         self.uplink.drain(self.sender.facts)
         if not self.uplink.room:
             self.refusals.over_capacity_503(sip_call)
@@ -193,16 +214,32 @@ class MediaProcess:
         now = time.monotonic()
         watch = CallWatch(now, self.cfg.media.rtp_timeout_s, self.cfg.media.max_call_s,
                           self.cfg.sip.ack_timeout_s)  # fmt: skip
-        ours = tenants.TENANT_HEADER.lower()  # the front's, not the caller's
+        ours = (tenants.TENANT_HEADER.lower(), SIPREC_HEADER.lower())  # the front's
         picked = sip_headers.select(
-            [f for f in fields if f[0].lower() != ours], self.cfg.sip.metadata_headers
+            [f for f in fields if f[0].lower() not in ours], self.cfg.sip.metadata_headers
         )
         call = CallState(
             sip_call.bridge_call_id, sip_call, tenant, info, watch, tuple(picked.items()), now,
             invite=prm.rdata.wholeMsg,
         )  # fmt: skip
-        self.calls[call.call_id] = call
         op = pj.CallOpParam()
+        whole = prm.rdata.wholeMsg
+        if is_siprec(sip_headers.value(fields, "Contact"), sip_headers.value(fields, SIPREC_HEADER),
+                     whole):  # fmt: skip
+            call.siprec = SiprecCall(call.call_id, sip_headers.value(fields, "Call-ID") or "")
+            call.siprec.offer(whole)
+            op.opt.audioCount = max(1, min(MAX_SIPREC_STREAMS, len(call.siprec.labels) or
+                                           audio_count(whole)))  # fmt: skip
+            log.info("call %s: SIPREC session, %d streams labelled %s, metadata %s", call.call_id,
+                     len(call.siprec.labels), sorted(call.siprec.labels.values()),
+                     call.siprec.state)  # fmt: skip
+        else:
+            conversation = sip_headers.value(fields, CONVERSATION_HEADER)
+            if conversation:
+                call.conversation = conversation[:256]
+                spoken = (sip_headers.value(fields, SPEAKER_HEADER) or "")[:256] or None
+                call.speaker = Speaker(None, spoken, None, "")
+        self.calls[call.call_id] = call
         op.statusCode = 200
         # RFC 6086: we take the framework and no package (DTMF INFO is a legacy usage).
         op.txOption.headers.append(header("Recv-Info", ""))
@@ -256,7 +293,34 @@ class MediaProcess:
         if tsx.method == "INVITE" and call.invite and state.type == pj.PJSIP_EVENT_TX_MSG:
             self.journal_sink.answer_sent(call, state.src.tdata.wholeMsg)
             return
+        if (call.siprec is not None and state.type == pj.PJSIP_EVENT_RX_MSG
+                and tsx.role == pj.PJSIP_ROLE_UAS and tsx.method in ("INVITE", "UPDATE")
+                and tsx.state == pj.PJSIP_TSX_STATE_TRYING):  # fmt: skip
+            self._session_offer(call, state.src.rdata.wholeMsg)
+            return
         self.info_sink.transaction(call, tsx)
+
+    def on_rx_offer(self, sip_call: BridgeCall, prm: Any) -> None:
+        """A re-INVITE or UPDATE offer: a SIPREC session answers every audio stream it has."""
+        call = self._call_for(sip_call)
+        if call is not None and call.siprec is not None:
+            count = audio_count(prm.offer.wholeSdp)
+            prm.opt.audioCount = max(1, min(MAX_SIPREC_STREAMS, count))
+
+    def _session_offer(self, call: CallState, whole_msg: str) -> None:
+        """New metadata (or labels) in a re-INVITE or UPDATE of a SIPREC session."""
+        assert call.siprec is not None
+        if not call.siprec.offer(whole_msg) or call.events is None:
+            return
+        labels = [t.label or "" for t in call.taps]
+        event = call.events.updated(call.siprec.conversation(), call.siprec.streams(labels),
+                                    call.siprec.participants())  # fmt: skip
+        log.info("call %s: SIPREC metadata changed: %s", call.call_id, ", ".join(
+            f"{label}={s.name or s.aor or s.participant_id if s else '?'}"
+            for label, s in call.siprec.streams(labels)))  # fmt: skip
+        if event is not None:
+            self._emit(call, event)
+        self._publish_calls()
 
     def on_dtmf(self, sip_call: BridgeCall, prm: Any) -> None:
         call = self._call_for(sip_call)
@@ -301,10 +365,12 @@ class MediaProcess:
         if not isinstance(msg, wire.Transcript | wire.CallDone | wire.Checkpoint):
             self._bad_result(f"unexpected {type(msg).__name__}")
             return
-        call = self.calls.get(msg.call_id)
-        if call is None or call.events is None:
+        found = self._stream_of(msg.call_id)
+        if found is None or found[0].events is None:
             log.debug("result for unknown call %s dropped", msg.call_id)
             return
+        call, tap = found
+        assert call.events is not None
         # The WorkerEpoch of the placement this result answers was queued before its CallStart
         # went out, so it is in the facts by now.
         self.uplink.drain(self.sender.facts)
@@ -315,25 +381,46 @@ class MediaProcess:
                       type(msg).__name__, msg.epoch)  # fmt: skip
             return
         if isinstance(msg, wire.Transcript):
-            event = call.events.transcript(msg)
+            event = call.events.transcript(msg, tap.label, self._speaker(call, tap), tap.offset_s)
             if event is not None:
                 self._emit(call, event)
                 if msg.final:
-                    self._time_final(call, msg)
+                    self._time_final(tap, msg)
                     self.sender.queue.put(Commit(msg.call_id, msg.end_offset, msg.utterance + 1))
         elif isinstance(msg, wire.Checkpoint):
             self.sender.queue.put(Commit(msg.call_id, msg.offset, msg.next_utterance))
         else:
-            self._finish(call, call.end_reason or "hangup")
+            tap.done = True
+            if all(t.done for t in call.taps):
+                self._finish(call, call.end_reason or "hangup")
 
-    def _time_final(self, call: CallState, msg: wire.Transcript) -> None:
+    def _stream_of(self, uplink_id: str) -> tuple[CallState, StreamTap] | None:
+        """The call and stream a worker's result is about (a SIPREC session's streams each have
+        their own id; an ordinary call's one stream has the call's)."""
+        call = self.calls.get(uplink_id)
+        if call is not None:
+            return (call, call.taps[0]) if call.taps else None
+        for call in self.calls.values():
+            for tap in call.taps:
+                if tap.uplink_id == uplink_id:
+                    return call, tap
+        return None
+
+    @staticmethod
+    def _speaker(call: CallState, tap: StreamTap) -> Speaker | None:
+        if call.siprec is not None and tap.label is not None:
+            speaker = call.siprec.speaker(tap.label)
+            return speaker if speaker.participant_id is not None else None
+        return call.speaker
+
+    def _time_final(self, tap: StreamTap, msg: wire.Transcript) -> None:
         """End of speech → final, as this process saw both: the sender noted when the audio at
         its latest offset arrived, so the speech's end arrived that much earlier."""
-        mark = self.uplink.marks.get(call.call_id)
-        if mark is None or call.events is None or not msg.speech_end_offset:
+        mark = self.uplink.marks.get(tap.uplink_id)
+        if mark is None or not msg.speech_end_offset:
             return
         offset, arrived = mark
-        rate = call.events.info.sample_rate
+        rate = tap.rate
         spoken = arrived - (offset - msg.speech_end_offset) / rate
         metrics.FINAL_LATENCY.observe(max(0.0, time.monotonic() - spoken))
 
@@ -341,7 +428,7 @@ class MediaProcess:
         if call.events is not None and not call.events.ended:
             duration = (call.disconnected_at or time.monotonic()) - call.answered_at
             metrics.CALLS.labels(ended_outcome(reason)).inc()
-            self._emit(call, call.events.ended_event(reason, duration))
+            self._emit(call, call.events.ended_event(reason, duration, _participants(call)))
         self._forget(call)
 
     # -- metrics, the list of calls, releasing -----------------------------------------------
@@ -378,7 +465,8 @@ class MediaProcess:
         self.calls.pop(call.call_id, None)
         if call.events is not None:
             self._publish_calls()
-        self.sender.queue.put(Forget(call.call_id))
+        for uplink_id in {t.uplink_id for t in call.taps} or {call.call_id}:
+            self.sender.queue.put(Forget(uplink_id))
         self._doomed.append(call)
 
     def _reap(self) -> None:
@@ -471,6 +559,14 @@ def main(cfg: Config, index: int, on_ready: Callable[[], None] | None = None) ->
         on_ready()
     proc.run()
     return 0
+
+
+def _participants(call: CallState) -> tuple[Person, ...]:
+    """Who took part, as call.ended lists them: a SIPREC session's participants at its end
+    (those who left before are not listed), or a tagged leg's speaker."""
+    if call.siprec is not None:
+        return call.siprec.participants()
+    return (call.speaker,) if call.speaker is not None else ()
 
 
 def _authenticator(ctx: zmq.Context[Any], keys: CurveKeys) -> ThreadAuthenticator:

@@ -35,11 +35,12 @@ from sip_bridge.front import source_limits, tenant_routing
 from sip_bridge.front.kamailio_files import KamailioError, KamailioFiles
 from sip_bridge.settings.config import Config
 from sip_bridge.settings.tenants import TENANT_HEADER
-from sip_bridge.sip_headers import OVER_CAPACITY_REASON, RETRY_AFTER_S
+from sip_bridge.sip_headers import OVER_CAPACITY_REASON, RETRY_AFTER_S, SIPREC_HEADER
 
 TEMPLATE = "kamailio.cfg.tmpl"  # in this package
 DISPATCH_SET = 1  # dispatcher set holding the media processes
 CHILDREN = 2  # UDP worker processes
+MAX_BODY_BYTES = 32 * 1024  # an INVITE's or UPDATE's body (SIPREC metadata is a few kB), else 413
 FR_TIMER_MS = 1500  # no reply at all (also bounds each OPTIONS probe)
 FR_INV_TIMER_MS = 15000  # provisional received, no final: a hung media process
 
@@ -269,6 +270,8 @@ def script_values(cfg: Config, files: KamailioFiles) -> dict[str, object]:
         "dialog_modparams": source_limits.dialog_modparams(cfg, profiles),
         # request_route: what a new call goes through
         "tenant_header": TENANT_HEADER,
+        "siprec_header": SIPREC_HEADER,
+        "max_body_bytes": MAX_BODY_BYTES,
         "drain_check": DRAIN_CHECK,
         "call_auth": "    route(AUTH);\n" if cfg.sip.auth.users else "",
         "call_tenant": "    route(TENANT);\n" if tenant_route else "",

@@ -248,6 +248,10 @@ def _check_delivery(cfg: Config, source: str) -> None:
         raise ConfigError(source, "delivery.webhook_horizon_s", "must not be negative")
     if d.webhook_spool_max < 1:
         raise ConfigError(source, "delivery.webhook_spool_max", "must be at least 1")
+    if d.event_version not in (1, 2):
+        raise ConfigError(
+            source, "delivery.event_version", "must be 1 or 2 (the event schemas shipped)"
+        )
     for n, hook in enumerate(cfg.webhooks):
         if not hook.url.startswith(("http://", "https://")):
             raise ConfigError(source, f"webhooks[{n}].url", "must be an http:// or https:// URL")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from media.curve import CurveKeys
+from sip_bridge.delivery.events import EVENT_VERSION
 
 # Defaults that the modules this config feeds also use as their own constructor defaults.
 # A worker silent this long is dead (inference.heartbeat_timeout_ms; the uplink's WorkerRouter).
@@ -408,6 +409,9 @@ class DeliveryConfig:
     # Where the spool lives: a disk that survives reboots. "" = $XDG_STATE_HOME/sip-bridge or
     # ~/.local/state/sip-bridge.
     spool_dir: str = ""
+    # The event contract sent (sip_bridge/delivery/schemas/v<N>): 2 has conversations and
+    # speakers (SIPREC); 1 for consumers that still validate against it.
+    event_version: int = EVENT_VERSION
 
 
 @dataclass(frozen=True, slots=True)

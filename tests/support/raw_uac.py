@@ -48,8 +48,8 @@ class _Caller:
         self.invite_branch = _branch()
 
     def send(self, method: str, uri: str, cseq: int, branch: str, to: str, extra: str = "",
-             body: str = "") -> None:  # fmt: skip
-        ctype = "Content-Type: application/sdp\r\n" if body else ""
+             body: str = "", content_type: str = "application/sdp") -> None:  # fmt: skip
+        ctype = f"Content-Type: {content_type}\r\n" if body else ""
         self.sock.sendto(
             (
                 f"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {self.me};branch={branch};rport\r\n"
@@ -61,13 +61,15 @@ class _Caller:
             self.target,
         )
 
-    def invite(self, extra: str = "") -> None:
+    def invite(self, extra: str = "", body: tuple[str, str] | None = None) -> None:
+        """The INVITE: an SDP offer of PCMU, or ``body`` as (Content-Type, text)."""
         ip, port = self.local_ip, int(self.me.rsplit(":", 1)[1])
         sdp = (
             f"v=0\r\no=raw 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
             f"m=audio {port + 2} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
         )
-        self.send("INVITE", self.ruri, 1, self.invite_branch, f"<{self.ruri}>", extra, sdp)
+        ctype, text = body or ("application/sdp", sdp)
+        self.send("INVITE", self.ruri, 1, self.invite_branch, f"<{self.ruri}>", extra, text, ctype)
 
     def cancel(self) -> None:
         self.send("CANCEL", self.ruri, 1, self.invite_branch, f"<{self.ruri}>")
@@ -134,15 +136,16 @@ def invite_then_cancel(host: str, port: int, timeout: float = 10.0) -> Exchange:
 
 def invite_answer(
     host: str, port: int, user: str = "transcribe", local_ip: str = "127.0.0.1",
-    extra: str = "", timeout: float = 10.0,
+    extra: str = "", timeout: float = 10.0, body: tuple[str, str] | None = None,
 ) -> tuple[int, str]:  # fmt: skip
-    """Send one INVITE (from ``local_ip``, to ``user``, ``extra`` header lines ending in CRLF)
-    and return its final answer (status, message); a failure is ACKed, a 200 is ACKed and hung
-    up. (0, "") when none came."""
+    """Send one INVITE (from ``local_ip``, to ``user``, ``extra`` header lines ending in CRLF,
+    ``body`` as (Content-Type, text) instead of a PCMU offer) and return its final answer
+    (status, message); a failure is ACKed, a 200 is ACKed and hung up. (0, "") when none
+    came."""
     caller = _Caller(host, port, user, local_ip, f"raw-{uuid.uuid4().hex}@{local_ip}")
     deadline = time.monotonic() + timeout
     try:
-        caller.invite(extra)
+        caller.invite(extra, body)
         while (got := caller.responses(deadline)) is not None:
             code, method, msg = got
             if method == "INVITE" and code >= 200:
