@@ -240,7 +240,39 @@ def _run_calls(cfg: Config, as_json: bool) -> int:
         tenant = f"{c.get('tenant', ''):<14}  " if tenants else ""
         print(f"{c['call_id']:<32}  {c['duration']:>7.0f}s  {c['codec']:<10}  {c['node']:<16}  "
               f"{tenant}{c['from']} -> {c['to']}{held}")  # fmt: skip
+        for line in _conversation_lines(c.get("conversation")):
+            print(f"  {line}")
     return 0
+
+
+def _conversation_lines(conversation: Any) -> list[str]:
+    """A SIPREC session's streams and who speaks on each, or a tagged leg's conversation and
+    speaker, under its call's line. Names come from the network: shown without control
+    characters, so that none can drive the terminal."""
+    if not isinstance(conversation, dict):
+        return []
+    shown = _printable(conversation.get("id"))
+    people = [p for p in conversation.get("participants") or () if isinstance(p, dict)]
+    if conversation.get("kind") == "legs":
+        speaker = next((p.get("name") for p in people if p.get("name")), None)
+        return [f"leg of conversation {shown}" + (f": {_printable(speaker)}" if speaker else "")]
+    aors = {p.get("name") or p.get("aor"): p.get("aor") for p in people}
+    lines = [f"SIPREC session {shown}: {len(people)} participant(s)"]
+    for s in conversation.get("streams") or ():
+        if not isinstance(s, dict):
+            continue
+        name = s.get("name")  # the speaker's name, else its aor
+        who = _printable(name) if name else "(nobody named)"
+        aor = aors.get(name)
+        if aor and aor != name:
+            who += f" <{_printable(aor)}>"
+        held = "  (on hold)" if s.get("on_hold") else ""
+        lines.append(f"stream {_printable(s.get('stream'))}: {who}{held}")
+    return lines
+
+
+def _printable(value: Any) -> str:
+    return "".join(ch if ch.isprintable() else "?" for ch in str(value))
 
 
 def _demo_wav(given: str | None) -> str | None:

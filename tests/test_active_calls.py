@@ -26,3 +26,15 @@ def test_calls_of_a_dead_process_and_broken_files_are_skipped(tmp_path: Path) ->
     active_calls.path_for(tmp_path, 0).write_text(json.dumps(dead))
     active_calls.path_for(tmp_path, 1).write_text('{"pid": 1, "calls": [')  # cut short
     assert active_calls.read_all(tmp_path) == []
+
+
+def test_a_siprec_rows_conversation_is_read_back_whole(tmp_path: Path) -> None:
+    conversation = {
+        "id": "rs-1@src",
+        "kind": "siprec",
+        "participants": [{"participant_id": "p1", "name": "Alice", "aor": "sip:alice@a.example"}],
+        "streams": [{"stream": "96", "name": "Alice", "on_hold": False}],
+    }
+    row = {"call_id": "d" * 32, "started": 5.0, "conversation": conversation}
+    active_calls.publish(active_calls.path_for(tmp_path, 0), [row])
+    assert active_calls.read_all(tmp_path) == [row]

@@ -1,17 +1,29 @@
 """The captions page in a real headless Chromium, against ``sip-bridge serve`` taking a real sipp
 call that plays recorded prompts: the page lists the call while it is live, shows its partials,
-replaces them by the finals, and ends with the final text the webhooks got."""
+replaces them by the finals, and ends with the final text the webhooks got. And against a
+captions server alone, fed real events of a SIPREC session and of tagged legs: the page names
+who speaks and shows the legs as one conversation."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
+from media.wire import Transcript
+from sip_bridge.captions.feed import CaptionFeed
+from sip_bridge.delivery.events import CallEvents, CallInfo, Conversation, Event, Person
+from sip_bridge.settings.checks import validate
+from sip_bridge.settings.config import CaptionsConfig, Config
+from sip_bridge.siprec.speakers import Speaker
 from tests.support import browser, speech
 from tests.support.bridge import RunningBridge, serving
+from tests.support.captions import Running
+from tests.support.ports import free_tcp_port
 from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PCAP_PLAYBACK
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
 from tests.support.sipp import SippCall
@@ -193,3 +205,90 @@ def test_the_page_rides_out_a_captions_server_killed_mid_call(
     assert shown[0] == first == finals[0]
     assert shown[-1] == finals[-1] and set(shown) <= set(finals)
     assert ended.find_element("css selector", ".state").text == f"ended: {reason}"
+
+
+def _said(c: CallEvents, u: int, text: str, at: float, final: bool = True,
+          stream: str | None = None, who: Person | None = None) -> Event:  # fmt: skip
+    event = c.transcript(Transcript(c.info.call_id, u, final, text, at, at + 0.5, 0.9), stream, who)
+    assert event is not None
+    return event
+
+
+def test_the_page_names_speakers_and_shows_legs_as_one_conversation(tmp_path: Path) -> None:
+    cfg = validate(Config(captions=CaptionsConfig(port=free_tcp_port(), feed_port=free_tcp_port(),
+                                                  tokens=(TOKEN,)),
+                          runtime_dir=str(tmp_path / "run")), "test")  # fmt: skip
+    server = Running(cfg)
+    ctx: zmq.Context[Any] = zmq.Context()
+    feed = CaptionFeed(ctx, f"tcp://127.0.0.1:{cfg.captions.feed_port}", "host/media0")
+    try:
+        while "host/media0" not in server.server.hub.nodes:  # until the SUB hears the PUB
+            feed.calls([])
+            time.sleep(0.05)
+        alice = Speaker("p1", "Alice", "sip:alice@atlanta.example", "96")
+        bob = Speaker("p2", None, "sip:bob@biloxi.example", "97")
+
+        def call(n: int, conversation: Conversation, started_at: float) -> CallEvents:
+            info = CallInfo(f"{n:032x}", f"{n}@pbx", "<sip:a@pbx>", "<sip:t@us>", "PCMU/8000",
+                            8000, "host/media0")  # fmt: skip
+            return CallEvents(info, started_at=started_at, conversation=conversation)
+
+        session = call(1, Conversation("rs-1@src", "siprec"), 1000.0)
+        tag = Conversation("conv-42", "legs")
+        leg_a, leg_b = call(2, tag, 1000.0), call(3, tag, 1001.0)
+        caller, callee = Speaker(None, "caller", None, ""), Speaker(None, "callee", None, "")
+        events = [
+            session.started((("96", alice), ("97", bob)), (alice, bob)),
+            _said(session, 0, "hello bob", 0.2, stream="96", who=alice),
+            _said(session, 0, "hi alice", 1.0, stream="97", who=bob),
+            _said(session, 1, "how are", 2.0, final=False, stream="96", who=alice),
+            _said(session, 1, "fine th", 2.1, final=False, stream="97", who=bob),
+            leg_a.started((), (caller,)),
+            leg_b.started((), (callee,)),
+            _said(leg_a, 0, "is anyone there", 0.5, who=caller),  # at 1000.5
+            _said(leg_b, 0, "yes hello", 0.2, who=callee),  # at 1001.2
+            _said(leg_a, 1, "good", 2.0, who=caller),  # at 1002.0
+        ]
+        for event in events:
+            feed.event("", event.body)
+        with browser.chromium(tmp_path / "profile") as page:
+            port = cfg.captions.port
+            page.get(f"http://127.0.0.1:{port}/#token={TOKEN}")
+
+            def lines(d: Any, selector: str) -> list[str]:
+                return [e.text for e in d.find_elements("css selector", selector)]
+
+            session_lines = f'.call[data-call-id="{session.info.call_id}"] .line'
+            wait(page, "the session's lines", lambda d: len(lines(d, session_lines)) == 4)
+            assert lines(page, session_lines) == [
+                "00:00 Alice: hello bob",
+                "00:01 sip:bob@biloxi.example: hi alice",  # no name: the address
+                "00:02 Alice: how are",  # both streams' partials at once
+                "00:02 sip:bob@biloxi.example: fine th",
+            ]
+            assert len(page.find_elements("css selector", f"{session_lines}.partial")) == 2
+            header = page.find_element(
+                "css selector", f'.call[data-call-id="{session.info.call_id}"] header'
+            )
+            assert "stream 96: Alice" in header.text
+            # The legs: one card, a row each, their lines interleaved by the wall clock.
+            (card,) = page.find_elements("css selector", '.call[data-conversation-id="conv-42"]')
+            assert len(card.find_elements("css selector", ".leg")) == 2
+            wait(
+                page,
+                "the legs' lines",
+                lambda d: len(card.find_elements("css selector", ".line")) == 3,
+            )
+            assert [e.text for e in card.find_elements("css selector", ".line .speaker")] == [
+                "caller:", "callee:", "caller:"]  # fmt: skip
+            assert [e.text for e in card.find_elements("css selector", ".line .text")] == [
+                "is anyone there", "yes hello", "good"]  # fmt: skip
+            feed.event("", leg_a.ended_event("200 OK", 3.0).body)
+            wait(page, "leg a ended", lambda d: "ended: 200 OK" in card.text)
+            assert "ended" not in card.get_attribute("class")  # leg b goes on
+            feed.event("", leg_b.ended_event("200 OK", 3.0).body)
+            wait(page, "the conversation ended", lambda d: "ended" in card.get_attribute("class"))
+    finally:
+        feed.close()
+        ctx.term()
+        server.close()

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import zmq
@@ -24,9 +24,10 @@ from sip_bridge.captions.server import (
     _Subscriber,
     make_token_file,
 )
-from sip_bridge.delivery.events import CallEvents, CallInfo, Event
+from sip_bridge.delivery.events import CallEvents, CallInfo, Conversation, Event
 from sip_bridge.settings.checks import validate
 from sip_bridge.settings.config import CaptionsConfig, Config, TenantConfig
+from sip_bridge.siprec.speakers import Speaker
 from tests.support.captions import Running
 from tests.support.event_schemas import stream_problems
 from tests.support.ports import free_tcp_port
@@ -35,6 +36,7 @@ OPERATOR = "operator-token-0123456789"
 ACME = "acme-token-0123456789abcd"
 GLOBEX = "globex-token-0123456789ab"
 NODE = "host/media0"
+T = TypeVar("T")
 
 
 def config(tmp: Path) -> Config:
@@ -107,24 +109,30 @@ def run(tmp_path: Path) -> Iterator[Running]:
     r.close()
 
 
-@pytest.fixture
-def feed(run: Running) -> Iterator[CaptionFeed]:
-    ctx: zmq.Context[Any] = zmq.Context()
-    f = CaptionFeed(ctx, f"tcp://127.0.0.1:{run.cfg.captions.feed_port}", NODE)
+def connected(run: Running, ctx: zmq.Context[Any], node: str) -> CaptionFeed:
+    f = CaptionFeed(ctx, f"tcp://127.0.0.1:{run.cfg.captions.feed_port}", node)
     # A PUB drops what it sends before the subscription reaches it: announce until heard.
     deadline = time.monotonic() + 10
-    while NODE not in run.server.hub.nodes:
+    while node not in run.server.hub.nodes:
         assert time.monotonic() < deadline, "the feed never reached the server"
         f.calls([])
         time.sleep(0.05)
+    return f
+
+
+@pytest.fixture
+def feed(run: Running) -> Iterator[CaptionFeed]:
+    ctx: zmq.Context[Any] = zmq.Context()
+    f = connected(run, ctx, NODE)
     yield f
     f.close()
     ctx.term()
 
 
-def new_call(n: int) -> CallEvents:
+def new_call(n: int, conversation: Conversation | None = None, node: str = NODE) -> CallEvents:
     return CallEvents(
-        CallInfo(f"{n:032x}", f"{n}@pbx", "<sip:a@pbx>", "<sip:t@us>", "PCMU/8000", 8000, NODE)
+        CallInfo(f"{n:032x}", f"{n}@pbx", "<sip:a@pbx>", "<sip:t@us>", "PCMU/8000", 8000, node),
+        conversation=conversation,
     )
 
 
@@ -188,6 +196,57 @@ def test_each_token_streams_only_its_tenants_calls(run: Running, feed: CaptionFe
     assert only["call_id"] == g.info.call_id
     for s in (everything, acme_only, one):
         s.close()
+
+
+def test_speakers_and_conversations_reach_a_stream_and_the_call_list(
+    run: Running, feed: CaptionFeed
+) -> None:
+    alice = Speaker("p1", "Alice", "sip:alice@atlanta.example", "96")
+    bob = Speaker("p2", "Bob", "sip:bob@biloxi.example", "97")
+    stream = open_stream(run, Authorization=f"Bearer {OPERATOR}")
+    stream.next()
+    session = new_call(6, Conversation("rs-1@src", "siprec", ("hVpd7YQg",), ("cs-77@pbx",)))
+    feed.event("acme", session.started((("96", alice), ("97", None)), (alice,)).body)
+    for stream_label, who, text in (("96", alice, "hello b"), ("97", None, "hi al")):
+        t = Transcript(session.info.call_id, 0, False, text, 0.2, 1.0, 0.9)
+        feed.event("acme", must(session.transcript(t, stream_label, who)).body)
+    updated = session.updated(must(session.conversation), (("96", alice), ("97", bob)),
+                              (alice, bob))  # fmt: skip
+    feed.event("acme", must(updated).body)
+    t = Transcript(session.info.call_id, 0, True, "hi alice", 0.4, 1.2, 0.9)
+    feed.event("acme", must(session.transcript(t, "97", bob)).body)
+    summary = stream.until("call")  # the session's
+    assert summary["json"]["conversation"]["kind"] == "siprec"
+    assert stream.until("conversation.updated")["json"]["streams"][1]["speaker"]["name"] == "Bob"
+    assert stream.until("transcript.final")["json"]["speaker"]["name"] == "Bob"
+    # Two legs of one conversation, from two media processes.
+    tag = Conversation("conv-9", "legs")
+    a, b = new_call(7, tag), new_call(8, tag, node="host/media1")
+    ctx: zmq.Context[Any] = zmq.Context()
+    other = connected(run, ctx, "host/media1")
+    try:
+        feed.event("acme", a.started((), (Speaker(None, "caller", None, ""),)).body)
+        assert stream.until("call")["json"]["call_id"] == a.info.call_id
+        other.event("acme", b.started((), (Speaker(None, "callee", None, ""),)).body)
+        legs = stream.until("call")["json"]["conversation"]["calls"]
+        assert legs == [a.info.call_id, b.info.call_id]
+    finally:
+        other.close()
+        ctx.term()
+    status, _, body = run.request("/v1/calls", OPERATOR)
+    assert status == 200 and stream_problems("snapshot", json.loads(body)) is None
+    views = {v["call_id"]: v for v in json.loads(body)["calls"]}
+    view = views[session.info.call_id]
+    assert [(p["stream"], p["text"]) for p in view["partials"]] == [("96", "hello b")]
+    assert [(f["stream"], f["speaker"]["name"]) for f in view["finals"]] == [("97", "Bob")]
+    assert [s["speaker"]["name"] for s in view["streams"]] == ["Alice", "Bob"]
+    assert views[a.info.call_id]["conversation"]["calls"] == [a.info.call_id, b.info.call_id]
+    stream.close()
+
+
+def must(x: T | None) -> T:
+    assert x is not None
+    return x
 
 
 def test_a_client_that_reconnects_gets_what_it_missed(run: Running, feed: CaptionFeed) -> None:

@@ -210,3 +210,44 @@ def test_demo_says_when_no_server_answers(tmp_path: Path) -> None:
     proc = run("demo", "--config", str(cfg), timeout=20)
     assert proc.returncode == 1
     assert f"nothing answers SIP on 127.0.0.1:{port}" in proc.stderr
+
+
+def test_calls_lists_siprec_sessions_and_tagged_legs_with_who_speaks(tmp_path: Path) -> None:
+    from sip_bridge.calls import active_calls
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"runtime_dir: {run_dir}\n")
+    row = {"sip_call_id": "x@pbx", "from": "<sip:src@pbx>", "to": "<sip:srs@us>",
+           "codec": "PCMU/8000", "on_hold": False, "node": "host/media0", "tenant": ""}  # fmt: skip
+    alice = {"participant_id": "p1", "name": "Alice", "aor": "sip:alice@atlanta.example"}
+    bob = {"participant_id": "p2", "name": None, "aor": "sip:bob@biloxi.example"}
+    session = {**row, "call_id": "a" * 32, "started": 10.0, "conversation": {
+        "id": "rs-1@src", "kind": "siprec", "participants": [alice, bob],
+        "streams": [{"stream": "96", "name": "Alice", "on_hold": False},
+                    {"stream": "97", "name": "sip:bob@biloxi.example", "on_hold": True},
+                    {"stream": "98", "name": None, "on_hold": False}]}}  # fmt: skip
+    leg = {**row, "call_id": "b" * 32, "started": 20.0, "conversation": {
+        "id": "conv-42\x1b[2J", "kind": "legs", "streams": [],
+        "participants": [{"participant_id": None, "name": "callee", "aor": None}]}}  # fmt: skip
+    plain = {**row, "call_id": "c" * 32, "started": 30.0, "conversation": None}
+    # Published as by a live media process (this one: its pid is alive).
+    active_calls.publish(active_calls.path_for(run_dir, 0), [session, leg, plain])
+    proc = run("calls", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("call id")
+    assert lines[1].startswith("a" * 32) and "<sip:src@pbx> -> <sip:srs@us>" in lines[1]
+    assert lines[2:6] == [
+        "  SIPREC session rs-1@src: 2 participant(s)",
+        "  stream 96: Alice <sip:alice@atlanta.example>",
+        "  stream 97: sip:bob@biloxi.example  (on hold)",
+        "  stream 98: (nobody named)",
+    ]
+    assert lines[6].startswith("b" * 32)
+    assert lines[7] == "  leg of conversation conv-42?[2J: callee"  # no escape reaches the terminal
+    assert lines[8].startswith("c" * 32) and len(lines) == 9
+    listed = json.loads(run("calls", "--json", "--config", str(cfg)).stdout)
+    assert [c["conversation"] and c["conversation"]["kind"] for c in listed] == [
+        "siprec", "legs", None]  # fmt: skip

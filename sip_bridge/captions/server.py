@@ -10,12 +10,16 @@ HTTP API (every ``/v1`` path needs a token: ``Authorization: Bearer <token>``, `
 the cookie that ``POST /v1/session`` sets; an operator token sees every tenant's calls, a
 tenant's token only that tenant's):
 
-* ``GET /v1/calls``: the calls in progress and the last ended ones, with their captions so far;
+* ``GET /v1/calls``: the calls in progress and the last ended ones, with their captions so far
+  (each line with its stream and speaker), who speaks on which stream, and the conversation a
+  call is part of (a SIPREC session; or legs a PBX tagged with one conversation id, each naming
+  the others, so that a page shows them as one conversation);
 * ``GET /v1/events`` (``?call_id=`` for one call), ``GET /v1/calls/{call_id}/events``: an
   event stream. It opens with ``event: snapshot`` (``{"calls": [...]}`` as above), then every
-  v1 event of those calls as sent to webhooks (``event:`` is its type), ``event: call`` with a
-  call's summary (its tenant, parties and codec) as it starts or when it is learned late, and
-  ``event: call.lost`` for a call whose end we could not hear. Each has an
+  event of those calls as sent to webhooks (``event:`` is its type; conversation.updated when
+  who speaks changes), ``event: call`` with a call's summary (as in the snapshot) as it starts
+  or when it is learned late, and ``event: call.lost`` for a call whose end we could not hear.
+  Messages of the stream's own are in ``schemas/v2/stream``. Each has an
   ``id:``; a client that reconnects with ``Last-Event-ID`` (browsers do) gets what it missed, or
   a new snapshot. A client too slow to keep up is disconnected (it reconnects and catches up);
   a comment line every 15 s keeps idle connections open through proxies;

@@ -1,11 +1,20 @@
 // sip-bridge live captions: the calls in progress and their captions, from /v1/events.
-// A partial line is replaced by its utterance's final. Text from calls (captions, SIP URIs)
-// only ever goes in as textContent.
+// A partial line is replaced by its utterance's final. Text from calls (captions, SIP URIs,
+// speakers' names) only ever goes in as textContent.
+//
+// One card per conversation: an ordinary call, a SIPREC session (one call, a stream per
+// participant), or the legs a PBX tagged with one conversation id (several calls, one card,
+// a row per leg in its header). A card's lines are interleaved by time; on a session or legs
+// each line starts with who spoke it.
 "use strict";
 
 (() => {
   const KEEP_ENDED = 20;
-  const calls = new Map(); // call_id -> { el, lines: Map(key -> el), ended }
+  // call_id -> { id, card, info (its row: the card itself, or its leg's row), started, ended,
+  //              streams: Map(label -> speaker), participants, orphanSince }
+  const calls = new Map();
+  // key -> { el, lines: Map(key -> el), calls: Set(call_id), legs: bool }
+  const cards = new Map();
   const $ = (id) => document.getElementById(id);
   let source = null;
 
@@ -20,40 +29,78 @@
     return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
   }
 
-  // --- calls ------------------------------------------------------------------------------
+  // Who spoke: the name, else the address, else the stream's label.
+  function speakerLabel(speaker, stream) {
+    if (speaker && (speaker.name || speaker.aor)) return speaker.name || speaker.aor;
+    return stream ? `stream ${stream}` : "";
+  }
 
-  function card(callId) {
+  // --- calls and cards --------------------------------------------------------------------
+
+  function makeCard(key, legs) {
+    const el = $("call-template").content.firstElementChild.cloneNode(true);
+    if (legs) {
+      el.classList.add("conversation");
+      el.querySelector(".legs").hidden = false;
+    }
+    const card = { el, lines: new Map(), calls: new Set(), legs };
+    cards.set(key, card);
+    $("calls").prepend(el);
+    placeLive(card);
+    $("empty").hidden = true;
+    return card;
+  }
+
+  // The call, made on first sight with its card: legs of one conversation share one.
+  function track(callId, told) {
     let call = calls.get(callId);
     if (call) {
       call.orphanSince = null; // heard of: not an orphan of a restart
       return call;
     }
-    const el = $("call-template").content.firstElementChild.cloneNode(true);
-    el.dataset.callId = callId;
-    $("calls").prepend(el);
-    call = { el, lines: new Map(), ended: false, orphanSince: null };
+    const conv = told && told.conversation;
+    const legs = Boolean(conv && conv.kind === "legs" && conv.id);
+    const key = legs ? `legs:${conv.id}` : `call:${callId}`;
+    const card = cards.get(key) || makeCard(key, legs);
+    let info = card.el;
+    if (legs) {
+      info = $("leg-template").content.firstElementChild.cloneNode(true);
+      info.dataset.callId = callId;
+      card.el.querySelector(".legs").append(info);
+      card.el.dataset.conversationId = conv.id;
+      card.el.querySelector(".parties").textContent = `conversation ${conv.id}`;
+      card.el.querySelector(".state").textContent = "live";
+      if (card.el.classList.contains("ended")) {
+        card.el.classList.remove("ended");
+        placeLive(card);
+      }
+    } else {
+      card.el.dataset.callId = callId;
+    }
+    call = { id: callId, card, info, started: null, ended: false, streams: new Map(),
+             participants: [], orphanSince: null };
+    card.calls.add(callId);
     calls.set(callId, call);
-    placeLive(call);
-    $("empty").hidden = true;
     return call;
   }
 
-  // Live calls stay above ended ones, oldest first.
-  function placeLive(call) {
+  // Live cards stay above ended ones, oldest first.
+  function placeLive(card) {
     const firstEnded = $("calls").querySelector(".call.ended");
-    $("calls").insertBefore(call.el, firstEnded);
+    $("calls").insertBefore(card.el, firstEnded);
   }
 
   function describe(call, info) {
-    const el = call.el;
+    const el = call.info;
     if (info.sip_call_id) el.dataset.sipCallId = info.sip_call_id;
     if (info.tenant) {
-      el.dataset.tenant = info.tenant;
-      el.querySelector(".tenant").textContent = info.tenant;
+      call.card.el.dataset.tenant = info.tenant;
+      call.card.el.querySelector(".tenant").textContent = info.tenant;
     }
     if (info.from || info.to) {
       el.querySelector(".parties").textContent = `${info.from || "?"} → ${info.to || "?"}`;
     }
+    if (typeof info.started === "number") call.started = info.started;
     const meta = [info.codec, info.started ? new Date(info.started * 1000).toLocaleTimeString() : ""];
     if (info.codec || info.started) {
       el.querySelector(".meta").textContent = meta.filter(Boolean).join(" · ");
@@ -61,67 +108,114 @@
     if (!call.ended) el.querySelector(".state").textContent = "live";
   }
 
-  function line(call, key, kind, start, text, utterance) {
-    let el = call.lines.get(key);
+  // Who speaks on which stream (a session), or who speaks on a leg.
+  function speakers(call, told) {
+    if (Array.isArray(told.participants)) call.participants = told.participants;
+    if (Array.isArray(told.streams)) {
+      call.streams = new Map(told.streams.map((s) => [s.stream, s.speaker]));
+    }
+    const who = call.info.querySelector(".speakers");
+    if (call.card.legs) {
+      who.textContent = call.participants.map((p) => speakerLabel(p)).filter(Boolean).join(", ");
+    } else {
+      who.textContent = [...call.streams]
+        .map(([label, speaker]) => `stream ${label}: ${speakerLabel(speaker, label)}`)
+        .join(" · ");
+    }
+    who.hidden = !who.textContent;
+  }
+
+  // The prefix of a line: nothing on an ordinary call (one voice, as before speakers).
+  function lineSpeaker(call, stream, speaker) {
+    if (stream) return speakerLabel(speaker || call.streams.get(stream), stream);
+    if (call.card.legs) return speakerLabel(speaker || call.participants[0]);
+    return speaker ? speakerLabel(speaker) : "";
+  }
+
+  function line(call, key, kind, start, text, extra = {}) {
+    const card = call.card;
+    key = `${call.id}|${key}`;
+    // Legs count time from their own answers: placed by the clock on the wall.
+    const order = card.legs ? (call.started || 0) + Number(start) : Number(start);
+    let el = card.lines.get(key);
     if (!el) {
       el = document.createElement("p");
-      el.dataset.order = String(start);
-      el.append(document.createElement("span"), document.createElement("span"));
-      el.firstChild.className = "at";
-      el.lastChild.className = "text";
-      const box = call.el.querySelector(".captions");
-      const after = [...box.children].find((other) => Number(other.dataset.order) > start);
+      el.dataset.order = String(order);
+      el.dataset.callId = call.id;
+      el.append(document.createElement("span"), document.createElement("span"),
+                document.createElement("span"));
+      el.children[0].className = "at";
+      el.children[1].className = "speaker";
+      el.children[2].className = "text";
+      const box = card.el.querySelector(".captions");
+      const after = [...box.children].find((other) => Number(other.dataset.order) > order);
       box.insertBefore(el, after || null);
-      call.lines.set(key, el);
+      card.lines.set(key, el);
     }
     el.className = `line ${kind}`;
-    if (utterance !== undefined) el.dataset.utterance = String(utterance);
-    el.firstChild.textContent = clock(start);
-    el.lastChild.textContent = text;
+    if (extra.utterance !== undefined) el.dataset.utterance = String(extra.utterance);
+    if (extra.stream) el.dataset.stream = extra.stream;
+    const who = lineSpeaker(call, extra.stream, extra.speaker);
+    // Real spaces, not only margins: copied text and screen readers keep the words apart.
+    el.children[0].textContent = `${clock(start)} `;
+    el.children[1].textContent = who ? `${who}: ` : "";
+    el.children[1].hidden = !who;
+    el.children[2].textContent = text;
     return el;
   }
 
-  function dropPartials(call, upTo) {
-    for (const [key, el] of call.lines) {
-      if (el.classList.contains("partial") && (upTo === undefined || Number(el.dataset.utterance) <= upTo)) {
-        el.remove();
-        call.lines.delete(key);
-      }
+  function caption(call, kind, u) {
+    const key = `${u.stream || ""}|u${u.utterance}`;
+    line(call, key, kind, u.start, u.text, u);
+  }
+
+  // A stream's partials up to an utterance (all of a call's when upTo is undefined).
+  function dropPartials(call, stream, upTo) {
+    for (const [key, el] of call.card.lines) {
+      if (el.dataset.callId !== call.id || !el.classList.contains("partial")) continue;
+      if (upTo !== undefined && ((el.dataset.stream || null) !== (stream || null)
+                                 || Number(el.dataset.utterance) > upTo)) continue;
+      el.remove();
+      call.card.lines.delete(key);
     }
   }
 
   function end(callId, reason) {
-    const call = card(callId);
+    const call = track(callId);
     call.ended = true;
     dropPartials(call);
-    call.el.classList.add("ended");
-    call.el.querySelector(".state").textContent = `ended: ${reason || "?"}`;
+    call.info.querySelector(".state").textContent = `ended: ${reason || "?"}`;
+    const card = call.card;
+    if ([...card.calls].some((id) => !calls.get(id).ended)) return; // a leg is still live
+    if (card.legs) card.el.querySelector(".state").textContent = "ended";
+    card.el.classList.add("ended");
     // Below the live ones, newest ended first.
     const box = $("calls");
     const live = box.querySelectorAll(".call:not(.ended)");
-    box.insertBefore(call.el, live.length ? live[live.length - 1].nextSibling : box.firstChild);
-    const ended = [...$("calls").querySelectorAll(".call.ended")];
+    box.insertBefore(card.el, live.length ? live[live.length - 1].nextSibling : box.firstChild);
+    const ended = [...box.querySelectorAll(".call.ended")];
     for (const old of ended.slice(KEEP_ENDED)) {
-      calls.delete(old.dataset.callId);
+      for (const [key, c] of cards) {
+        if (c.el !== old) continue;
+        for (const id of c.calls) calls.delete(id);
+        cards.delete(key);
+      }
       old.remove();
     }
   }
 
   function fromView(view) {
-    const call = card(view.call_id);
+    const call = track(view.call_id, view);
     describe(call, view);
-    for (const f of view.finals || []) {
-      line(call, `u${f.utterance}`, "final", f.start, f.text, f.utterance);
-    }
-    if (view.partial) {
-      const p = view.partial;
-      line(call, `u${p.utterance}`, "partial", p.start, p.text, p.utterance);
-    }
+    speakers(call, view);
+    for (const f of view.finals || []) caption(call, "final", f);
+    for (const p of view.partials || []) caption(call, "partial", p);
     if (view.ended) end(view.call_id, view.reason);
   }
 
   function reset(views) {
     calls.clear();
+    cards.clear();
     $("calls").replaceChildren();
     for (const view of views) fromView(view);
     $("empty").hidden = calls.size > 0;
@@ -153,19 +247,24 @@
   const handlers = {
     snapshot: (d) => merge(d.calls),
     call: (d) => fromView(d),
-    "call.started": (d) => describe(card(d.call_id), { ...d, started: d.timestamp }),
+    "call.started": (d) => {
+      const call = track(d.call_id, d);
+      describe(call, { ...d, started: d.timestamp });
+      speakers(call, d);
+    },
+    "conversation.updated": (d) => speakers(track(d.call_id, d), d),
     "transcript.partial": (d) => {
-      const call = card(d.call_id);
-      const el = call.lines.get(`u${d.utterance}`);
+      const call = track(d.call_id, d);
+      const el = call.card.lines.get(`${call.id}|${d.stream || ""}|u${d.utterance}`);
       if (el && el.classList.contains("final")) return; // late: the final is in
-      line(call, `u${d.utterance}`, "partial", d.start, d.text, d.utterance);
+      caption(call, "partial", d);
     },
     "transcript.final": (d) => {
-      const call = card(d.call_id);
-      dropPartials(call, d.utterance - 1);
-      line(call, `u${d.utterance}`, "final", d.start, d.text, d.utterance);
+      const call = track(d.call_id, d);
+      dropPartials(call, d.stream, d.utterance - 1);
+      caption(call, "final", d);
     },
-    dtmf: (d) => line(card(d.call_id), `d${d.seq}`, "dtmf", d.time, `DTMF ${d.digit}`),
+    dtmf: (d) => line(track(d.call_id, d), `d${d.seq}`, "dtmf", d.time, `DTMF ${d.digit}`),
     "call.ended": (d) => end(d.call_id, d.reason),
     "call.lost": (d) => end(d.call_id, d.reason),
   };
