@@ -184,8 +184,9 @@ def finish(call: SiprecCall, seconds: float) -> tuple[str, Any]:
     return invite.header("Call-ID") or "", messages
 
 
-def test_metadata_only_in_a_later_reinvite_names_the_speakers_from_then_on(
-    bridge: RunningBridge, receiver: WebhookReceiver, prompts: list[speech.Prompt]
+@pytest.mark.parametrize("method", ["INVITE", "UPDATE"])
+def test_metadata_only_in_a_later_request_names_the_speakers_from_then_on(
+    bridge: RunningBridge, receiver: WebhookReceiver, prompts: list[speech.Prompt], method: str
 ) -> None:
     turns = [(0, prompts[4]), (1, prompts[5])]
     pcm, placed = conversation(turns)
@@ -193,8 +194,12 @@ def test_metadata_only_in_a_later_reinvite_names_the_speakers_from_then_on(
     streams = [SrcStream("96", pcm[0]), SrcStream("97", pcm[1])]
     # The INVITE has the SDP alone; the metadata comes once A has spoken, before B speaks.
     first_turn_end = placed[0][2] + placed[0][1].seconds + 0.9
-    call = (SiprecCall(bridge.port, streams, None).pause(first_turn_end)
-            .reinvite(md.rfc7865([ALICE, BOB])).pause(seconds - first_turn_end + 3))  # fmt: skip
+    call = SiprecCall(bridge.port, streams, None).pause(first_turn_end)
+    if method == "INVITE":
+        call.reinvite(md.rfc7865([ALICE, BOB]))
+    else:
+        call.update(md.rfc7865([ALICE, BOB]))
+    call.pause(seconds - first_turn_end + 3)
     sip_call_id, _ = finish(call.start(), seconds)
     events = events_of(receiver, sip_call_id)
     started = events[0]
@@ -392,3 +397,16 @@ def test_two_legs_tagged_by_the_pbx_come_out_as_one_conversation(
         finals = [e for e in events if e["type"] == "transcript.final" and e["text"].strip()]
         assert finals and all(f["speaker"]["name"] == who and f["stream"] is None for f in finals)
         assert speech.wer([prompt.text], [" ".join(f["text"] for f in finals)]) <= 0.35
+
+
+def test_a_session_of_more_streams_than_a_call_holds_gets_488_saying_why(
+    bridge: RunningBridge,
+) -> None:
+    """A conference recording sends a stream per participant; PJSUA holds four per call."""
+    streams = [SrcStream(str(90 + n), np.zeros(1, dtype=np.int16)) for n in range(5)]
+    people = [(f"p{n}", f"Person {n}", f"sip:p{n}@example.com", s.label)
+              for n, s in enumerate(streams)]  # fmt: skip
+    status, answer = refused(bridge, body(offer(streams), md.rfc7865(people)))
+    assert status == 488 and "at most 4" in answer, answer
+    status, answer = refused(bridge, body(offer(streams[:4]), md.rfc7865(people[:4])))
+    assert status == 200 and answer.count("a=recvonly") == 4, answer

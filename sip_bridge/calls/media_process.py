@@ -79,7 +79,9 @@ DTMF_METHODS = {pj.PJSUA_DTMF_METHOD_RFC2833: "rfc4733", pj.PJSUA_DTMF_METHOD_SI
 # A PBX tags the legs of one conversation (one per speaker: ChanSpy, eavesdrop) with these.
 CONVERSATION_HEADER = "X-Transcribe-Conversation"
 SPEAKER_HEADER = "X-Transcribe-Speaker"
-MAX_SIPREC_STREAMS = 8  # m=audio lines answered in one recording session; more get port 0
+MAX_SIPREC_STREAMS = (
+    4  # audio streams answered in a recording session (the wheel's PJSUA_MAX_CALL_MEDIA)
+)
 
 
 class MediaProcess:
@@ -226,10 +228,18 @@ class MediaProcess:
         whole = prm.rdata.wholeMsg
         if is_siprec(sip_headers.value(fields, "Contact"), sip_headers.value(fields, SIPREC_HEADER),
                      whole):  # fmt: skip
+            offered = audio_count(whole)
+            if offered > MAX_SIPREC_STREAMS:
+                # PJSUA cannot take the offer: it would answer as if there were none.
+                log.warning("call %s: SIPREC offer of %d audio streams (at most %d); 488",
+                            call.call_id, offered, MAX_SIPREC_STREAMS)  # fmt: skip
+                self.refusals.refuse(sip_call, 488, "Not Acceptable Here", warning=(
+                    f'399 sip-bridge "{offered} audio streams offered; a recording session '
+                    f'may have at most {MAX_SIPREC_STREAMS}"'))  # fmt: skip
+                return
             call.siprec = SiprecCall(call.call_id, sip_headers.value(fields, "Call-ID") or "")
             call.siprec.offer(whole)
-            op.opt.audioCount = max(1, min(MAX_SIPREC_STREAMS, len(call.siprec.labels) or
-                                           audio_count(whole)))  # fmt: skip
+            op.opt.audioCount = max(1, offered)
             log.info("call %s: SIPREC session, %d streams labelled %s, metadata %s", call.call_id,
                      len(call.siprec.labels), sorted(call.siprec.labels.values()),
                      call.siprec.state)  # fmt: skip
@@ -305,7 +315,12 @@ class MediaProcess:
         call = self._call_for(sip_call)
         if call is not None and call.siprec is not None:
             count = audio_count(prm.offer.wholeSdp)
-            prm.opt.audioCount = max(1, min(MAX_SIPREC_STREAMS, count))
+            if count > MAX_SIPREC_STREAMS:
+                log.warning("call %s: re-offer of %d audio streams (at most %d); 488",
+                            call.call_id, count, MAX_SIPREC_STREAMS)  # fmt: skip
+                prm.statusCode = 488
+                return
+            prm.opt.audioCount = max(1, count)
 
     def _session_offer(self, call: CallState, whole_msg: str) -> None:
         """New metadata (or labels) in a re-INVITE or UPDATE of a SIPREC session."""

@@ -119,6 +119,15 @@ class SiprecCall:
         )
         return self
 
+    def update(self, metadata: str) -> SiprecCall:
+        """An UPDATE with the same offer and ``metadata`` (multipart), then its 200. (PJSIP
+        takes an UPDATE's body for an offer: one of metadata alone gets 488.)"""
+        self._cseq += 1
+        ctype, text = body(offer(self.streams, self.srtp, version=self._cseq), metadata)
+        request = self._request("UPDATE", ctype, text)
+        self.steps.append(f'<send retrans="500">{request}</send>\n<recv response="200"/>')
+        return self
+
     def _request(self, method: str, ctype: str, text: str, cseq: int | None = None) -> str:
         n = self._cseq if cseq is None else cseq
         typed = f"Content-Type: {ctype}\n" if text else ""
