@@ -40,7 +40,7 @@ from media import wire
 from media.curve import CurveKeys
 from media.log_sampling import worth_logging
 from sip_bridge import metrics, sip_headers
-from sip_bridge.calls import hangups, orphans, pjsip_settings
+from sip_bridge.calls import conversations, hangups, orphans, pjsip_settings
 from sip_bridge.calls.audio_tap import CallAudioPort, release
 from sip_bridge.calls.call_media import CallMedia
 from sip_bridge.calls.call_state import (
@@ -57,16 +57,13 @@ from sip_bridge.calls.info_sink import InfoSink
 from sip_bridge.calls.journal import CallJournal
 from sip_bridge.calls.journal_sink import JournalSink
 from sip_bridge.calls.refusals import Refusals
-from sip_bridge.calls.siprec_call import SIPREC_HEADER, SiprecCall, audio_count, is_siprec
 from sip_bridge.calls.watch import CallWatch
 from sip_bridge.delivery.call_outputs import CallOutputs
-from sip_bridge.delivery.events import Event, Person
+from sip_bridge.delivery.events import Event
 from sip_bridge.delivery.info_policy import InfoPolicy
 from sip_bridge.delivery.sink import ResultSink
 from sip_bridge.settings import tenants
 from sip_bridge.settings.config import Config
-from sip_bridge.siprec.multipart import MultipartError, message_parts
-from sip_bridge.siprec.speakers import Speaker
 from sip_bridge.uplink.audio_sender import AudioSender, Commit, Forget, SenderSettings
 from sip_bridge.uplink.sender_facts import SenderView
 
@@ -76,12 +73,6 @@ WATCH_EVERY_S = 1.0  # how often RTP counters and call limits are looked at
 RESULT_MAX_BYTES = wire.HEADER_SIZE + wire.MAX_JSON_BYTES + 1024  # a result, with room to spare
 DTMF_DIGITS = "0123456789*#ABCD"
 DTMF_METHODS = {pj.PJSUA_DTMF_METHOD_RFC2833: "rfc4733", pj.PJSUA_DTMF_METHOD_SIP_INFO: "sip-info"}
-# A PBX tags the legs of one conversation (one per speaker: ChanSpy, eavesdrop) with these.
-CONVERSATION_HEADER = "X-Transcribe-Conversation"
-SPEAKER_HEADER = "X-Transcribe-Speaker"
-MAX_SIPREC_STREAMS = (
-    4  # audio streams answered in a recording session (the wheel's PJSUA_MAX_CALL_MEDIA)
-)
 
 
 class MediaProcess:
@@ -192,18 +183,10 @@ class MediaProcess:
                       u.status)  # fmt: skip
             self.refusals.refuse(sip_call, u.status, u.reason)
             return
-        ctype = sip_headers.value(fields, "Content-Type") or sip_headers.value(fields, "c") or ""
-        if ctype.strip().lower().startswith("multipart/"):
-            try:
-                message_parts(prm.rdata.wholeMsg)
-            except MultipartError as exc:
-                # PJSIP would take it as an INVITE without an offer and answer with its own.
-                log.warning("call %s: INVITE with a %s body that cannot be split (%s); 400",
-                            sip_call.bridge_call_id, ctype.split(";")[0], exc)  # fmt: skip
-                why = str(exc).replace('"', "'")[:200]
-                self.refusals.refuse(sip_call, 400, "Malformed Multipart Body",
-                                     warning=f'399 sip-bridge "{why}"')  # fmt: skip
-                return
+        refused = conversations.refusal(sip_call.bridge_call_id, fields, prm.rdata.wholeMsg)
+        if refused is not None:
+            self.refusals.refuse(sip_call, refused.status, refused.reason, refused.warning)
+            return
         self.uplink.drain(self.sender.facts)
         if not self.uplink.room:
             self.refusals.over_capacity_503(sip_call)
@@ -216,7 +199,7 @@ class MediaProcess:
         now = time.monotonic()
         watch = CallWatch(now, self.cfg.media.rtp_timeout_s, self.cfg.media.max_call_s,
                           self.cfg.sip.ack_timeout_s)  # fmt: skip
-        ours = (tenants.TENANT_HEADER.lower(), SIPREC_HEADER.lower())  # the front's
+        ours = (tenants.TENANT_HEADER.lower(), sip_headers.SIPREC_HEADER.lower())  # the front's
         picked = sip_headers.select(
             [f for f in fields if f[0].lower() not in ours], self.cfg.sip.metadata_headers
         )
@@ -225,30 +208,7 @@ class MediaProcess:
             invite=prm.rdata.wholeMsg,
         )  # fmt: skip
         op = pj.CallOpParam()
-        whole = prm.rdata.wholeMsg
-        if is_siprec(sip_headers.value(fields, "Contact"), sip_headers.value(fields, SIPREC_HEADER),
-                     whole):  # fmt: skip
-            offered = audio_count(whole)
-            if offered > MAX_SIPREC_STREAMS:
-                # PJSUA cannot take the offer: it would answer as if there were none.
-                log.warning("call %s: SIPREC offer of %d audio streams (at most %d); 488",
-                            call.call_id, offered, MAX_SIPREC_STREAMS)  # fmt: skip
-                self.refusals.refuse(sip_call, 488, "Not Acceptable Here", warning=(
-                    f'399 sip-bridge "{offered} audio streams offered; a recording session '
-                    f'may have at most {MAX_SIPREC_STREAMS}"'))  # fmt: skip
-                return
-            call.siprec = SiprecCall(call.call_id, sip_headers.value(fields, "Call-ID") or "")
-            call.siprec.offer(whole)
-            op.opt.audioCount = max(1, offered)
-            log.info("call %s: SIPREC session, %d streams labelled %s, metadata %s", call.call_id,
-                     len(call.siprec.labels), sorted(call.siprec.labels.values()),
-                     call.siprec.state)  # fmt: skip
-        else:
-            conversation = sip_headers.value(fields, CONVERSATION_HEADER)
-            if conversation:
-                call.conversation = conversation[:256]
-                spoken = (sip_headers.value(fields, SPEAKER_HEADER) or "")[:256] or None
-                call.speaker = Speaker(None, spoken, None, "")
+        op.opt.audioCount = conversations.classify(call, fields, prm.rdata.wholeMsg)
         self.calls[call.call_id] = call
         op.statusCode = 200
         # RFC 6086: we take the framework and no package (DTMF INFO is a legacy usage).
@@ -314,28 +274,18 @@ class MediaProcess:
         """A re-INVITE or UPDATE offer: a SIPREC session answers every audio stream it has."""
         call = self._call_for(sip_call)
         if call is not None and call.siprec is not None:
-            count = audio_count(prm.offer.wholeSdp)
-            if count > MAX_SIPREC_STREAMS:
-                log.warning("call %s: re-offer of %d audio streams (at most %d); 488",
-                            call.call_id, count, MAX_SIPREC_STREAMS)  # fmt: skip
+            count = conversations.re_offer(call, prm.offer.wholeSdp)
+            if count is None:
                 prm.statusCode = 488
-                return
-            prm.opt.audioCount = max(1, count)
+            else:
+                prm.opt.audioCount = count
 
     def _session_offer(self, call: CallState, whole_msg: str) -> None:
         """New metadata (or labels) in a re-INVITE or UPDATE of a SIPREC session."""
-        assert call.siprec is not None
-        if not call.siprec.offer(whole_msg) or call.events is None:
-            return
-        labels = [t.label or "" for t in call.taps]
-        event = call.events.updated(call.siprec.conversation(), call.siprec.streams(labels),
-                                    call.siprec.participants())  # fmt: skip
-        log.info("call %s: SIPREC metadata changed: %s", call.call_id, ", ".join(
-            f"{label}={s.name or s.aor or s.participant_id if s else '?'}"
-            for label, s in call.siprec.streams(labels)))  # fmt: skip
+        event = conversations.session_changed(call, whole_msg)
         if event is not None:
             self._emit(call, event)
-        self._publish_calls()
+            self._publish_calls()
 
     def on_dtmf(self, sip_call: BridgeCall, prm: Any) -> None:
         call = self._call_for(sip_call)
@@ -396,7 +346,9 @@ class MediaProcess:
                       type(msg).__name__, msg.epoch)  # fmt: skip
             return
         if isinstance(msg, wire.Transcript):
-            event = call.events.transcript(msg, tap.label, self._speaker(call, tap), tap.offset_s)
+            event = call.events.transcript(
+                msg, tap.label, conversations.speaker_of(call, tap), tap.offset_s
+            )
             if event is not None:
                 self._emit(call, event)
                 if msg.final:
@@ -421,13 +373,6 @@ class MediaProcess:
                     return call, tap
         return None
 
-    @staticmethod
-    def _speaker(call: CallState, tap: StreamTap) -> Speaker | None:
-        if call.siprec is not None and tap.label is not None:
-            speaker = call.siprec.speaker(tap.label)
-            return speaker if speaker.participant_id is not None else None
-        return call.speaker
-
     def _time_final(self, tap: StreamTap, msg: wire.Transcript) -> None:
         """End of speech → final, as this process saw both: the sender noted when the audio at
         its latest offset arrived, so the speech's end arrived that much earlier."""
@@ -443,7 +388,9 @@ class MediaProcess:
         if call.events is not None and not call.events.ended:
             duration = (call.disconnected_at or time.monotonic()) - call.answered_at
             metrics.CALLS.labels(ended_outcome(reason)).inc()
-            self._emit(call, call.events.ended_event(reason, duration, _participants(call)))
+            self._emit(
+                call, call.events.ended_event(reason, duration, conversations.participants(call))
+            )
         self._forget(call)
 
     # -- metrics, the list of calls, releasing -----------------------------------------------
@@ -574,14 +521,6 @@ def main(cfg: Config, index: int, on_ready: Callable[[], None] | None = None) ->
         on_ready()
     proc.run()
     return 0
-
-
-def _participants(call: CallState) -> tuple[Person, ...]:
-    """Who took part, as call.ended lists them: a SIPREC session's participants at its end
-    (those who left before are not listed), or a tagged leg's speaker."""
-    if call.siprec is not None:
-        return call.siprec.participants()
-    return (call.speaker,) if call.speaker is not None else ()
 
 
 def _authenticator(ctx: zmq.Context[Any], keys: CurveKeys) -> ThreadAuthenticator:
