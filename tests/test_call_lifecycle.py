@@ -15,7 +15,7 @@ import pytest
 import zmq
 
 from media import wire
-from tests.support import speech
+from tests.support import sip_fuzz, sip_fuzz_corpus, speech
 from tests.support.dtmf_rtp import with_dtmf
 from tests.support.lone_media import LoneMedia, lone_media
 from tests.support.requirements import NEEDS_SIPP_PCAP_AND_PROMPTS
@@ -290,3 +290,25 @@ def test_a_new_call_in_the_slot_of_one_still_finishing_is_not_touched(tmp_path: 
     assert len(ended) == 5 and len({e["call_id"] for e in ended}) == 5
     last = next(e for e in ended if e["sip_call_id"] == fifth.call_id)
     assert float(last["duration"]) >= 5.0  # type: ignore[arg-type]
+
+
+def test_invites_without_an_offer_that_we_refuse_are_answered_and_the_process_lives_on(
+    tmp_path: Path,
+) -> None:
+    """PJSIP sees no offer in an INVITE without a body, nor in one whose multipart body it
+    cannot split; refusing such an INVITE inside the incoming-call callback tore the call down
+    there, and PJSUA2 then freed the INVITE twice (an assertion aborted the process). Refused
+    here: one from no tenant of ours (403), one with an unsplittable multipart body (400, with
+    the Warning saying why). The process answers both, then a call, and exits 0."""
+    tenants = {"tenants": [{"name": "acme", "match": [{"to_user": "5550100"}]}]}
+    with lone_media(tmp_path / "tenants", tenants) as m:
+        refused = Scenario(offer="").render_refused(403)
+        late = [run(m, tmp_path, f"late{i}", refused) for i in (0, 1)]
+    with lone_media(tmp_path / "multipart") as m:
+        (garbage,) = [c for c in sip_fuzz_corpus.corpus() if c.name == "syntax-multipart-garbage"]
+        outcomes = [o for _ in (0, 1) for o in sip_fuzz.fire([garbage], "127.0.0.1", m.port)]
+    for result in late:
+        assert [x.status for x in result.messages if (x.status or 0) >= 200] == [403]
+    for outcome in outcomes:
+        assert outcome.final == 400, outcome.describe()
+        assert "Warning: 399" in outcome.responses[-1] and "--zz" in outcome.responses[-1]

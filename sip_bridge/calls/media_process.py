@@ -460,6 +460,7 @@ class MediaProcess:
         while not self._stop:
             self.uplink.drain(self.sender.facts)
             self.ep.libHandleEvents(10)
+            self.refusals.answer_refused()
             for _ in range(100):
                 if not poller.poll(0):
                     break

@@ -1,8 +1,11 @@
 """INVITEs a media process does not take: no tenant of ours, or no room on the workers.
 
-Each is answered at once (PJSUA2, main loop thread), counted by outcome, and its pjsua2 call is
-kept until its DISCONNECTED callback, when it is released (never left to Python's GC: see
-``audio_tap.release``).
+Each is counted by outcome and answered on the main loop's next turn, just after the incoming-call
+callback that decided it: an INVITE whose offer PJSIP did not find (none, or in a multipart body
+it cannot split) is torn down inside ``answer`` when the answer is final, and PJSUA2 then frees
+that INVITE a second time when the callback returns (an assertion in sip_transport.c aborts
+the process). Its pjsua2 call is kept until it has disconnected, then released (never left to
+Python's GC: see ``audio_tap.release``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class Refusals:
     def __init__(self, calls_per_worker: int, max_backlog_s: float) -> None:
         self._limits = (calls_per_worker, max_backlog_s)  # for the log (inference.*)
         self._refused: dict[str, BridgeCall] = {}  # INVITEs we refused, until DISCONNECTED
+        self._unanswered: list[tuple[BridgeCall, pj.CallOpParam]] = []  # refused, not yet sent
         self.over_capacity = 0  # INVITEs refused because every worker was full or behind
         self._next_capacity_log = 0.0
 
@@ -50,18 +54,27 @@ class Refusals:
         warning: str = "",
         outcome: str = "refused",
     ) -> None:
-        """Answer an INVITE we do not take (no tenant of ours; an offer we cannot use)."""
+        """Refuse an INVITE we do not take (no tenant of ours; an offer we cannot use); the
+        answer goes out on :meth:`answer_refused`, outside the incoming-call callback."""
         op = pj.CallOpParam()
         op.statusCode = status
         op.reason = reason
         if warning:
             op.txOption.headers.append(header("Warning", warning))
-        try:
-            sip_call.answer(op)
-        except pj.Error as exc:
-            log.warning("call %s: refusing failed: %s", sip_call.bridge_call_id, exc.info())
+        self._unanswered.append((sip_call, op))
         self._refused[sip_call.bridge_call_id] = sip_call  # released once DISCONNECTED
         metrics.CALLS.labels(outcome).inc()
+
+    def answer_refused(self) -> None:
+        """Send the answers of the INVITEs refused since the last turn (main loop, no callback
+        running). A caller that gave up first (CANCEL) has its call gone already: logged."""
+        unanswered, self._unanswered = self._unanswered, []
+        for sip_call, op in unanswered:
+            try:
+                sip_call.answer(op)
+            except pj.Error as exc:
+                log.warning("call %s: refusing failed: %s", sip_call.bridge_call_id, exc.info())
+            self.call_state(sip_call)  # an INVITE without an offer is over at once
 
     def call_state(self, sip_call: BridgeCall) -> None:
         """The state of a call that is not ours changed: a refused one is released once it
@@ -72,7 +85,9 @@ class Refusals:
             release(refused)
 
     def release_all(self) -> None:
-        """Shutting down: release those still waiting for their DISCONNECTED."""
+        """Shutting down: answer those not answered yet, release those still waiting for their
+        DISCONNECTED."""
+        self.answer_refused()
         for refused in self._refused.values():
             release(refused)
         self._refused.clear()

@@ -23,7 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from media import wire
 from sip_bridge.serve.metrics_server import ENV
-from tests.support.ports import free_udp_port
+from tests.support.ports import distinct_free_udp_ports
 from tests.support.procs import wait_or_kill
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -109,12 +109,12 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:
 def lone_media(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Iterator[LoneMedia]:
     """Run one media process with a fake worker side and a webhook receiver; on exit, stop it
     and check it exited 0. ``overrides``: config keys to change (nested dicts)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     ctx: zmq.Context[Any] = zmq.Context()
-    sip_port, result_port, worker_port = free_udp_port(), free_udp_port(), free_udp_port()
-    beat_port = free_udp_port()
+    sip_port, result_port, worker_port, beat_port, front_port = distinct_free_udp_ports(5)
     # RTP below the ephemeral port range (32768+), where bound-to-0 sockets of other tests land.
     cfg = {
-        "sip": {"address": "127.0.0.1", "port": free_udp_port()},
+        "sip": {"address": "127.0.0.1", "port": front_port},
         "media": {
             "processes": 1, "sip_port_base": sip_port, "result_port_base": result_port,
             "rtp_port_base": 31200, "rtp_ports_per_process": 100, "call_end_flush_s": 3.0,

@@ -30,6 +30,19 @@ def free_udp_ports(count: int, host: str = "127.0.0.1", align: int = 1, attempts
     raise RuntimeError(f"no block of {count} free UDP ports found in {attempts} attempts")
 
 
+def distinct_free_udp_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different free ports, each bound at once so that none is handed out twice (ports
+    taken one at a time may repeat: the kernel can give a just-released port again)."""
+    held = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
+    try:
+        for s in held:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
 def free_tcp_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
