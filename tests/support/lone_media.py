@@ -23,7 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from media import wire
 from sip_bridge.serve.metrics_server import ENV
-from tests.support.ports import distinct_free_udp_ports
+from tests.support.ports import distinct_free_ports
 from tests.support.procs import wait_or_kill
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -111,7 +111,7 @@ def lone_media(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Itera
     and check it exited 0. ``overrides``: config keys to change (nested dicts)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     ctx: zmq.Context[Any] = zmq.Context()
-    sip_port, result_port, worker_port, beat_port, front_port = distinct_free_udp_ports(5)
+    sip_port, result_port, worker_port, beat_port, front_port = distinct_free_ports(5)
     # RTP below the ephemeral port range (32768+), where bound-to-0 sockets of other tests land.
     cfg = {
         "sip": {"address": "127.0.0.1", "port": front_port},

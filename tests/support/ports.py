@@ -30,14 +30,30 @@ def free_udp_ports(count: int, host: str = "127.0.0.1", align: int = 1, attempts
     raise RuntimeError(f"no block of {count} free UDP ports found in {attempts} attempts")
 
 
-def distinct_free_udp_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` different free ports, each bound at once so that none is handed out twice (ports
-    taken one at a time may repeat: the kernel can give a just-released port again)."""
-    held = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
+def distinct_free_ports(count: int, host: str = "127.0.0.1", attempts: int = 50) -> list[int]:
+    """``count`` different ports, each free for both UDP and TCP (a process may bind either:
+    SIP takes UDP, ZeroMQ TCP), all held at once so that none is handed out twice (ports taken
+    one at a time may repeat: the kernel can give a just-released port again)."""
+    held: list[socket.socket] = []
+    ports: list[int] = []
     try:
-        for s in held:
-            s.bind((host, 0))
-        return [int(s.getsockname()[1]) for s in held]
+        for _ in range(attempts):
+            if len(ports) == count:
+                return ports
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(tcp)
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            held.append(udp)
+            try:
+                udp.bind((host, port))
+            except OSError:
+                continue
+            ports.append(port)
+        if len(ports) == count:
+            return ports
+        raise RuntimeError(f"no {count} ports free for UDP and TCP in {attempts} attempts")
     finally:
         for s in held:
             s.close()
