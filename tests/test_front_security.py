@@ -106,8 +106,9 @@ def test_every_guard_on_gives_a_config_kamailio_accepts_without_the_password(
     assert PASSWORD not in text and front_security.ha1(cfg.sip.auth.users[0], "sip-bridge") in text
     assert "listen=tls:127.0.0.1:25061" in text and "route(AUTH)" in text
     assert f"certificate = {cert.resolve()}" in files.tls_config.read_text()
-    # Nothing on: no guard but the scanner drop and the default flood limit, TCP stays off.
-    plain = kamailio.render_config(Config(), files)
+    # Nothing on (sip.tcp off too): no guard but the scanner drop and the default flood limit,
+    # TCP stays off.
+    plain = kamailio.render_config(Config(sip=SipConfig(tcp=False)), files)
     assert "disable_tcp=yes" in plain and "route(AUTH)" not in plain
     assert "is_in_subnet" not in plain and "pike_check_req" in plain
 

@@ -39,7 +39,11 @@ EVERYTHING_ON = Config(
 )  # fmt: skip
 
 
-@pytest.mark.parametrize("cfg", [Config(), EVERYTHING_ON], ids=["defaults", "everything-on"])
+@pytest.mark.parametrize(
+    "cfg",
+    [Config(), EVERYTHING_ON, Config(sip=SipConfig(tcp=False))],
+    ids=["defaults", "everything-on", "udp-only"],
+)
 def test_every_placeholder_has_a_value_and_none_is_left(cfg: Config) -> None:
     values = kamailio_script.script_values(cfg, FILES)
     assert set(kamailio_script.template().get_identifiers()) == set(values)

@@ -120,8 +120,9 @@ def render_dispatcher_list(cfg: Config) -> str:
 
 
 def _listen_lines(cfg: Config) -> list[str]:
-    """The trunk's sockets (UDP, and TLS with sip.tls.port), advertising the public address
-    where it differs, then the loopback socket facing the media processes if there is one."""
+    """The trunk's sockets (UDP, TCP on the same port with sip.tcp, TLS with sip.tls.port),
+    advertising the public address where it differs, then the loopback socket facing the media
+    processes if there is one (UDP: the media processes speak nothing else)."""
     address = ipaddress.ip_address(cfg.sip.address)
     advertise = ""
     if address.is_unspecified or cfg.public_address != cfg.sip.address:
@@ -132,6 +133,8 @@ def _listen_lines(cfg: Config) -> list[str]:
         return f"{line} advertise {advertise}:{port}" if advertise else line
 
     lines = [trunk("udp", cfg.sip.port)]
+    if cfg.sip.tcp:
+        lines.append(trunk("tcp", cfg.sip.port))
     if cfg.sip.tls.port:
         lines.append(trunk("tls", cfg.sip.tls.port))
     internal = internal_address(cfg)
@@ -224,6 +227,21 @@ def _options_reply(cfg: Config) -> str:
     )
 
 
+def _alias_back(cfg: Config) -> str:
+    """route[WITHINDLG]: a request for a peer on TCP or TLS (the media processes' BYEs and
+    INFOs) goes back over the peer's own connection, which route[SECURITY] wrote into its
+    Contact as ``;alias=``; "" when the front takes neither."""
+    protos = front_security.stream_protos(cfg)
+    if not protos:
+        return ""
+    names = " or ".join(protos)
+    return (
+        '        if ($ru =~ ";alias=") {\n'
+        f"            handle_ruri_alias();  # back over the peer's {names} connection\n"
+        "        }\n"
+    )
+
+
 def script_values(cfg: Config, files: KamailioFiles) -> dict[str, object]:
     """The value of every placeholder in ``kamailio.cfg.tmpl`` for ``cfg``.
 
@@ -245,12 +263,7 @@ def script_values(cfg: Config, files: KamailioFiles) -> dict[str, object]:
                            *(source_limits.modules(cfg) if limits else ())))  # fmt: skip
     profiles = tenant_routing.profiles(cfg) + source_limits.profiles(cfg)
     tenant_route = tenant_routing.route(cfg)
-    alias_back = (
-        '        if ($ru =~ ";alias=") {\n            handle_ruri_alias();  # back over the'
-        " peer's TLS connection\n        }\n"
-        if cfg.sip.tls.port
-        else ""
-    )
+    alias_back = _alias_back(cfg)
     return {
         # globals and sockets
         "children": CHILDREN,

@@ -35,7 +35,7 @@ SCANNER_AGENTS = (
 # Kamailio statistics counting each reason a request was dropped or refused (group "script").
 STATS = ("unlisted_source", "scanner", "flood", "auth_failed", "call_rate_limited")
 LOG_EVERY_S = 60  # a dropped source is logged at most once per this
-TCP_LIFETIME_S = 3605  # an idle TLS connection is kept this long (in-dialog requests reuse it)
+TCP_LIFETIME_S = 3605  # an idle TCP or TLS connection is kept this long (in-dialog requests use it)
 TLS_SHARED_MEMORY_MB = 32  # OpenSSL allocates from Kamailio's shared memory
 _REALM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,62}")
@@ -49,6 +49,14 @@ def ha1(user: SipUser, realm: str) -> str:
     return hashlib.md5(f"{user.user}:{realm}:{user.password}".encode()).hexdigest()
 
 
+def stream_protos(cfg: Config) -> tuple[str, ...]:
+    """The connection-oriented transports the front takes calls on (Kamailio's ``proto``
+    names): ``TCP`` with ``sip.tcp``, ``TLS`` with ``sip.tls.port``. A peer on one of them is
+    reached back over its own connection."""
+    protos = ("TCP",) if cfg.sip.tcp else ()
+    return (*protos, "TLS") if cfg.sip.tls.port else protos
+
+
 def modules(cfg: Config) -> list[str]:
     """The Kamailio modules these routes use, beyond the front's own."""
     s = cfg.sip
@@ -60,7 +68,9 @@ def modules(cfg: Config) -> list[str]:
     if s.auth.users:
         needed.append("auth")
     if s.tls.port:
-        needed += ["tls", "nathelper"]  # nathelper: Contact aliases over the TLS connection
+        needed.append("tls")
+    if stream_protos(cfg):
+        needed.append("nathelper")  # Contact aliases over the TCP or TLS connection
     return needed
 
 
@@ -80,12 +90,13 @@ def modparams(cfg: Config, tls_cfg: Path) -> str:
 
 
 def globals_(cfg: Config) -> str:
-    """Core settings: TCP stays off unless TLS is on (TLS runs over it; no plain TCP listener
-    is opened, only the sockets named by ``listen``)."""
-    if not cfg.sip.tls.port:
+    """Core settings: TCP stays off unless ``sip.tcp`` or TLS is on (TLS runs over it). Only
+    the sockets named by ``listen`` are opened: TLS alone opens no plain TCP listener."""
+    if not stream_protos(cfg):
         return "disable_tcp=yes\n"
+    tls = "enable_tls=yes\n" if cfg.sip.tls.port else ""
     return (
-        "disable_tcp=no\nenable_tls=yes\ntcp_children=2\n"
+        f"disable_tcp=no\n{tls}tcp_children=2\n"
         f"tcp_connection_lifetime={TCP_LIFETIME_S}\ntcp_accept_no_cl=no\n"
     )
 
@@ -144,11 +155,16 @@ def security_route(cfg: Config, media_set: int) -> str:
     if s.flood.requests:
         body += ["    if (!pike_check_req()) {",
                  _drop("flood", "over the flood limit (sip.flood)") + "    }"]  # fmt: skip
-    if s.tls.port:
+    protos = stream_protos(cfg)
+    if protos:
+        names = " or ".join(protos)
+        on = " || ".join(f"proto == {p}" for p in protos)
+        on = f"({on})" if len(protos) > 1 else on
         body += [
-            "    # A TLS peer is reached back over its own connection: its Contact gets an alias",
+            f"    # A {names} peer is reached back over its own connection: its Contact gets an"
+            " alias",
             "    # (;alias=ip~port~proto) that route[WITHINDLG] turns back into that connection.",
-            '    if (proto == TLS && is_present_hf("Contact") && !is_method("REGISTER")) {',
+            f'    if ({on} && is_present_hf("Contact") && !is_method("REGISTER")) {{',
             "        add_contact_alias();",
             "    }",
         ]

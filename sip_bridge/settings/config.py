@@ -103,7 +103,11 @@ class SipFloodConfig:
 @dataclass(frozen=True, slots=True)
 class SipConfig:
     address: str = "0.0.0.0"  # where the front (Kamailio) listens for the trunk
-    port: int = 5060  # UDP port the trunk sends to
+    port: int = 5060  # UDP port the trunk sends to (and TCP's, with `tcp`)
+    # SIP over TCP on the same address and port (RFC 3261 §18: a server must take both; a
+    # request over the MTU cannot go over UDP). In-dialog requests go back over the caller's
+    # connection.
+    tcp: bool = True
     # Address written into SDP (RTP) and Record-Route, as the PBX must reach it. "" = derived from
     # `address` (127.0.0.1 when that is a wildcard).
     public_address: str = ""

@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.ports import free_udp_port, free_udp_ports
+from tests.support.ports import free_tcp_port, free_udp_port, free_udp_ports
 from tests.support.procs import kill, wait_or_kill
 
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
@@ -331,9 +331,11 @@ class SippCall:
         local_ip: str = "127.0.0.1",
         extra_headers: str = "",
         priority: int = 0,
+        transport: str = "u1",
     ) -> None:
         """``priority``: a nice value for sipp (negative needs root), for benches where sipp
-        stands in for a PBX on its own machine and must not queue behind the bridge for CPU."""
+        stands in for a PBX on its own machine and must not queue behind the bridge for CPU.
+        ``transport``: sipp's ``-t`` (``u1``: UDP, one socket; ``t1``: one TCP connection)."""
         if codec not in CODECS and scenario is None:
             raise SippError(f"sipp can play {sorted(CODECS)}, not {codec!r}")
         self.target = f"{target_host}:{target_port}"
@@ -341,7 +343,9 @@ class SippCall:
         self.codec = codec
         self.local_ip = local_ip
         self.extra_headers = extra_headers
-        self.local_port = local_port or free_udp_port(local_ip)
+        self.transport = transport
+        free_port = free_tcp_port if transport.startswith("t") else free_udp_port
+        self.local_port = local_port or free_port(local_ip)
         self.media_port = media_port or free_media_port(local_ip)
         self.audio_s = audio_s
         self.linger_s = linger_s
@@ -373,6 +377,7 @@ class SippCall:
             "-p", str(self.local_port),
             "-mi", self.local_ip,
             "-mp", str(self.media_port),
+            "-t", self.transport,
             "-m", "1",
             "-cid_str", f"{cid_prefix}-%u@%s",
             "-timeout", f"{round(self.guard_s)}s",
