@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from sip_bridge import logs
 from sip_bridge.settings.config import Config, ConfigError, auto_processes
 from sip_bridge.settings.loading import load
 
@@ -26,12 +27,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("sip_bridge")
 
 
-def _setup_logging(cfg: Config, role: str) -> None:
-    logging.basicConfig(
-        level=cfg.log_level,
-        format=f"%(asctime)s %(levelname)-7s {role} %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(cfg: Config, role: str, args: argparse.Namespace | None = None,
+                   quiet: bool = False) -> None:  # fmt: skip
+    """Log as the command line, ``serve`` (environment) or the config says; ``quiet``: only
+    problems (a command whose stdout is its answer), unless the command line asks for more."""
+    asked = getattr(args, "log_level", None)
+    level, fmt = logs.chosen(asked, getattr(args, "log_format", None), cfg.log_level,
+                             cfg.log_format)  # fmt: skip
+    if quiet and asked is None:
+        level = "WARNING"
+    logs.setup(level, fmt, role)
+    if role == "serve":
+        logs.pass_down(level, fmt)
 
 
 def worker_settings(cfg: Config, index: int) -> WorkerSettings:
@@ -138,7 +145,7 @@ def _run_worker(cfg: Config, index: int) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
     signal.signal(signal.SIGINT, lambda *_: worker.request_stop())
-    log.info("worker %d: listening on %s", index, settings.endpoint)
+    log.debug("worker %d: listening on %s", index, settings.endpoint)
     worker.run(on_ready=lambda: notify_ready("worker", index))
     return 0
 
@@ -515,6 +522,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(
             "--workers", type=int, metavar="N", help="inference workers (overrides the config)"
         )
+        p.add_argument(
+            "--log-level", choices=logs.LEVELS, type=str.upper,
+            help="log this and above (default: the config's log_level, INFO)",
+        )  # fmt: skip
+        p.add_argument(
+            "--log-format", choices=logs.FORMATS,
+            help="text, or json: one object per line, with call_id (log_format)",
+        )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         cfg = load(args.config, workers=args.workers)
@@ -538,13 +553,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "keys":
         return _run_keys(args.dir)
     if args.command == "demo":
-        _setup_logging(dataclasses.replace(cfg, log_level="WARNING"), "demo")
+        _setup_logging(cfg, "demo", args, quiet=True)
         return _run_demo(cfg, args.file, args.to)
     if args.command == "transcribe":  # stdout is the transcript; only problems on stderr
-        _setup_logging(dataclasses.replace(cfg, log_level="WARNING"), "transcribe")
+        _setup_logging(cfg, "transcribe", args, quiet=True)
         return _run_transcribe(cfg, args.file, args.json)
     role = args.command if args.command == "serve" else f"{args.command}[{args.index}]"
-    _setup_logging(cfg, role)
+    _setup_logging(cfg, role, args)
     if args.command != "serve":
         from sip_bridge.serve.supervisor import die_with_supervisor
 

@@ -95,6 +95,28 @@ def check_call(result: SippResult, receiver: WebhookReceiver) -> dict[str, objec
     return ended
 
 
+def test_the_console_shows_the_parts_and_the_ready_line_and_the_files_keep_the_rest(
+    bridge: RunningBridge,
+) -> None:
+    """serve's console: a line per part as it starts and the ready line saying where SIP
+    listens and how many calls the host takes; Kamailio's start-up INFO and PJSIP's console go
+    to files of the runtime directory instead."""
+    console = bridge.log_text()
+    (ready,) = [line for line in console.splitlines() if "sip-bridge ready" in line]
+    port = bridge.config["sip"]["port"]
+    assert f"udp:127.0.0.1:{port}" in ready and "calls at once" in ready, ready
+    assert "kamailio.log" in ready, ready
+    processes = int(bridge.config["media"]["processes"])
+    for i in range(processes):
+        assert f"media {i} started (pid" in console
+    assert not re.search(r"\b(INFO|NOTICE): <(core|script)>", console), console[-3000:]
+    assert "pjlib" not in console and "sip_endpoint.c" not in console
+    front = bridge.front_log_text()
+    assert re.search(r"\bINFO: <core>", front), front[-2000:]
+    rundir = Path(bridge.config["runtime_dir"])
+    assert "pjlib" in (rundir / "pjsip-media0.log").read_text()
+
+
 def test_one_call_gets_captions_in_the_call_and_by_webhook(
     bridge: RunningBridge, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
@@ -423,7 +445,9 @@ def test_a_cancel_crossing_the_answer_ends_the_call_once_and_frees_the_front(
     rundir = Path(bridge.config["runtime_dir"])
     files = kamailio.files_in(rundir)
     loads = [d.load for d in kamailio.destinations(files)]
-    front = [line for line in bridge.log_text().splitlines() if "raw-" in line or "ERROR" in line]
+    front = [
+        line for line in bridge.front_log_text().splitlines() if "raw-" in line or "ERROR" in line
+    ]
     assert loads and all(load == 0 for load in loads), (loads, outcomes, front[-40:])
 
 

@@ -107,8 +107,7 @@ def test_the_front_answers_each_malformed_request_as_sip_requires(
     assert sum(n for code, n in finals.items() if code is not None) > len(cases) // 2, finals
     hung_up = [o for o in outcomes if o.hung_up]
     assert hung_up and all(o.bye_status == 200 for o in hung_up), [o.describe() for o in hung_up]
-    log = bridge.log_text()
-    assert "method not in upper case, 501" in log
+    assert "method not in upper case, 501" in bridge.front_log_text()
     assert_nothing_leaked_or_died(bridge, before)
 
 

@@ -128,7 +128,9 @@ def test_half_open_calls_hold_a_slot_for_the_ack_timeout_and_one_source_only_its
         half_open.close(burst)
     assert front_statistic(bridge, SOURCE_LIMITED) - limited_before >= 12 - SOURCE_LIMIT + 1
     # Logged once a minute per source, not once per refusal.
-    assert len(re.findall(rf"from {re.escape(ATTACKER)}: at its limit", bridge.log_text())) == 1
+    assert (
+        len(re.findall(rf"from {re.escape(ATTACKER)}: at its limit", bridge.front_log_text())) == 1
+    )
 
 
 def test_the_fuzz_corpus_then_real_calls_at_once(bridge: RunningBridge, tmp_path: Path) -> None:

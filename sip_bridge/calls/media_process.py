@@ -152,7 +152,7 @@ class MediaProcess:
         tcfg.boundAddress = "127.0.0.1"
         self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
         taken = pjsip_settings.set_codecs(self.ep)
-        log.info("media process %d: codecs %s (and RFC 4733 telephone-event)", self.index,
+        log.debug("media process %d: codecs %s (and RFC 4733 telephone-event)", self.index,
                  ", ".join(taken))  # fmt: skip
         self.ep.libStart()
 

@@ -32,8 +32,8 @@ import zmq
 
 from sip_bridge.calls import active_calls
 from sip_bridge.captions.server import make_token_file
-from sip_bridge.front import kamailio
-from sip_bridge.serve import metrics_server
+from sip_bridge.front import kamailio, source_limits
+from sip_bridge.serve import metrics_server, part_logs
 from sip_bridge.serve.status import ServeStatus
 from sip_bridge.settings.config import Config
 
@@ -65,6 +65,29 @@ class Child:
     @property
     def name(self) -> str:
         return self.role if self.role in ("front", "captions") else f"{self.role} {self.index}"
+
+
+def ready_line(cfg: Config) -> str:
+    """What an operator needs once the front takes calls: where SIP listens, how many calls the
+    host takes, where the captions page and the front's log are."""
+    s, m = cfg.sip, cfg.media
+    listens = [f"udp:{s.address}:{s.port}"]
+    if s.tcp:
+        listens.append(f"tcp:{s.address}:{s.port}")
+    if s.tls.port:
+        listens.append(f"tls:{s.address}:{s.tls.port}")
+    workers = len(cfg.worker_targets())
+    parts = [
+        f"sip-bridge ready: SIP on {', '.join(listens)}",
+        f"{source_limits.capacity(cfg)} calls at once ({m.processes} media processes x"
+        f" {m.calls_per_process} calls, {workers} worker(s))",
+    ]
+    c = cfg.captions
+    if c.enabled:
+        host = "127.0.0.1" if c.address in ("0.0.0.0", "::") else c.address
+        parts.append(f"captions on http://{host}:{c.port}/ (`sip-bridge captions-url`: its link)")
+    parts.append(f"front's log in {part_logs.log_path(cfg.runtime_path(), 'front', 0)}")
+    return "; ".join(parts)
 
 
 def die_with_supervisor() -> None:
@@ -130,9 +153,21 @@ class Supervisor:
             # Kamailio is not ours to change: util-linux's setpriv gives it the death signal
             # that our own children set themselves (die_with_supervisor), then execs it.
             argv = [setpriv, "--pdeathsig", "TERM", "--", *argv]
+        # Kamailio's log (stderr) and PJSIP's console (a media process's stdout) go to files
+        # of the runtime directory, with Kamailio's WARNING and up to our log (part_logs).
+        front = child.role == "front"
+        piped = front or child.role == "media"
         child.proc = subprocess.Popen(
-            argv, env=env, stdin=subprocess.DEVNULL, start_new_session=child.role == "front"
-        )
+            argv, env=env, stdin=subprocess.DEVNULL, start_new_session=front,
+            stdout=subprocess.PIPE if piped else None,
+            stderr=subprocess.STDOUT if front else None,
+        )  # fmt: skip
+        if child.proc.stdout is not None:
+            part_logs.Pump(
+                child.proc.stdout, part_logs.log_path(self.cfg.runtime_path(), child.role,
+                                                      child.index),
+                part_logs.kamailio_level if front else part_logs.pjsip_level, child.name,
+            )  # fmt: skip
         child.started_at = time.monotonic()
         log.info("%s started (pid %d)", child.name, child.proc.pid)
 
@@ -214,11 +249,7 @@ class Supervisor:
                      " and %d+ (heartbeats)", i.workers, i.address, i.port_base,
                      i.heartbeat_port_base)  # fmt: skip
             return
-        log.info(
-            "sip-bridge ready: SIP on udp:%s:%d, %d media processes x %d calls, %d worker(s)",
-            self.cfg.sip.address, self.cfg.sip.port, self.cfg.media.processes,
-            self.cfg.media.calls_per_process, len(self.cfg.worker_targets()),
-        )  # fmt: skip
+        log.info("%s", ready_line(self.cfg))
 
     def _prepare_model(self) -> None:
         from inference.model_files import ensure_converted

@@ -434,6 +434,7 @@ class Config:
     unknown_tenant: UnknownTenantConfig = field(default_factory=UnknownTenantConfig)
     runtime_dir: str = ""  # "" = $XDG_RUNTIME_DIR/sip-bridge or /tmp/sip-bridge-<uid>
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for log shippers
 
     @property
     def public_address(self) -> str:

@@ -145,7 +145,22 @@ class RunningBridge:
         return self.proc.returncode
 
     def log_text(self) -> str:
+        """What serve printed (its console)."""
         return "".join(self.lines)
+
+    def front_log_text(self) -> str:
+        """Kamailio's whole log (the console gets its WARNING and up only)."""
+        path = Path(self.config["runtime_dir"]) / "kamailio.log"
+        return path.read_text(errors="replace") if path.is_file() else ""
+
+    def wait_for_front_log(self, text: str, timeout: float) -> bool:
+        """Wait until Kamailio has logged a line containing ``text``."""
+        deadline = time.monotonic() + timeout
+        while text not in self.front_log_text():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                return False
+            time.sleep(0.05)  # polling a file, bounded by the deadline
+        return True
 
 
 @contextmanager
