@@ -400,14 +400,13 @@ def _run_captions(cfg: Config) -> int:
 
 
 def _run_captions_url(cfg: Config) -> int:
-    from sip_bridge.captions.server import token_path
+    from sip_bridge.captions.server import page_url, token_path
 
     c = cfg.captions
     if not c.enabled:
         print("sip-bridge: captions.enabled is false in this config", file=sys.stderr)
         return 1
-    host = "127.0.0.1" if c.address in ("0.0.0.0", "::") else c.address
-    url = f"http://{host}:{c.port}/"
+    url = page_url(cfg)
     token = c.tokens[0] if c.tokens else None
     if token is None and not any(t.captions_tokens for t in cfg.tenants):
         try:

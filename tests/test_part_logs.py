@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,20 +22,24 @@ KAMAILIO_LINES = [
 ]
 
 
+def pumped(argv: list[str], path: Path, level_of: Callable[[bytes], int], merge: bool) -> None:
+    """Run ``argv`` with its stdout (and stderr, ``merge``) through a Pump into ``path``."""
+    stderr = subprocess.STDOUT if merge else None
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr)
+    assert proc.stdout is not None
+    pump = part_logs.Pump(proc.stdout, path, level_of, path.stem)
+    assert proc.wait(30) == 0
+    pump.join(10)
+
+
 def test_every_line_goes_to_the_file_and_only_warnings_and_up_to_our_log(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     script = "import sys\nfor line in sys.argv[1:]: print(line, file=sys.stderr)\n"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, *KAMAILIO_LINES],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    assert proc.stdout is not None
     path = part_logs.log_path(tmp_path, "front", 0)
     with caplog.at_level(logging.DEBUG, logger="kamailio"):
-        pump = part_logs.Pump(proc.stdout, path, part_logs.kamailio_level, "front")
-        assert proc.wait(30) == 0
-        pump.join(10)
+        pumped([sys.executable, "-c", script, *KAMAILIO_LINES], path,
+               part_logs.kamailio_level, merge=True)  # fmt: skip
     assert path.read_text().splitlines() == KAMAILIO_LINES
     assert path.stat().st_mode & 0o777 == 0o600
     logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "kamailio"]
@@ -46,12 +51,9 @@ def test_every_line_goes_to_the_file_and_only_warnings_and_up_to_our_log(
 
 def test_pjsip_lines_go_to_the_file_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     line = "00:50:57.869         os_core_unix.c !pjlib 2.15.1 for POSIX initialized"
-    proc = subprocess.Popen([sys.executable, "-c", f"print({line!r})"], stdout=subprocess.PIPE)
-    assert proc.stdout is not None
     path = part_logs.log_path(tmp_path, "media", 3)
     with caplog.at_level(logging.DEBUG, logger="kamailio"):
-        pump = part_logs.Pump(proc.stdout, path, part_logs.pjsip_level, "media 3")
-        assert proc.wait(30) == 0
-        pump.join(10)
+        pumped([sys.executable, "-c", f"print({line!r})"], path, part_logs.pjsip_level,
+               merge=False)  # fmt: skip
     assert path.name == "pjsip-media3.log" and path.read_text() == line + "\n"
     assert not [r for r in caplog.records if r.name == "kamailio"]

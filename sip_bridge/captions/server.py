@@ -80,6 +80,13 @@ def token_path(cfg: Config) -> Path:
     return cfg.runtime_path() / TOKEN_FILE
 
 
+def page_url(cfg: Config) -> str:
+    """The captions page's address as a browser on this host reaches it."""
+    c = cfg.captions
+    host = "127.0.0.1" if c.address in ("0.0.0.0", "::") else c.address
+    return f"http://{host}:{c.port}/"
+
+
 def make_token_file(cfg: Config) -> Path | None:
     """With no token configured anywhere, write a fresh operator token (mode 0600) for this run
     and return its path; else remove a stale one and return ``None``."""

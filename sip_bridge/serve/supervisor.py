@@ -31,7 +31,7 @@ from typing import Any
 import zmq
 
 from sip_bridge.calls import active_calls
-from sip_bridge.captions.server import make_token_file
+from sip_bridge.captions.server import make_token_file, page_url
 from sip_bridge.front import kamailio, source_limits
 from sip_bridge.serve import metrics_server, part_logs
 from sip_bridge.serve.status import ServeStatus
@@ -82,10 +82,8 @@ def ready_line(cfg: Config) -> str:
         f"{source_limits.capacity(cfg)} calls at once ({m.processes} media processes x"
         f" {m.calls_per_process} calls, {workers} worker(s))",
     ]
-    c = cfg.captions
-    if c.enabled:
-        host = "127.0.0.1" if c.address in ("0.0.0.0", "::") else c.address
-        parts.append(f"captions on http://{host}:{c.port}/ (`sip-bridge captions-url`: its link)")
+    if cfg.captions.enabled:
+        parts.append(f"captions on {page_url(cfg)} (`sip-bridge captions-url`: its link)")
     parts.append(f"front's log in {part_logs.log_path(cfg.runtime_path(), 'front', 0)}")
     return "; ".join(parts)
 
