@@ -261,3 +261,4 @@ def test_serve_killed_minus_9_leaves_no_process_behind(tmp_path: Path) -> None:
         assert wait_until(lambda: left() == "", 20, every=0.2), left()
     finally:
         subprocess.run(["pkill", "-9", "-f", str(b.config_path.parent)], check=False)
+        b.stop()

@@ -6,6 +6,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +19,38 @@ from typing import Any
 import yaml
 
 READY_LINE = "sip-bridge ready"
+
+# Each bridge takes ports base .. base+93 (SIP, ZeroMQ, HTTP) and base+1000 .. base+1400 (RTP).
+_SPAN = 1500
+_CONTROL_OFFSETS = (0, *range(11, 19), *range(31, 39), *range(51, 59), *range(71, 79), 91, 92, 93)
+_live_bases: set[int] = set()
+_bases_lock = threading.Lock()
+
+
+def _ports_free(base: int) -> bool:
+    """Every control port of ``base`` can be bound now, for TCP and for UDP."""
+    for offset in _CONTROL_OFFSETS:
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind(("127.0.0.1", base + offset))
+                except OSError:
+                    return False
+    return True
+
+
+def _take_base() -> int:
+    """A port base whose range overlaps no other bridge this test process runs and whose
+    control ports are free now (two bridges at once, a module's and a test's own, drawing
+    bases at random: CI saw one fail to bind its metrics port)."""
+    rng = random.Random(os.getpid() + time.time_ns())
+    with _bases_lock:
+        for _ in range(200):
+            base = rng.randrange(20000, 30000, 100)
+            if all(abs(base - other) >= _SPAN for other in _live_bases) and _ports_free(base):
+                _live_bases.add(base)
+                return base
+    raise RuntimeError(f"no free port range for a bridge (live bases {sorted(_live_bases)})")
 
 
 def _script() -> str:
@@ -41,7 +74,8 @@ class RunningBridge:
         per-source limit of strangers; and workers take any number of calls
         (``inference.calls_per_worker: 0``): the tests load one worker with more calls than the
         CPU default admits, to test concurrency (the admission tests set it back)."""
-        base = random.Random(os.getpid() + time.time_ns()).randrange(20000, 30000, 100)
+        work.mkdir(parents=True, exist_ok=True)
+        base = self._base = _take_base()
         cfg: dict[str, Any] = {
             "sip": {"address": "127.0.0.1", "port": base}
             | ({"trunks": [{"address": "127.0.0.1"}]} if this_tree else {}),
@@ -142,6 +176,8 @@ class RunningBridge:
                 self.proc.kill()
                 self.proc.wait(10)
         self._reader.join(5)
+        with _bases_lock:
+            _live_bases.discard(self._base)
         return self.proc.returncode
 
     def log_text(self) -> str:
