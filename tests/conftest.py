@@ -18,7 +18,8 @@ from tests.support.webhook_receiver import WebhookReceiver
 
 def _missing() -> list[str]:
     tools = {"kamailio": "kamailio", "sipp": "sip-tester", "baresip": "baresip",
-             "linphonec": "linphone-cli"}  # fmt: skip
+             "linphonec": "linphone-cli", "prometheus": "prometheus",
+             "promtool": "prometheus"}  # fmt: skip
     missing = [
         f"{tool} (Debian {package})"
         for tool, package in tools.items()

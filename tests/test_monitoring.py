@@ -1,15 +1,29 @@
 """docker/monitoring: Prometheus takes the shipped scrape config and alert rules, the rules'
-own unit tests pass (promtool, from Debian's prometheus), and every metric they name is one
-the bridge exports."""
+own unit tests pass (promtool, from Debian's prometheus), every metric the rules and the Grafana
+dashboard name is one the bridge exports, and a real Prometheus running the shipped config and
+rules against a live ``serve`` sees a real call: counted, its latency observed, every worker
+up, every rule evaluated and none firing, every dashboard query answered."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+
+from tests.support import prometheus, speech
+from tests.support.bridge import serving
+from tests.support.prometheus import RunningPrometheus
+from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PCAP_PLAYBACK
+from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
+from tests.support.sipp import SippCall, run_calls
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "docker" / "monitoring"
@@ -44,14 +58,149 @@ def exported_families() -> set[str]:
     return names
 
 
-def test_every_metric_the_rules_name_is_exported() -> None:
+def unknown_metrics(text: str) -> list[str]:
+    """The ``sip_bridge_`` series names in ``text`` that no family of the bridge exports."""
     families = exported_families()
-    used = set(re.findall(r"\b(sip_bridge_[a-z0-9_]+)", (MONITORING / "alerts.yml").read_text()))
-    assert used, "no sip_bridge_ metric in alerts.yml"
+    used = set(re.findall(r"\b(sip_bridge_[a-z0-9_]+)", text))
+    assert used, "no sip_bridge_ metric named"
     suffixes = ("_bucket", "_count", "_sum", "_total", "_created")
-    unknown = sorted(
+    return sorted(
         u for u in used
         if u not in families and not any(u.endswith(s) and u[: -len(s)] in families
                                          for s in suffixes)
     )  # fmt: skip
-    assert not unknown, unknown
+
+
+def test_every_metric_the_rules_name_is_exported() -> None:
+    assert not unknown_metrics((MONITORING / "alerts.yml").read_text())
+
+
+DASHBOARD = MONITORING / "grafana-dashboard.json"
+
+
+def dashboard_panels() -> list[dict[str, Any]]:
+    return list(json.loads(DASHBOARD.read_text())["panels"])
+
+
+def dashboard_queries() -> list[str]:
+    return [t["expr"] for p in dashboard_panels() for t in p.get("targets", [])]
+
+
+def recorded_rules() -> set[str]:
+    groups = yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"]
+    return {r["record"] for g in groups for r in g["rules"] if "record" in r}
+
+
+def test_every_metric_the_dashboard_names_is_exported_or_recorded() -> None:
+    queries = dashboard_queries()
+    assert len(queries) >= 20
+    assert not unknown_metrics("\n".join(queries))
+    recorded = set(re.findall(r"\b(sip_bridge:[a-z0-9_:]+)", "\n".join(queries)))
+    assert recorded <= recorded_rules(), recorded - recorded_rules()
+
+
+def test_the_dashboard_imports_with_a_prometheus_of_your_choice() -> None:
+    """Grafana's import asks for the data source ``DS_PROMETHEUS`` names: every panel and query
+    must use it (a fixed uid would point at nobody's Prometheus) and filter on the host picker."""
+    dash = json.loads(DASHBOARD.read_text())
+    assert [i["name"] for i in dash["__inputs"]] == ["DS_PROMETHEUS"]
+    ds = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+    panels = [p for p in dash["panels"] if p["type"] != "row"]
+    assert panels
+    for p in panels:
+        assert p["datasource"] == ds, p["title"]
+        for t in p["targets"]:
+            assert t["datasource"] == ds, p["title"]
+            assert 'instance=~"$instance"' in t["expr"], (p["title"], t["expr"])
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    # Laid out on Grafana's 24-column grid without two panels on the same cell.
+    cells: set[tuple[int, int]] = set()
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        x0, y0 = g["x"], g["y"]
+        assert x0 >= 0 and x0 + g["w"] <= 24, p["title"]
+        mine = {(x, y) for x in range(x0, x0 + g["w"]) for y in range(y0, y0 + g["h"])}
+        assert not mine & cells, p["title"]
+        cells |= mine
+
+
+def poll(what: str, check: Callable[[], bool], within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within_s} s: {what}")
+        time.sleep(0.5)  # Prometheus scrapes and evaluates once a second
+
+
+def value(prom: RunningPrometheus, expr: str) -> float | None:
+    samples = prom.query(expr)
+    return samples[0][1] if samples else None
+
+
+@pytest.mark.integration
+@NEEDS_KAMAILIO_SIPP_AND_PROMPTS
+@NEEDS_PCAP_PLAYBACK
+@pytest.mark.skipif(prometheus.BINARY is None, reason="needs prometheus (apt prometheus)")
+def test_a_real_prometheus_sees_a_call_through_the_shipped_config_and_rules(
+    tmp_path: Path,
+) -> None:
+    workers = 2
+    parts = {"media": {"processes": 2}, "inference": {"workers": workers}}
+    with serving(tmp_path / "bridge", parts, None) as bridge:
+        metrics = f"127.0.0.1:{bridge.config['metrics']['port']}"
+        prom = RunningPrometheus(tmp_path / "prometheus", metrics)
+        try:
+            prom.wait_ready(60)
+            poll("the target is scraped and up",
+                 lambda: value(prom, 'up{job="sip-bridge"}') == 1, 30)  # fmt: skip
+            prompt = speech.select(1, min_s=2.0, max_s=5.0)[0]
+            pcm = join_with_silence([prompt.pcm()], gap_s=1.0, lead_s=0.5, tail_s=0.5)
+            seconds = write_rtp_pcap(tmp_path / "call.pcap", pcm)
+            call = SippCall("127.0.0.1", bridge.port, tmp_path / "call.pcap", "PCMU",
+                            audio_s=seconds, linger_s=3.0, work_dir=tmp_path / "sipp")  # fmt: skip
+            (result,) = run_calls([call])
+            assert result.ok, result
+            assert result.info_bodies, "the call got no caption"
+
+            poll("the call is counted as answered and ended by the caller",
+                 lambda: value(prom, 'sum(sip_bridge_calls_total{outcome="answered"})') == 1
+                 and value(prom, 'sum(sip_bridge_calls_total{outcome="ended_by_caller"})') == 1,
+                 30)  # fmt: skip
+            poll("its final's latency is observed",
+                 lambda: (value(prom, "sum(sip_bridge_final_latency_seconds_count)") or 0) >= 1,
+                 30)  # fmt: skip
+            assert value(prom, "sum(sip_bridge_active_calls)") == 0
+            assert (value(prom, "sum(sip_bridge_frames_total{stage='received'})") or 0) > 0
+            up = prom.query("sip_bridge_worker_up")
+            assert sorted(s[0]["worker"] for s in up) == [str(i) for i in range(workers)]
+            assert all(v == 1 for _, v in up), up
+            running = prom.query("sip_bridge_process_up")
+            assert running and all(v == 1 for _, v in running), running
+            assert value(prom, "min(sip_bridge_admitting)") == 1
+            assert value(prom, 'sum(sip_bridge_front_statistic_total{name="core:rcv_requests"})')
+
+            # Every rule of alerts.yml loaded and evaluated without error, and none fires on a
+            # healthy host that took one call.
+            poll("every rule evaluated",
+                 lambda: all(not r["lastEvaluation"].startswith("0001")  # never evaluated
+                             for r in prom.rules()), 30)  # fmt: skip
+            rules = prom.rules()
+            shipped = yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"]
+            assert len(rules) == sum(len(g["rules"]) for g in shipped)
+            broken = [r for r in rules if r["health"] != "ok"]
+            assert not broken, broken
+            alerts = [r for r in rules if r["type"] == "alerting"]
+            firing = [r["name"] for r in alerts if r["state"] == "firing"]
+            assert not firing, firing
+
+            # Every dashboard query is one Prometheus takes (Grafana's variables filled in as
+            # Grafana would), and the call shows on the panels that count calls and latency.
+            for expr in dashboard_queries():
+                prom.query(expr.replace("$instance", ".*").replace("$__rate_interval", "1m"))
+            assert value(prom, 'sum(sip_bridge_final_latency_seconds_count{instance=~".*"})')
+        except BaseException:
+            print(prom.log()[-4000:])
+            raise
+        finally:
+            prom.stop()
