@@ -3,6 +3,8 @@
 - ``frames``: the audio's shape (8 kHz int16, 20 ms frames; 16 kHz for the model).
 - ``prompt_calls``: the speech corpus cut into calls of recorded prompts, each with its gate.
 - ``media_generator``: the media side: calls played to workers over ZeroMQ at real-time pace.
+- ``gated_call``: one call through the configured gate as wire messages, for an in-process
+  ``Worker``; the worker settings ``sip-bridge worker`` builds.
 - ``workers``: real inference workers as child processes, and a pool of them with a generator.
 - ``live_level``: one load level played and read: latencies, lost finals, partials, CPU, WER.
 - ``offline_model``: the speech model alone on all the audio at once, in one or more processes.
