@@ -109,6 +109,14 @@ def test_the_console_shows_the_parts_and_the_ready_line_and_the_files_keep_the_r
     processes = int(bridge.config["media"]["processes"])
     for i in range(processes):
         assert f"media {i} started (pid" in console
+    # Media process 0 says when each worker is first up; the others only when one comes back.
+    for w in range(int(bridge.config["inference"]["workers"])):
+        assert re.search(rf"media\[0\] \S+: worker {w} is up", console), console[-3000:]
+        for i in range(1, processes):
+            ups = re.findall(rf"media\[{i}\] \S+: worker {w} is up", console)
+            lost = re.findall(rf"media\[{i}\] \S+: worker {w} (is down|is stuck|restarted)",
+                              console)  # fmt: skip
+            assert len(ups) <= len(lost), console[-3000:]
     assert not re.search(r"\b(INFO|NOTICE): <(core|script)>", console), console[-3000:]
     assert "pjlib" not in console and "sip_endpoint.c" not in console
     front = bridge.front_log_text()

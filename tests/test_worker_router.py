@@ -1,5 +1,7 @@
 """Routing and liveness, sans-IO with a fake clock: heartbeats are plain values."""
 
+import logging
+
 import pytest
 
 from media.wire import Heartbeat
@@ -156,3 +158,24 @@ def test_admission_limits_off_by_default_and_checked() -> None:
         WorkerRouter(1, calls_per_worker=-1)
     with pytest.raises(ValueError):
         WorkerRouter(1, max_backlog_s=-0.5)
+
+
+def test_a_quiet_router_logs_a_workers_first_coming_up_at_debug_and_its_return_at_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Media processes other than the first say nothing of a host's workers starting (the
+    first says it for all), but every one of them says when a worker comes back."""
+    caplog.set_level(logging.DEBUG, logger="sip_bridge.uplink.worker_router")
+
+    def ups() -> list[tuple[int, str]]:
+        return [(r.levelno, r.getMessage()) for r in caplog.records if "is up" in r.getMessage()]
+
+    quiet, loud = WorkerRouter(1, timeout_s=1.0, announce_first_up=False), WorkerRouter(1)
+    for r in (quiet, loud):
+        r.heartbeat(beat(0), 0.0)
+    assert ups() == [(logging.DEBUG, "worker 0 is up"), (logging.INFO, "worker 0 is up")]
+    caplog.clear()
+    quiet.heartbeat(beat(0), 0.5)  # still up: nothing
+    quiet.check(2.0)  # down
+    quiet.heartbeat(beat(0), 2.1)
+    assert ups() == [(logging.INFO, "worker 0 is up")]

@@ -194,6 +194,7 @@ class AudioSender:
             stall_s=settings.stall_timeout_s,
             calls_per_worker=settings.calls_per_worker,
             max_backlog_s=settings.max_backlog_s,
+            announce_first_up=settings.process_index == 0,
         )
         # Whether the workers take a new call (WorkerRouter.has_room), as last told the main
         # loop (Admission), which admits or refuses an INVITE by it. It is checked at each

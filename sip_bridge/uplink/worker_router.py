@@ -58,6 +58,7 @@ class _Worker:
     placed_since_beat: int = 0
     backlog_s: float = 0.0
     beats_over_backlog: int = 0  # heartbeats in a row over max_backlog_s
+    was_up: bool = False  # has been live once
 
 
 class WorkerRouter:
@@ -69,9 +70,12 @@ class WorkerRouter:
         stall_s: float = STALL_TIMEOUT_S,
         calls_per_worker: int = 0,
         max_backlog_s: float = 0.0,
+        announce_first_up: bool = True,
     ) -> None:
         """``calls_per_worker`` and ``max_backlog_s``: the admission limits of
-        :meth:`has_room` (0: that limit is off)."""
+        :meth:`has_room` (0: that limit is off). ``announce_first_up``: log each worker's first
+        coming up at INFO (else DEBUG; a later one, after it was down, is INFO either way): one
+        media process of a host says so for all, not each of them for each worker."""
         if workers < 1:
             raise ValueError("at least one worker")
         if timeout_s <= 0 or stall_s <= 0:
@@ -83,6 +87,7 @@ class WorkerRouter:
         self._stall = stall_s
         self._calls_per_worker = calls_per_worker
         self._max_backlog = max_backlog_s
+        self._announce_first_up = announce_first_up
         self._workers = [_Worker(i) for i in range(workers)]
         self._assigned: dict[str, int | None] = {}
 
@@ -157,7 +162,9 @@ class WorkerRouter:
         else:
             w.live = not stalled
         if w.live and not was_live:
-            log.info("worker %d is up", w.index)
+            level = logging.INFO if w.was_up or self._announce_first_up else logging.DEBUG
+            log.log(level, "worker %d is up", w.index)
+            w.was_up = True
         if w.live:
             moves += self._place_waiting()
         return moves
