@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,13 +95,31 @@ class _Demo:
         self.player = player
 
 
+@contextmanager
+def _pjsip_start_up_silenced() -> Iterator[None]:
+    """PJSIP prints its start-up lines (``pjlib 2.15.1 for POSIX initialized``, the endpoint
+    and its modules) on stdout in ``libCreate``, before ``libInit`` can set its console level:
+    send file descriptor 1 to /dev/null meanwhile, so that the demo's output is its captions."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 def run(
     target: str, wav: Path, on_caption: Callable[[dict[str, Any]], None], timeout_s: float
 ) -> DemoResult:
     """Call ``target`` (a SIP URI), play ``wav``, collect the captions; hang up ``LINGER_S``
     after the file ends (or at ``timeout_s``)."""
     ep = pj.Endpoint()
-    ep.libCreate()
+    with _pjsip_start_up_silenced():
+        ep.libCreate()
     cfg = pj.EpConfig()
     cfg.uaConfig.threadCnt = 0
     cfg.uaConfig.mainThreadOnly = True
