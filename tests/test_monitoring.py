@@ -170,15 +170,24 @@ def test_a_real_prometheus_sees_a_call_through_the_shipped_config_and_rules(
             poll("its final's latency is observed",
                  lambda: (value(prom, "sum(sip_bridge_final_latency_seconds_count)") or 0) >= 1,
                  30)  # fmt: skip
-            assert value(prom, "sum(sip_bridge_active_calls)") == 0
             assert (value(prom, "sum(sip_bridge_frames_total{stage='received'})") or 0) > 0
+            assert value(prom, 'sum(sip_bridge_front_statistic_total{name="core:rcv_requests"})')
             up = prom.query("sip_bridge_worker_up")
             assert sorted(s[0]["worker"] for s in up) == [str(i) for i in range(workers)]
-            assert all(v == 1 for _, v in up), up
-            running = prom.query("sip_bridge_process_up")
-            assert running and all(v == 1 for _, v in running), running
-            assert value(prom, "min(sip_bridge_admitting)") == 1
-            assert value(prom, 'sum(sip_bridge_front_statistic_total{name="core:rcv_requests"})')
+
+            def at_rest() -> bool:
+                """No call in progress, every worker and part up, the host admitting: read in
+                turn (a heartbeat late on a loaded CI machine may show a worker down a moment)."""
+                live = [v for _, v in prom.query("sip_bridge_worker_up")]
+                running = [v for _, v in prom.query("sip_bridge_process_up")]
+                return (
+                    value(prom, "sum(sip_bridge_active_calls)") == 0
+                    and live == [1.0] * workers
+                    and bool(running) and all(v == 1 for v in running)
+                    and value(prom, "min(sip_bridge_admitting)") == 1
+                )  # fmt: skip
+
+            poll("the host at rest after the call", at_rest, 30)
 
             # Every rule of alerts.yml loaded and evaluated without error, and none fires on a
             # healthy host that took one call.
