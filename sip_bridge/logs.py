@@ -17,11 +17,12 @@ import os
 import re
 import sys
 import time
-from typing import Literal, TextIO
+from typing import TextIO, get_args
 
-LogFormat = Literal["text", "json"]
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-FORMATS: tuple[LogFormat, ...] = ("text", "json")
+from sip_bridge.settings.config import LogFormat, LogLevel
+
+LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
+FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
 LEVEL_ENV = "SIP_BRIDGE_LOG_LEVEL"
 FORMAT_ENV = "SIP_BRIDGE_LOG_FORMAT"
 

@@ -23,6 +23,9 @@ from typing import Literal
 from media.curve import CurveKeys
 from sip_bridge.delivery.events import EVENT_VERSION
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]  # log_level, --log-level
+LogFormat = Literal["text", "json"]  # log_format, --log-format
+
 # Defaults that the modules this config feeds also use as their own constructor defaults.
 # A worker silent this long is dead (inference.heartbeat_timeout_ms; the uplink's WorkerRouter).
 HEARTBEAT_TIMEOUT_MS = 1500
@@ -433,8 +436,8 @@ class Config:
     tenants: tuple[TenantConfig, ...] = ()
     unknown_tenant: UnknownTenantConfig = field(default_factory=UnknownTenantConfig)
     runtime_dir: str = ""  # "" = $XDG_RUNTIME_DIR/sip-bridge or /tmp/sip-bridge-<uid>
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["text", "json"] = "text"  # json: one object per line, for log shippers
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "text"  # json: one object per line, for log shippers
 
     @property
     def public_address(self) -> str:
