@@ -24,6 +24,7 @@ from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PC
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
 from tests.support.sipp import SippCall, run_calls
 from tests.support.sipp_steps import Scenario
+from tests.support.waiting import within
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.test_e2e import check_call, events_of, make_call
 
@@ -46,15 +47,6 @@ def bridge(
 def front_files(bridge: RunningBridge) -> kamailio.KamailioFiles:
     rundir = Path(bridge.config["runtime_dir"])
     return kamailio.files_in(rundir)
-
-
-def wait_until(condition: Any, timeout: float, every: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(every)
-    return bool(condition())
 
 
 def delivered_once(receiver: WebhookReceiver, sip_call_id: str) -> list[dict[str, object]]:
@@ -91,15 +83,15 @@ def test_a_media_process_killed_mid_call_ends_only_its_call_and_leaves_the_rotat
     ).start()  # fmt: skip
     survivor = None
     try:
-        assert wait_until(lambda: first_of(receiver, victim.call_id, "call.started"), 30)
+        assert within(lambda: first_of(receiver, victim.call_id, "call.started"), 30)
         started = first_of(receiver, victim.call_id, "call.started")
         assert started is not None
         index = int(str(started["node"]).rsplit("media", 1)[1])
         survivor = make_call(tmp_path, bridge, speech.select(3, 2.0, 5.0, stride=13), "survivor")
         survivor.start()
         final = None
-        assert wait_until(
-            lambda: first_of(receiver, victim.call_id, "transcript.final"), 60, every=0.1
+        assert within(
+            lambda: first_of(receiver, victim.call_id, "transcript.final"), 60, every_s=0.1
         ), "no final for the victim call"
         final = first_of(receiver, victim.call_id, "transcript.final")
         assert final is not None
@@ -113,7 +105,7 @@ def test_a_media_process_killed_mid_call_ends_only_its_call_and_leaves_the_rotat
         def inactive() -> bool:
             return any(d.uri == uri and not d.active for d in kamailio.destinations(files))
 
-        assert wait_until(inactive, 5, every=0.02)
+        assert within(inactive, 5, every_s=0.02)
         out_after = time.monotonic() - killed_at
         print(f"media {index} out of the front's rotation {out_after * 1000:.0f} ms after kill -9")
         assert out_after < 1.0, out_after
@@ -143,10 +135,10 @@ def test_a_media_process_killed_mid_call_ends_only_its_call_and_leaves_the_rotat
     survived_ended = check_call(survived, receiver)
     assert "lost" not in str(survived_ended["reason"])
     # Both calls are gone from the front's books: the successor's BYE passed it.
-    assert wait_until(lambda: all(d.load == 0 for d in kamailio.destinations(files)), 10), (
+    assert within(lambda: all(d.load == 0 for d in kamailio.destinations(files)), 10), (
         kamailio.destinations(files)
     )
-    assert wait_until(lambda: all(d.active for d in kamailio.destinations(files)), 10)
+    assert within(lambda: all(d.active for d in kamailio.destinations(files)), 10)
 
 
 def test_kamailio_killed_mid_call_leaves_media_and_captions_alone(
@@ -159,7 +151,7 @@ def test_kamailio_killed_mid_call_leaves_media_and_captions_alone(
     refs = " ".join(p.text for p in prompts)
     call = make_call(tmp_path, bridge, prompts, "front-killed").start()
     try:
-        assert wait_until(lambda: first_of(receiver, call.call_id, "transcript.final"), 60, 0.1)
+        assert within(lambda: first_of(receiver, call.call_id, "transcript.final"), 60, 0.1)
         pid = int(re.findall(r"front started \(pid (\d+)\)", bridge.log_text())[-1])
         starts = bridge.log_text().count("front started")
         os.kill(pid, signal.SIGKILL)
@@ -258,7 +250,7 @@ def test_serve_killed_minus_9_leaves_no_process_behind(tmp_path: Path) -> None:
             return subprocess.run(["pgrep", "-af", str(b.config_path.parent)],
                                   capture_output=True, text=True).stdout  # fmt: skip
 
-        assert wait_until(lambda: left() == "", 20, every=0.2), left()
+        assert within(lambda: left() == "", 20, every_s=0.2), left()
     finally:
         subprocess.run(["pkill", "-9", "-f", str(b.config_path.parent)], check=False)
         b.stop()

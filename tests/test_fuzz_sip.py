@@ -28,6 +28,7 @@ from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PC
 from tests.support.rtp_fuzz import Caller
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
 from tests.support.sipp import SippCall
+from tests.support.waiting import wait_until
 from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = [
@@ -65,14 +66,6 @@ def listed_calls(bridge: RunningBridge) -> list[dict[str, object]]:
     out = subprocess.run(cli, capture_output=True, text=True, check=True, timeout=30).stdout
     calls: list[dict[str, object]] = json.loads(out)
     return calls
-
-
-def wait_until(what: str, ok: object, within_s: float) -> None:
-    assert callable(ok)
-    deadline = time.monotonic() + within_s
-    while not ok():
-        assert time.monotonic() < deadline, f"{what}: not within {within_s} s"
-        time.sleep(0.1)
 
 
 def assert_nothing_leaked_or_died(bridge: RunningBridge, before: dict[str, list[int]]) -> None:

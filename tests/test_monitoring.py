@@ -10,8 +10,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from tests.support.prometheus import RunningPrometheus
 from tests.support.requirements import NEEDS_KAMAILIO_SIPP_AND_PROMPTS, NEEDS_PCAP_PLAYBACK
 from tests.support.rtp_pcap import join_with_silence, write_rtp_pcap
 from tests.support.sipp import SippCall, run_calls
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "docker" / "monitoring"
@@ -125,14 +124,6 @@ def test_the_dashboard_imports_with_a_prometheus_of_your_choice() -> None:
         cells |= mine
 
 
-def poll(what: str, check: Callable[[], bool], within_s: float) -> None:
-    deadline = time.monotonic() + within_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within_s} s: {what}")
-        time.sleep(0.5)  # Prometheus scrapes and evaluates once a second
-
-
 def value(prom: RunningPrometheus, expr: str) -> float | None:
     samples = prom.query(expr)
     return samples[0][1] if samples else None
@@ -152,7 +143,7 @@ def test_a_real_prometheus_sees_a_call_through_the_shipped_config_and_rules(
         prom = RunningPrometheus(tmp_path / "prometheus", metrics)
         try:
             prom.wait_ready(60)
-            poll("the target is scraped and up",
+            wait_until("the target is scraped and up",
                  lambda: value(prom, 'up{job="sip-bridge"}') == 1, 30)  # fmt: skip
             prompt = speech.select(1, min_s=2.0, max_s=5.0)[0]
             pcm = join_with_silence([prompt.pcm()], gap_s=1.0, lead_s=0.5, tail_s=0.5)
@@ -163,11 +154,11 @@ def test_a_real_prometheus_sees_a_call_through_the_shipped_config_and_rules(
             assert result.ok, result
             assert result.info_bodies, "the call got no caption"
 
-            poll("the call is counted as answered and ended by the caller",
+            wait_until("the call is counted as answered and ended by the caller",
                  lambda: value(prom, 'sum(sip_bridge_calls_total{outcome="answered"})') == 1
                  and value(prom, 'sum(sip_bridge_calls_total{outcome="ended_by_caller"})') == 1,
                  30)  # fmt: skip
-            poll("its final's latency is observed",
+            wait_until("its final's latency is observed",
                  lambda: (value(prom, "sum(sip_bridge_final_latency_seconds_count)") or 0) >= 1,
                  30)  # fmt: skip
             assert (value(prom, "sum(sip_bridge_frames_total{stage='received'})") or 0) > 0
@@ -187,11 +178,11 @@ def test_a_real_prometheus_sees_a_call_through_the_shipped_config_and_rules(
                     and value(prom, "min(sip_bridge_admitting)") == 1
                 )  # fmt: skip
 
-            poll("the host at rest after the call", at_rest, 30)
+            wait_until("the host at rest after the call", at_rest, 30)
 
             # Every rule of alerts.yml loaded and evaluated without error, and none fires on a
             # healthy host that took one call.
-            poll("every rule evaluated",
+            wait_until("every rule evaluated",
                  lambda: all(not r["lastEvaluation"].startswith("0001")  # never evaluated
                              for r in prom.rules()), 30)  # fmt: skip
             rules = prom.rules()

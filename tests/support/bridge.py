@@ -6,7 +6,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,9 @@ from typing import Any
 
 import yaml
 
+from tests.support.ports import all_free
+from tests.support.waiting import within
+
 READY_LINE = "sip-bridge ready"
 
 # Each bridge takes ports base .. base+93 (SIP, ZeroMQ, HTTP) and base+1000 .. base+1400 (RTP).
@@ -25,18 +27,6 @@ _SPAN = 1500
 _CONTROL_OFFSETS = (0, *range(11, 19), *range(31, 39), *range(51, 59), *range(71, 79), 91, 92, 93)
 _live_bases: set[int] = set()
 _bases_lock = threading.Lock()
-
-
-def _ports_free(base: int) -> bool:
-    """Every control port of ``base`` can be bound now, for TCP and for UDP."""
-    for offset in _CONTROL_OFFSETS:
-        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-            with socket.socket(socket.AF_INET, kind) as s:
-                try:
-                    s.bind(("127.0.0.1", base + offset))
-                except OSError:
-                    return False
-    return True
 
 
 def _take_base() -> int:
@@ -47,7 +37,8 @@ def _take_base() -> int:
     with _bases_lock:
         for _ in range(200):
             base = rng.randrange(20000, 30000, 100)
-            if all(abs(base - other) >= _SPAN for other in _live_bases) and _ports_free(base):
+            apart = all(abs(base - other) >= _SPAN for other in _live_bases)
+            if apart and all_free(base + o for o in _CONTROL_OFFSETS):
                 _live_bases.add(base)
                 return base
     raise RuntimeError(f"no free port range for a bridge (live bases {sorted(_live_bases)})")
@@ -191,12 +182,10 @@ class RunningBridge:
 
     def wait_for_front_log(self, text: str, timeout: float) -> bool:
         """Wait until Kamailio has logged a line containing ``text``."""
-        deadline = time.monotonic() + timeout
-        while text not in self.front_log_text():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                return False
-            time.sleep(0.05)  # polling a file, bounded by the deadline
-        return True
+        return (
+            within(lambda: text in self.front_log_text() or self.proc.poll() is not None, timeout)
+            and text in self.front_log_text()
+        )
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -63,3 +64,15 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def all_free(ports: Iterable[int], host: str = "127.0.0.1") -> bool:
+    """Every one of ``ports`` can be bound now, for TCP and for UDP."""
+    for port in ports:
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    return False
+    return True

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from tests.support.ports import free_tcp_port
+from tests.support.procs import wait_or_kill
 
 MONITORING = Path(__file__).resolve().parents[2] / "docker" / "monitoring"
 BINARY = shutil.which("prometheus")
@@ -91,8 +92,4 @@ class RunningPrometheus:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+            wait_or_kill(self.proc, 30)
