@@ -61,6 +61,7 @@ class Child:
     restart_at: float | None = None
     restarts: int = 0
     held: bool = False  # being restarted on purpose (rolling restart): not the watch's to restart
+    pump: part_logs.Pump | None = None  # copies its output to its log file (front, media)
 
     @property
     def name(self) -> str:
@@ -161,7 +162,7 @@ class Supervisor:
             stderr=subprocess.STDOUT if front else None,
         )  # fmt: skip
         if child.proc.stdout is not None:
-            part_logs.Pump(
+            child.pump = part_logs.Pump(
                 child.proc.stdout, part_logs.log_path(self.cfg.runtime_path(), child.role,
                                                       child.index),
                 part_logs.kamailio_level if front else part_logs.pjsip_level, child.name,
@@ -455,6 +456,8 @@ class Supervisor:
                     c.proc.kill()
                     c.proc.wait(5)
                 _end_group(c)
+                if c.pump is not None:  # its last lines reach its file before we exit
+                    c.pump.join(2.0)
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
