@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness.frames import FRAME, RATE
-from bench.harness.gated_call import HalfSilentCall, build_call, media_side, worker_settings
+from bench.harness.gated_call import CallAudio, build_call, media_side, worker_settings
 from bench.harness.prompt_calls import require_prompts
 from inference.file_pipeline import OfflineCall
 from inference.model_files import default_cache_dir, ensure_converted
@@ -116,12 +116,12 @@ def main() -> None:
     kinds = [
         build_call(prompts, 0.0),
         build_call(prompts, 184.0),
-        HalfSilentCall("prompts back to back", join_with_silence(pcms, 0.2, 0.2, 0.2), []),
-        HalfSilentCall("line noise -45 dBFS alone", noise(184.0, s), []),
-        HalfSilentCall("hiss -25 dBFS", noise(1840.0, s), []),
-        HalfSilentCall("dial tone 350+440 Hz", tones((350, 440), -13, s, 0, s), []),
-        HalfSilentCall("ringback 2 s on 4 s off", tones((440, 480), -19, 2.0, 4.0, s), []),
-        HalfSilentCall("DTMF digits", dtmf(s), []),
+        CallAudio("prompts back to back", join_with_silence(pcms, 0.2, 0.2, 0.2), []),
+        CallAudio("line noise -45 dBFS alone", noise(184.0, s), []),
+        CallAudio("hiss -25 dBFS", noise(1840.0, s), []),
+        CallAudio("dial tone 350+440 Hz", tones((350, 440), -13, s, 0, s), []),
+        CallAudio("ringback 2 s on 4 s off", tones((440, 480), -19, 2.0, 4.0, s), []),
+        CallAudio("DTMF digits", dtmf(s), []),
     ]
     files = ensure_converted(args.cache_dir)
     model = MoonshineModel(files, choose_providers("cpu"), threads=cfg.inference.threads)

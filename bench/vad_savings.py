@@ -80,7 +80,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from bench.harness.frames import FRAME, RATE, TICK_S
 from bench.harness.gated_call import (
-    HalfSilentCall,
+    CallAudio,
     MediaSide,
     build_call,
     media_side,
@@ -225,7 +225,7 @@ def with_vad(
     )
 
 
-def without_vad(call: HalfSilentCall, model: MoonshineModel, window_s: float) -> Compute:
+def without_vad(call: CallAudio, model: MoonshineModel, window_s: float) -> Compute:
     """The whole call in fixed windows of ``window_s``, one by one."""
     started = time.process_time()
     audio = model_audio(call.pcm)
@@ -236,7 +236,7 @@ def without_vad(call: HalfSilentCall, model: MoonshineModel, window_s: float) ->
     return Compute(f"no VAD, {window_s:g} s windows", texts, timed, rest_cpu_s=rest)
 
 
-def prompts_cut(call: HalfSilentCall, model: MoonshineModel) -> Compute:
+def prompts_cut(call: CallAudio, model: MoonshineModel) -> Compute:
     """Each prompt cut exactly from the call, one by one: the model's own WER on this audio."""
     timed = TimedModel(model)
     texts = [timed.transcribe([model_audio(call.pcm[a:b])])[0].text for a, b in call.spans]
@@ -246,7 +246,7 @@ def prompts_cut(call: HalfSilentCall, model: MoonshineModel) -> Compute:
 # -- report --------------------------------------------------------------------------------------
 
 
-def print_wire(rows: list[tuple[HalfSilentCall, MediaSide]]) -> None:
+def print_wire(rows: list[tuple[CallAudio, MediaSide]]) -> None:
     print("\nmedia -> worker, one call: sent through the energy gate / every frame (kB = 1000 B)")
     print(f"{'call':<22} {'length':>7} {'speech':>6} {'frames':>11} {'pcm kB':>13} "
           f"{'wire kB':>13} {'tcp kB':>13} {'msgs':>11} {'marks':>5} {'saved':>6}")  # fmt: skip
@@ -262,7 +262,7 @@ def print_wire(rows: list[tuple[HalfSilentCall, MediaSide]]) -> None:
 
 
 def print_compute(
-    call: HalfSilentCall,
+    call: CallAudio,
     media: MediaSide,
     base: Compute,
     cut: Compute,
@@ -360,7 +360,7 @@ def main() -> None:
         f"{cfg.inference.partial_interval_ms} ms"
     )
 
-    wire_rows: list[tuple[HalfSilentCall, MediaSide]] = []
+    wire_rows: list[tuple[CallAudio, MediaSide]] = []
     for rms in noise:
         call = build_call(prompts, rms)
         call_id = wire.new_call_id()

@@ -34,7 +34,10 @@ def tcp_bytes(frames: Sequence[wire.Buffer]) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class HalfSilentCall:
+class CallAudio:
+    """One direction of a call's audio, and where its prompts lie in it (none for audio made
+    without a talker: noise, tones)."""
+
     label: str
     pcm: np.ndarray  # int16, 8 kHz
     spans: list[tuple[int, int]]  # each prompt's [start, end) in the call, samples
@@ -45,7 +48,7 @@ class HalfSilentCall:
         return sum(b - a for a, b in self.spans) / RATE
 
 
-def build_call(prompts: list[speech.Prompt], noise_rms: float) -> HalfSilentCall:
+def build_call(prompts: list[speech.Prompt], noise_rms: float) -> CallAudio:
     """The prompts with silences between them as long as the mean prompt (half before the first,
     half after the last): speech fills half of the call."""
     pcms = [p.pcm() for p in prompts]
@@ -56,7 +59,7 @@ def build_call(prompts: list[speech.Prompt], noise_rms: float) -> HalfSilentCall
         spans.append((at, at + len(x)))
         at += len(x) + round(gap * RATE)
     label = "digital silence" if noise_rms <= 0 else f"noise {dbfs(noise_rms):.0f} dBFS"
-    return HalfSilentCall(label, pcm, spans)
+    return CallAudio(label, pcm, spans)
 
 
 @dataclass(slots=True)
@@ -77,7 +80,7 @@ class MediaSide:
     gate_cpu_s: float = 0.0
 
 
-def media_side(call: HalfSilentCall, cfg: Config, call_id: str) -> MediaSide:
+def media_side(call: CallAudio, cfg: Config, call_id: str) -> MediaSide:
     """Play the call frame by frame through the configured gate, as ``AudioSender`` does."""
     g = cfg.media.silence_gate
     stream = SuppressedStream(SilenceGate(RATE, g.threshold_dbfs, g.hangover_ms, g.preroll_ms))
