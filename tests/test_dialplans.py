@@ -405,8 +405,11 @@ def test_docker_config_is_valid_and_compose_parses() -> None:
     m = cfg.media
     last = m.rtp_port_base + m.processes * m.rtp_ports_per_process - 1
     rtp = f"EXPOSE {m.rtp_port_base}-{last}/udp"
+    sip = [f"EXPOSE {cfg.sip.port}/{p}" for p in ("udp", "tcp")[: 1 + cfg.sip.tcp]]
     for image in ("Dockerfile", "Dockerfile.gpu"):
-        assert rtp in (ROOT / "docker" / image).read_text().splitlines(), (image, rtp)
+        lines = (ROOT / "docker" / image).read_text().splitlines()
+        assert rtp in lines, (image, rtp)
+        assert all(e in lines for e in sip), (image, sip)
 
 
 def _kamailio_script() -> str:
