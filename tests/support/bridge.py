@@ -22,8 +22,9 @@ from tests.support.waiting import within
 
 READY_LINE = "sip-bridge ready"
 
-# Each bridge takes ports base .. base+93 (SIP, ZeroMQ, HTTP) and base+1000 .. base+1400 (RTP).
-_SPAN = 1500
+# Each bridge takes ports base .. base+93 (SIP, ZeroMQ, HTTP) and from base+1000 its RTP: 100
+# ports per media process, up to 8 of them (the control offsets below allow as many).
+_SPAN = 2000
 _CONTROL_OFFSETS = (0, *range(11, 19), *range(31, 39), *range(51, 59), *range(71, 79), 91, 92, 93)
 _live_bases: set[int] = set()
 _bases_lock = threading.Lock()
